@@ -1,0 +1,41 @@
+"""``pylon convert-dicom``: convert a folder of DICOMs to PNGs plus a resize-ratio CSV."""
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from pylon.cli.app import app
+
+
+@app.command("convert-dicom")
+def convert_dicom_command(
+    src: Path = typer.Argument(..., help="Folder searched recursively for *.dicom / *.dcm files."),
+    dst: Path = typer.Argument(..., help="Output folder for the PNGs and ratios.csv."),
+    size: int = typer.Option(1024, help="Length of the longer side after resizing."),
+    equalize: bool = typer.Option(False, "--equalize", help="Apply histogram equalisation."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Reconvert existing outputs."),
+) -> None:
+    """Convert DICOMs to 8-bit PNGs (MONOCHROME1 inverted, min-max normalised, aspect kept)."""
+    from pylon.data.dicom import convert_folder
+
+    console = Console()
+    try:
+        report = convert_folder(
+            src, dst, size=size, equalize=equalize, workers=workers, overwrite=overwrite
+        )
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    if report.failed:
+        console.print(f"[red]{len(report.failed)} file(s) not converted:[/red]")
+        for name, reason in report.failed:
+            console.print(f"  {name}: {reason}", soft_wrap=True, markup=False, highlight=False)
+    console.print(
+        f"converted {report.converted}, skipped {report.skipped} (already done), "
+        f"failed {len(report.failed)}; ratios in {dst / 'ratios.csv'}",
+        soft_wrap=True,
+    )
+    if report.failed:
+        raise typer.Exit(1)

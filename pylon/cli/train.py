@@ -1,0 +1,113 @@
+"""``pylon train``, ``pylon presets`` and ``pylon sweep``: run the paper's experiments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pylon.cli.app import app
+
+console = Console()
+
+
+def resolve_config(
+    preset: str | None, config_file: Path | None, overrides: list[str], seed: int | None
+):
+    """Preset (or defaults), then the config file, then ``--set`` overrides, then ``--seed``."""
+    from pylon.training.config import TrainConfig, apply_overrides, parse_override
+    from pylon.training.presets import get_preset
+
+    if preset and config_file:
+        raise typer.BadParameter("give a PRESET or --config, not both")
+    config = get_preset(preset) if preset else TrainConfig()
+    if config_file:
+        config = TrainConfig.from_yaml(config_file)
+    parsed = dict(parse_override(text) for text in overrides)
+    if seed is not None:
+        parsed["seed"] = seed
+    return apply_overrides(config, parsed) if parsed else config.validate()
+
+
+@app.command("train")
+def train_command(
+    preset: str | None = typer.Argument(None, help="Preset name (see `pylon presets`)."),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML config, e.g. RUN/config.yaml."),
+    overrides: list[str] = typer.Option([], "--set", help="Override, e.g. --set optim.lr=3e-4."),
+    seed: int | None = typer.Option(None, help="Random seed (also the run folder name)."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Runs root: RUNS/<experiment>/<seed>/."),
+    devices: str | None = typer.Option(None, help="Lightning devices: 'auto', 2, '0,1'."),
+    num_nodes: int | None = typer.Option(None, help="Number of nodes."),
+    strategy: str | None = typer.Option(None, help="Lightning strategy, e.g. ddp."),
+    accelerator: str | None = typer.Option(None, help="cpu, gpu or auto."),
+    no_bf16: bool = typer.Option(False, "--no-bf16", help="No bf16 autocast on CPU."),
+    retrain: bool = typer.Option(False, help="Delete the run folder and train again."),
+) -> None:
+    """Train one run; re-running the same command resumes it, or skips it when finished."""
+    from pylon.training.fit import train
+
+    extra = list(overrides)
+    for key, value in (
+        ("devices", devices),
+        ("num_nodes", num_nodes),
+        ("strategy", strategy),
+        ("accelerator", accelerator),
+    ):
+        if value is not None:
+            extra.append(f"{key}={value}")
+    if no_bf16:
+        extra.append("cpu_bf16=false")
+    try:
+        config = resolve_config(preset, config_file, extra, seed)
+        run_dir = train(config, runs_dir=runs_dir, retrain=retrain)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(f"run folder: {run_dir}")
+
+
+@app.command("presets")
+def presets_command() -> None:
+    """List the experiment presets with a one-line description."""
+    from pylon.training.presets import list_presets
+
+    table = Table("preset", "description")
+    for name, description in list_presets().items():
+        table.add_row(name, description)
+    console.print(table)
+
+
+@app.command("sweep")
+def sweep_command(
+    presets: list[str] = typer.Argument(..., help="Preset names."),
+    seeds: str = typer.Option("0-4", help="Seeds: '0-4' or '0,2,3'."),
+    gpus: str = typer.Option("", help="GPU ids '0,1,...': one run per GPU; empty = CPU workers."),
+    workers: int = typer.Option(1, help="Parallel runs on CPU when --gpus is empty."),
+    overrides: list[str] = typer.Option([], "--set", help="Override applied to every run."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Runs root."),
+    evaluate: bool = typer.Option(True, help="Evaluate finished runs and summarise seeds."),
+) -> None:
+    """Run PRESET x SEEDS as subprocesses, one per free GPU, skip finished ones, then summarise."""
+    from pylon.training.sweep import parse_seeds, sweep
+
+    try:
+        summary = sweep(
+            presets,
+            parse_seeds(seeds),
+            gpus=[g for g in gpus.split(",") if g.strip()],
+            workers=workers,
+            overrides=overrides,
+            runs_dir=runs_dir,
+            evaluate=evaluate,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    table = Table("experiment", "seed", "status")
+    for row in summary:
+        table.add_row(row["experiment"], str(row["seed"]), row["status"])
+    console.print(table)
+    if any(row["status"].startswith("failed") for row in summary):
+        raise typer.Exit(1)

@@ -1,0 +1,163 @@
+"""Shared dataset over a table of image files, multi-hot labels and boxes (NIH, VinDr, VOC, CSV)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pylon.data.cache import ImageCache
+from pylon.data.images import read_image
+from pylon.data.sample import Sample
+from pylon.data.transforms import (
+    INTERPOLATION,
+    TransformKind,
+    apply_transform,
+    build_transform,
+    normalization,
+)
+
+# Boxes may overhang their image by this many pixels (annotation rounding); more is an error.
+BOX_TOLERANCE = 1.0
+
+
+@dataclass
+class Record:
+    """One image: file, multi-hot labels, boxes ``(x, y, w, h, class)`` in the file's pixels."""
+
+    image_id: str
+    path: Path
+    labels: np.ndarray
+    boxes: list[tuple[float, float, float, float, int]] = field(default_factory=list)
+
+
+def check_box(
+    box: Sequence[float], height: int, width: int, where: str
+) -> tuple[float, float, float, float]:
+    """Check an ``(x, y, w, h)`` box against a ``height`` x ``width`` image; clip overhang."""
+    x, y, w, h = (float(v) for v in box[:4])
+    if not all(np.isfinite((x, y, w, h))) or w <= 0 or h <= 0:
+        raise ValueError(
+            f"{where}: box (x={x}, y={y}, w={w}, h={h}) must have finite x, y and w, h > 0"
+        )
+    tol = BOX_TOLERANCE
+    if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+        raise ValueError(
+            f"{where}: box (x={x}, y={y}, w={w}, h={h}) lies outside the {width}x{height} image"
+        )
+    x0, y0 = max(x, 0.0), max(y, 0.0)
+    x1, y1 = min(x + w, float(width)), min(y + h, float(height))
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def seeded_split(ids: Sequence[str], fractions: Sequence[float], seed: int) -> list[list[str]]:
+    """Partition sorted ``ids`` into ``len(fractions)`` reproducible random parts."""
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.ndim != 1 or (fractions < 0).any() or fractions.sum() <= 0:
+        raise ValueError(f"split fractions must be non-negative and not all zero, got {fractions}")
+    order = sorted(ids)
+    perm = np.random.default_rng(seed).permutation(len(order))
+    bounds = np.round(np.cumsum(fractions / fractions.sum()) * len(order)).astype(int)
+    parts, start = [], 0
+    for stop in bounds:
+        parts.append([order[i] for i in perm[start:stop]])
+        start = stop
+    return parts
+
+
+def parse_fractions(spec: str | Sequence[float], where: str) -> list[float]:
+    """``"70/10/20"`` or ``(0.7, 0.1, 0.2)`` -> three fractions (train, val, test)."""
+    try:
+        values = [float(v) for v in (spec.split("/") if isinstance(spec, str) else spec)]
+    except ValueError as err:
+        raise ValueError(
+            f"{where}: expected 'train/val/test' like '70/10/20', got {spec!r}"
+        ) from err
+    if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
+        raise ValueError(
+            f"{where}: expected three non-negative parts like '70/10/20', got {spec!r}"
+        )
+    return values
+
+
+class BoxDataset(Dataset):
+    """Images on disk with labels and boxes, decoded (or read from the cache) and augmented.
+
+    Subclasses build the ``records`` for their split from their official files.
+    """
+
+    def __init__(
+        self,
+        records: list[Record],
+        class_names: Sequence[str],
+        *,
+        name: str,
+        split: str,
+        size: int,
+        augment: bool,
+        kind: TransformKind,
+        in_channels: int,
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        cache_size: int | None = None,
+        cache_workers: int = 0,
+        progress: bool = True,
+    ):
+        if not records:
+            raise ValueError(f"{name}: split {split!r} contains no images")
+        missing = [r.path for r in records if not r.path.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{name}: {len(missing)} image file(s) of split {split!r} not found, "
+                f"first: {', '.join(str(p) for p in missing[:3])}"
+            )
+        self.records = records
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.name, self.split, self.size = name, split, size
+        self.augment, self.kind, self.in_channels = augment, kind, in_channels
+        self.mean, self.std = normalization(kind, in_channels)
+        self.transform = build_transform(kind, size, augment, in_channels=in_channels)
+        self.cache: ImageCache | None = None
+        if cache:
+            self.cache = ImageCache.open_or_build(
+                name,
+                [r.image_id for r in records],
+                [r.path for r in records],
+                size=cache_size or size,
+                channels=in_channels,
+                interpolation=INTERPOLATION[kind],
+                cache_dir=cache_dir,
+                workers=cache_workers,
+                progress=progress,
+            )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> tuple[np.ndarray, list[tuple[float, float, float, float, int]]]:
+        """The untransformed uint8 image (cached or decoded) and its boxes in its pixels."""
+        record = self.records[index]
+        if self.cache is None:
+            return read_image(record.path, self.in_channels), list(record.boxes)
+        image = self.cache[index]
+        height, width = self.cache.original_sizes[index]
+        sy, sx = image.shape[0] / height, image.shape[1] / width
+        boxes = [(x * sx, y * sy, w * sx, h * sy, c) for x, y, w, h, c in record.boxes]
+        return image, boxes
+
+    def __getitem__(self, index: int) -> Sample:
+        record = self.records[index]
+        image, boxes = self.load(index)
+        tensor, out_boxes = apply_transform(self.transform, image, boxes)
+        return {
+            "image": tensor,
+            "labels": torch.as_tensor(record.labels, dtype=torch.float32),
+            "boxes": out_boxes,
+            "image_id": record.image_id,
+        }

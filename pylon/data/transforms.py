@@ -1,0 +1,109 @@
+"""Augmentation pipelines of the reference recipe (X-ray and VOC) and their application to boxes."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network version check on import
+
+from collections.abc import Sequence  # noqa: E402
+from typing import Literal  # noqa: E402
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from pylon.data.sample import Box  # noqa: E402
+
+TransformKind = Literal["xray", "voc"]
+
+XRAY_MEAN: tuple[float, ...] = (0.4984,)
+XRAY_STD: tuple[float, ...] = (0.2483,)
+IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+# Cubic for X-rays as in the reference; albumentations' default (linear) for VOC photographs.
+INTERPOLATION: dict[str, int] = {"xray": cv2.INTER_CUBIC, "voc": cv2.INTER_LINEAR}
+
+
+def normalization(kind: TransformKind, in_channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) on the [0, 1] pixel scale used by ``kind`` for ``in_channels``."""
+    if kind == "xray":
+        mean, std = XRAY_MEAN * in_channels, XRAY_STD * in_channels
+    elif kind == "voc":
+        if in_channels != 3:
+            raise ValueError(f"the VOC transform expects 3 input channels, got {in_channels}")
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        raise ValueError(f"unknown transform kind {kind!r}; expected 'xray' or 'voc'")
+    return list(mean), list(std)
+
+
+def build_transform(
+    kind: TransformKind,
+    size: int,
+    train: bool,
+    *,
+    in_channels: int = 1,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> A.Compose:
+    """The reference albumentations pipeline for uint8 HxWxC images with COCO boxes.
+
+    Call it with ``image=..., bboxes=[(x, y, w, h), ...], class_indices=[...]``; the result's
+    image is a float CHW tensor. ``mean``/``std`` override the kind's normalisation constants.
+    """
+    default_mean, default_std = normalization(kind, in_channels)
+    normalize = A.Normalize(
+        mean=list(mean) if mean is not None else default_mean,
+        std=list(std) if std is not None else default_std,
+        max_pixel_value=255.0,
+    )
+    interpolation = INTERPOLATION[kind]
+    if not train:
+        steps = [A.Resize(size, size, interpolation=interpolation)]
+    elif kind == "xray":
+        steps = [
+            A.Rotate(limit=90, border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5),
+            A.RandomResizedCrop(
+                (size, size), scale=(0.7, 1.0), ratio=(3 / 4, 4 / 3), interpolation=interpolation
+            ),
+            A.HorizontalFlip(p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.5, contrast_limit=0.5, p=0.5),
+        ]
+    else:
+        steps = [
+            A.Rotate(limit=10, border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5),
+            A.RandomResizedCrop(
+                (size, size), scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), interpolation=interpolation
+            ),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2, p=0.5),
+        ]
+    return A.Compose(
+        [*steps, normalize, ToTensorV2()],
+        bbox_params=A.BboxParams(
+            format="coco", min_visibility=0.5, label_fields=["class_indices"], clip=True
+        ),
+    )
+
+
+def apply_transform(
+    transform: A.Compose, image: np.ndarray, boxes: Sequence[Sequence[float]] = ()
+) -> tuple[Tensor, list[Box]]:
+    """Run ``transform`` on a uint8 HxW(xC) image and ``(x, y, w, h, class_index)`` boxes.
+
+    Returns the CHW float tensor and the boxes that survived, in the output image's pixels.
+    """
+    coords = [tuple(float(v) for v in box[:4]) for box in boxes]
+    classes = [int(box[4]) for box in boxes]
+    out = transform(image=image, bboxes=coords, class_indices=classes)
+    out_boxes: list[Box] = [
+        (float(x), float(y), float(w), float(h), int(c))
+        for (x, y, w, h), c in zip(
+            np.asarray(out["bboxes"]).reshape(-1, 4), out["class_indices"], strict=True
+        )
+    ]
+    return out["image"].float(), out_boxes

@@ -1,0 +1,126 @@
+"""Pascal VOC 2012 classification with boxes: labels derived from the XML objects, 3 channels."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pylon.data.base import BoxDataset, Record, check_box
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+VOC_SPLITS = ("train", "val", "trainval")
+
+
+def find_voc_root(root: Path) -> Path:
+    """Accept the folder containing ``VOCdevkit``, ``VOCdevkit`` itself or ``VOC2012``."""
+    for candidate in (root / "VOCdevkit" / "VOC2012", root / "VOC2012", root):
+        if (candidate / "JPEGImages").is_dir() and (candidate / "Annotations").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"voc: no VOCdevkit/VOC2012 with JPEGImages/ and Annotations/ found at {root}"
+    )
+
+
+def parse_annotation(path: Path) -> tuple[list[tuple[float, float, float, float, int]], int, int]:
+    """Boxes ``(x, y, w, h, class)`` (0-based pixels) and (height, width) of a VOC XML file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"voc: annotation file not found: {path}")
+    try:
+        tree = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise ValueError(f"voc: cannot parse XML {path}: {err}") from err
+    try:
+        width = int(float(tree.findtext("size/width")))
+        height = int(float(tree.findtext("size/height")))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: <size> needs numeric <width> and <height>") from err
+    boxes = []
+    for k, obj in enumerate(tree.iter("object")):
+        name = (obj.findtext("name") or "").strip()
+        if name not in VOC_CLASSES:
+            raise ValueError(
+                f"{path}, object {k}: unknown class {name!r}; "
+                f"expected one of {', '.join(VOC_CLASSES)}"
+            )
+        try:
+            xmin, ymin, xmax, ymax = (
+                float(obj.findtext(f"bndbox/{tag}")) for tag in ("xmin", "ymin", "xmax", "ymax")
+            )
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path}, object {k}: <bndbox> needs numeric xmin/ymin/xmax/ymax"
+            ) from err
+        # VOC coordinates are 1-based and inclusive.
+        box = (xmin - 1.0, ymin - 1.0, xmax - xmin + 1.0, ymax - ymin + 1.0)
+        boxes.append(
+            (*check_box(box, height, width, f"{path}, object {k}"), VOC_CLASSES.index(name))
+        )
+    return boxes, height, width
+
+
+class VOCDataset(BoxDataset):
+    """VOC 2012 under ``root`` (``JPEGImages``, ``Annotations``, ``ImageSets/Main/<split>.txt``).
+
+    Labels are the classes present among an image's objects; all objects' boxes are kept.
+    Uses the VOC transform (ImageNet mean/std, colour jitter) on 3-channel images.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        split: str = "train",
+        size: int = 256,
+        augment: bool = False,
+        **options: Any,
+    ):
+        if root is None:
+            raise ValueError("voc: root must be the folder containing VOCdevkit (or VOC2012)")
+        if split not in VOC_SPLITS:
+            raise ValueError(f"voc: unknown split {split!r}; expected one of {VOC_SPLITS}")
+        voc = find_voc_root(Path(root))
+        list_file = voc / "ImageSets" / "Main" / f"{split}.txt"
+        if not list_file.is_file():
+            raise FileNotFoundError(f"voc: split list not found: {list_file}")
+        names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        records = []
+        for name in names:
+            boxes, _, _ = parse_annotation(voc / "Annotations" / f"{name}.xml")
+            labels = np.zeros(len(VOC_CLASSES), dtype=np.float32)
+            labels[[b[4] for b in boxes]] = 1.0
+            records.append(Record(name, voc / "JPEGImages" / f"{name}.jpg", labels, boxes))
+        super().__init__(
+            records,
+            VOC_CLASSES,
+            name="voc",
+            split=split,
+            size=size,
+            augment=augment,
+            kind="voc",
+            in_channels=3,
+            **options,
+        )

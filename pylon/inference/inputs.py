@@ -1,0 +1,140 @@
+"""Inputs for prediction: gather image/DICOM files from paths and folders, and read one as uint8."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from pylon.data.dicom import DICOM_SUFFIXES, dicom_to_array
+from pylon.data.images import read_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
+
+
+@dataclass
+class InputImage:
+    """One decoded input: uint8 ``(H, W, channels)`` pixels at the file's own resolution."""
+
+    image_id: str
+    path: Path | None
+    pixels: np.ndarray
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the original image."""
+        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+
+def gather_inputs(
+    inputs: Iterable[str | os.PathLike], *, recursive: bool = False
+) -> list[tuple[str, Path]]:
+    """``(image_id, path)`` for every file given and every PNG/JPEG/DICOM inside the folders given.
+
+    A file named explicitly is kept whatever its suffix (a DICOM may have none). The id is the
+    file name without suffix, or the path relative to its folder for folder contents (so ids stay
+    unique across sub-folders); a repeated id gets ``-2``, ``-3``, ... appended.
+    """
+    found: list[tuple[str, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = path.rglob("*") if recursive else path.glob("*")
+            files = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
+            found += [(p.relative_to(path).with_suffix("").as_posix(), p) for p in files]
+        elif path.is_file():
+            found.append((path.stem, path))
+        else:
+            raise FileNotFoundError(f"input not found: {path} (expected an image, DICOM or folder)")
+    seen: dict[str, int] = {}
+    unique = []
+    for image_id, path in found:
+        seen[image_id] = seen.get(image_id, 0) + 1
+        unique.append((image_id if seen[image_id] == 1 else f"{image_id}-{seen[image_id]}", path))
+    return unique
+
+
+def is_dicom(path: Path) -> bool:
+    """True for ``.dcm``/``.dicom`` files and for any file with the DICOM preamble magic."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def read_dicom(path: Path, channels: int) -> np.ndarray:
+    """A DICOM converted as ``pylon convert-dicom`` does (MONOCHROME1 inverted, min-max to uint8),
+    kept at its native resolution so that peaks are reported in the DICOM's own pixels."""
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    rows, columns = header.get("Rows"), header.get("Columns")
+    if not rows or not columns:
+        raise ValueError(f"{path}: DICOM header lacks Rows/Columns (no image in this file?)")
+    image, _, _ = dicom_to_array(path, size=max(int(rows), int(columns)))
+    image = image[:, :, None]
+    return np.repeat(image, channels, axis=2) if channels == 3 else image
+
+
+def load_input(path: str | os.PathLike, channels: int, image_id: str | None = None) -> InputImage:
+    """Decode a PNG/JPEG (8 or 16 bit, gray/RGB/RGBA) or DICOM file to uint8 ``(H, W, channels)``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the
+    reason for anything that cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        pixels = read_dicom(path, channels) if is_dicom(path) else read_image(path, channels)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as err:  # noqa: BLE001  decoders raise many types; name the file and reason
+        raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+    return InputImage(image_id or path.stem, path, pixels)
+
+
+def array_input(image, channels: int, image_id: str = "array") -> InputImage:
+    """Wrap an in-memory image: a PIL image, or an ndarray ``(H, W)``/``(H, W, 1|3|4)`` of uint8,
+    uint16 (full range) or floats in [0, 1]."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        if image.mode.startswith("I;16"):
+            image = np.asarray(image).astype(np.uint16)
+        else:
+            image = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"image {image_id!r}: expected an array of shape (H, W) or (H, W, 1|3|4), "
+            f"got {array.shape}"
+        )
+    array = _to_uint8(array, image_id)[:, :, :3]
+    if array.shape[2] != channels:
+        if channels == 3:
+            array = np.repeat(array, 3, axis=2)
+        else:  # ITU-R BT.601 luma, as OpenCV's RGB->gray
+            luma = array.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            array = np.clip(np.rint(luma), 0, 255).astype(np.uint8)[:, :, None]
+    return InputImage(image_id, None, np.ascontiguousarray(array))
+
+
+def _to_uint8(array: np.ndarray, image_id: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return np.clip(np.rint(array / 257.0), 0, 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError(f"image {image_id!r}: float pixels must be finite and in [0, 1]")
+        return np.rint(array * 255.0).astype(np.uint8)
+    raise ValueError(
+        f"image {image_id!r}: unsupported pixel type {array.dtype}; use uint8, uint16 or float"
+    )

@@ -1,0 +1,256 @@
+"""``Predictor``: a trained weights file in, per-image probabilities, peaks and heatmaps out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pylon.data.transforms import apply_transform, build_transform
+from pylon.inference.inputs import InputImage, array_input, gather_inputs, load_input
+from pylon.inference.result import Failure, Prediction, peaks_in_original
+from pylon.models.registry import create_model_from_config
+from pylon.models.weights import MODEL_METADATA_KEY, load_weights, read_weights_metadata
+
+DATA_METADATA_KEY = "pylon_data"
+DATA_FIELDS = ("class_names", "size", "in_channels", "mean", "std")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """How the model's inputs were made in training (the ``pylon_data`` weights metadata)."""
+
+    class_names: list[str]
+    size: int
+    in_channels: int
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any], path: Path) -> DataInfo:
+        data = metadata.get(DATA_METADATA_KEY)
+        example = (
+            'save_weights(model, path, metadata={"pylon_data": {"class_names": [...], '
+            '"size": 256, "in_channels": 1, "mean": [0.4984], "std": [0.2483]}})'
+        )
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{path}: no '{DATA_METADATA_KEY}' metadata (class names, input size, "
+                f"normalisation); weights written by `pylon train` carry it, otherwise re-save "
+                f"them with {example}"
+            )
+        missing = [k for k in DATA_FIELDS if data.get(k) is None]
+        if missing:
+            raise ValueError(
+                f"{path}: '{DATA_METADATA_KEY}' metadata lacks {', '.join(missing)}; "
+                f"re-save with {example}"
+            )
+        info = cls(
+            class_names=[str(c) for c in data["class_names"]],
+            size=int(data["size"]),
+            in_channels=int(data["in_channels"]),
+            mean=[float(v) for v in data["mean"]],
+            std=[float(v) for v in data["std"]],
+        )
+        if len(info.mean) != info.in_channels or len(info.std) != info.in_channels:
+            raise ValueError(
+                f"{path}: '{DATA_METADATA_KEY}' has mean {info.mean} and std {info.std}; "
+                f"expected {info.in_channels} value(s) each (one per input channel)"
+            )
+        return info
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class Predictor:
+    """Rebuilds a trained model from its weights file alone and predicts on images or files.
+
+    ``threshold``: classes whose probability reaches it are ``selected`` (overlays are drawn for
+    them); ``classes`` replaces that choice by a fixed list. ``precision="auto"`` runs bf16
+    autocast with channels-last on CPUs with native bf16 (about 2x faster; probabilities within
+    ~1e-2 of fp32) and fp32 elsewhere; ``"fp32"`` forces full precision.
+    """
+
+    def __init__(
+        self,
+        weights_path: str | os.PathLike,
+        *,
+        device: str | torch.device = "cpu",
+        batch_size: int = 8,
+        threshold: float = 0.5,
+        classes: Sequence[str] | None = None,
+        precision: str = "auto",
+        workers: int = 2,
+    ):
+        path = Path(weights_path)
+        metadata = read_weights_metadata(path)
+        if metadata["model"] is None:
+            raise ValueError(
+                f"{path}: no '{MODEL_METADATA_KEY}' metadata (the architecture); save the weights "
+                "with pylon.save_weights(model, path) from a model built by pylon.create_model"
+            )
+        self.data = DataInfo.from_metadata(metadata, path)
+        self.model: nn.Module = create_model_from_config(metadata["model"])
+        load_weights(self.model, path, strict=True)
+        num_classes = metadata["model"]["num_classes"]
+        if len(self.data.class_names) != num_classes:
+            raise ValueError(
+                f"{path}: {len(self.data.class_names)} class names for a {num_classes}-class model"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.classes = self._check_classes(classes)
+        self.threshold = float(threshold)
+        self.batch_size = batch_size
+        self.workers = workers
+        self.device = torch.device(device)
+        self.bf16 = precision == "bf16" or (
+            precision == "auto" and self.device.type == "cpu" and cpu_supports_bf16()
+        )
+        self.model.eval().to(self.device)
+        if self.bf16:
+            self.model.to(memory_format=torch.channels_last)
+        self.transform = build_transform(
+            "xray",
+            self.data.size,
+            train=False,
+            in_channels=self.data.in_channels,
+            mean=self.data.mean,
+            std=self.data.std,
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.data.class_names
+
+    def _check_classes(self, classes: Sequence[str] | None) -> list[str] | None:
+        if classes is None:
+            return None
+        unknown = [c for c in classes if c not in self.data.class_names]
+        if unknown:
+            raise ValueError(
+                f"unknown class(es) {unknown}; the model's classes are "
+                f"{', '.join(self.data.class_names)}"
+            )
+        return list(classes)
+
+    def to_input(self, image: Any, image_id: str | None = None) -> InputImage:
+        """Decode a path (PNG/JPEG/DICOM) or wrap an ndarray / PIL image."""
+        if isinstance(image, InputImage):
+            return image
+        if isinstance(image, str | os.PathLike):
+            return load_input(image, self.data.in_channels, image_id)
+        return array_input(image, self.data.in_channels, image_id or "array")
+
+    def predict(self, image: Any, *, image_id: str | None = None, keep_pixels: bool = False):
+        """Predict one image: a PNG/JPEG/DICOM path, an ndarray or a PIL image."""
+        return self.predict_inputs([self.to_input(image, image_id)], keep_pixels=keep_pixels)[0]
+
+    @torch.inference_mode()
+    def predict_inputs(
+        self, inputs: Sequence[InputImage], *, keep_pixels: bool = False
+    ) -> list[Prediction]:
+        """Predict decoded inputs, ``batch_size`` at a time."""
+        results: list[Prediction] = []
+        for start in range(0, len(inputs), self.batch_size):
+            chunk = inputs[start : start + self.batch_size]
+            batch = torch.stack([apply_transform(self.transform, item.pixels)[0] for item in chunk])
+            probabilities, cams = self.forward(batch)
+            peaks = peaks_in_original(cams, self.data.size, [item.size for item in chunk])
+            for i, item in enumerate(chunk):
+                results.append(self._result(item, probabilities[i], cams[i], peaks[i], keep_pixels))
+        return results
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised ``(N, C, size, size)`` batch -> (probabilities ``(N, K)``, raw CAM ``(N, K, h,
+        w)``), both float32 on the CPU."""
+        batch = batch.to(self.device)
+        if self.bf16:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            output = self.model(batch)
+        return output.logits.float().sigmoid().cpu(), output.cam.float().contiguous().cpu()
+
+    def _result(self, item: InputImage, probs, cam, peaks, keep_pixels: bool) -> Prediction:
+        names = self.data.class_names
+        probabilities = {c: float(p) for c, p in zip(names, probs.tolist(), strict=True)}
+        if self.classes is not None:
+            selected = list(self.classes)
+        else:
+            selected = [c for c in names if probabilities[c] >= self.threshold]
+        return Prediction(
+            image_id=item.image_id,
+            path=str(item.path) if item.path is not None else None,
+            original_size=item.size,
+            probabilities=probabilities,
+            peaks=dict(zip(names, peaks, strict=True)),
+            selected=selected,
+            cam=cam,
+            pixels=item.pixels if keep_pixels else None,
+        )
+
+    def iter_predict(
+        self,
+        inputs: Iterable[str | os.PathLike],
+        *,
+        recursive: bool = False,
+        skip_errors: bool = False,
+        keep_pixels: bool = False,
+    ) -> Iterator[Prediction | Failure]:
+        """Predict files and folders lazily, decoding the next batch while the model runs.
+
+        With ``skip_errors`` an unreadable file yields a :class:`Failure` (file and reason)
+        instead of raising, and the other files are still processed.
+        """
+        items = gather_inputs(inputs, recursive=recursive)
+        channels = self.data.in_channels
+
+        def read(item: tuple[str, Path]) -> InputImage | Failure:
+            image_id, path = item
+            try:
+                return load_input(path, channels, image_id)
+            except (ValueError, OSError) as err:
+                if not skip_errors:
+                    raise
+                return Failure(image_id, str(path), str(err))
+
+        chunks = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        with ThreadPoolExecutor(max(1, self.workers)) as pool:
+            # decode the next batch in threads while the model runs on this one
+            pending = [pool.submit(read, item) for item in chunks[0]] if chunks else []
+            for k in range(len(chunks)):
+                decoded = [future.result() for future in pending]
+                if k + 1 < len(chunks):
+                    pending = [pool.submit(read, item) for item in chunks[k + 1]]
+                images = [d for d in decoded if isinstance(d, InputImage)]
+                predicted = iter(self.predict_inputs(images, keep_pixels=keep_pixels))
+                for d in decoded:
+                    yield d if isinstance(d, Failure) else next(predicted)
+
+    def predict_many(
+        self,
+        inputs: Iterable[str | os.PathLike],
+        *,
+        recursive: bool = False,
+        skip_errors: bool = False,
+    ) -> list[Prediction | Failure]:
+        """:meth:`iter_predict` as a list (files in folder order, batched)."""
+        return list(self.iter_predict(inputs, recursive=recursive, skip_errors=skip_errors))

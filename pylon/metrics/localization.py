@@ -1,0 +1,372 @@
+"""Point localization and IoBB / IoU accuracy of class activation maps against ground-truth boxes.
+
+Vectorised over (image, class) pairs and streaming: only pairs with boxes are up-sampled, in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEFAULT_THRESHOLDS = (0.1, 0.25, 0.5)
+# Up-sampled float maps per chunk: small enough for the allocator to reuse the block (no page
+# faults on every chunk), large enough to amortise per-call overhead.
+_CHUNK_BYTES = 24 * 2**20
+_BYTES_PER_PIXEL = 4
+
+
+@dataclass
+class PairScores:
+    """Per (image, class) pair results of one ``update``; images index into that batch.
+
+    ``peak_row``/``peak_col`` are the arg-max of the up-sampled map in input pixels; ``iobb`` is
+    ``|mask & gt| / |mask|`` and ``iou`` is ``|mask & gt| / |mask | gt|`` (NaN when undefined).
+    """
+
+    image_index: Tensor  # (P,) long
+    class_index: Tensor  # (P,) long
+    peak_row: Tensor  # (P,) long
+    peak_col: Tensor  # (P,) long
+    point_hit: Tensor  # (P,) bool
+    iobb: Tensor  # (P,) float64
+    iou: Tensor  # (P,) float64
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+
+def _as_cams(cams, num_classes: int | None = None) -> Tensor:
+    if isinstance(cams, np.ndarray):
+        cams = torch.from_numpy(cams)
+    if not isinstance(cams, Tensor):
+        raise ValueError(f"cams must be a torch.Tensor or numpy array, got {type(cams).__name__}")
+    if cams.ndim != 4:
+        raise ValueError(f"cams must have shape (N, C, h, w), got {tuple(cams.shape)}")
+    if num_classes is not None and cams.shape[1] != num_classes:
+        raise ValueError(f"cams have {cams.shape[1]} classes, expected {num_classes}")
+    if not cams.is_floating_point():
+        raise ValueError(f"cams must be floating point, got {cams.dtype}")
+    cams = cams.detach()
+    if not torch.isfinite(cams).all():
+        raise ValueError("cams contain NaN or infinite values")
+    return cams
+
+
+def _as_image_size(image_size) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (H, W), got {image_size!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return height, width
+
+
+def _flatten_boxes(boxes, num_images: int, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate ``boxes`` and return (image index, class index, xywh float64) per box."""
+    if len(boxes) != num_images:
+        raise ValueError(f"boxes has {len(boxes)} entries but cams has {num_images} images")
+    images, classes, coords = [], [], []
+    for i, image_boxes in enumerate(boxes):
+        for j, box in enumerate(image_boxes):
+            where = f"boxes[{i}][{j}]"
+            if len(box) != 5:
+                raise ValueError(f"{where} must be (x, y, w, h, class_index), got {box!r}")
+            *xywh, cls = (b.item() if isinstance(b, (Tensor, np.generic)) else b for b in box)
+            if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in xywh):
+                raise ValueError(f"{where}: x, y, w, h must be finite numbers, got {box!r}")
+            if xywh[2] < 0 or xywh[3] < 0:
+                raise ValueError(f"{where}: width and height must be >= 0, got {box!r}")
+            if isinstance(cls, float) and cls.is_integer():
+                cls = int(cls)
+            if not isinstance(cls, numbers.Integral) or not 0 <= cls < num_classes:
+                raise ValueError(
+                    f"{where}: class_index must be an integer in [0, {num_classes}), got {cls!r}"
+                )
+            images.append(i)
+            classes.append(int(cls))
+            coords.append([float(v) for v in xywh])
+    return (
+        torch.tensor(images, dtype=torch.long),
+        torch.tensor(classes, dtype=torch.long),
+        torch.tensor(coords, dtype=torch.float64).reshape(-1, 4),
+    )
+
+
+def _padded_boxes(box_pair: Tensor, box_xywh: Tensor, num_pairs: int, size: tuple[int, int]):
+    """Per pair, its boxes' pixel extents (P, K) as half-open [x0, x1) x [y0, y1), clipped.
+
+    A box covers rows int(y) .. int(y) + int(h) - 1 and columns int(x) .. int(x) + int(w) - 1;
+    missing slots (pairs with fewer than K boxes) are empty boxes.
+    """
+    height, width = size
+    order = torch.argsort(box_pair, stable=True)
+    sorted_pair = box_pair[order]
+    slot = torch.empty_like(box_pair)
+    slot[order] = torch.arange(len(box_pair)) - torch.searchsorted(sorted_pair, sorted_pair)
+    num_slots = int(slot.max()) + 1 if len(slot) else 1
+    x, y, w, h = box_xywh.trunc().long().unbind(1)
+    extents = torch.zeros(4, num_pairs, num_slots, dtype=torch.long)
+    for k, (lo, hi, limit) in enumerate([(x, x + w, width), (y, y + h, height)]):
+        extents[2 * k, box_pair, slot] = lo.clamp(0, limit)
+        extents[2 * k + 1, box_pair, slot] = hi.clamp(0, limit)
+    return extents.unbind(0)
+
+
+def _segments(lo: Tensor, hi: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Cut [0, length) at every box edge: boundaries (P, S+1) and indicator (P, length, S)."""
+    edges = torch.cat([lo, hi], dim=1).sort(dim=1).values
+    pixel = torch.arange(length)[None, :, None]
+    inside = (pixel >= edges[:, None, :-1]) & (pixel < edges[:, None, 1:])
+    return edges, inside.float()
+
+
+def _score_chunk(
+    maps: Tensor, box_pair: Tensor, box_xywh: Tensor, image_size: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Score P probability maps (P, h, w) against their boxes (box_pair indexes into P)."""
+    num_pairs = len(maps)
+    up = F.interpolate(maps[:, None], size=image_size, mode="bilinear", align_corners=False)
+    up = up[:, 0]
+
+    # First maximum in row-major order: the first row holding the maximum, then its first column.
+    row_max = up.amax(dim=2)
+    peak_value = row_max.amax(dim=1)
+    peak_row = (row_max == peak_value[:, None]).byte().argmax(dim=1)
+    peak_col = (up[torch.arange(num_pairs), peak_row] == peak_value[:, None]).byte().argmax(dim=1)
+
+    x, y, w, h = box_xywh.unbind(1)
+    row, col = peak_row[box_pair].double(), peak_col[box_pair].double()
+    box_hit = (x <= col) & (col <= x + w) & (y <= row) & (row <= y + h)
+    point_hit = torch.zeros(num_pairs, dtype=torch.long).index_add_(0, box_pair, box_hit.long()) > 0
+
+    # The spec's "scale so the max is 1, then threshold at 0.5"; a zero max gives NaN: no mask.
+    mask = up.div_(peak_value[:, None, None]).gt_(0.5)  # in place: 0./1. floats
+
+    # The union of a pair's boxes is a set of cells of the grid cut at every box edge. Counting mask
+    # pixels per cell is two small matrix products (exact: integer sums far below 2**24).
+    x0, x1, y0, y1 = _padded_boxes(box_pair, box_xywh, num_pairs, image_size)
+    col_edges, col_seg = _segments(x0, x1, image_size[1])
+    row_edges, row_seg = _segments(y0, y1, image_size[0])
+    ones = torch.ones(num_pairs, image_size[1], 1)
+    per_row = torch.bmm(mask, torch.cat([col_seg, ones], dim=2)).double()  # (P, H, Sx + 1)
+    mask_area = per_row[:, :, -1].sum(dim=1)
+    cell_counts = torch.bmm(row_seg.double().transpose(1, 2), per_row[:, :, :-1])  # (P, Sy, Sx)
+
+    def centre_inside(edges: Tensor, lo: Tensor, hi: Tensor) -> Tensor:  # (P, S, K)
+        first, last = edges[:, :-1, None], edges[:, 1:, None]
+        return (first < last) & (lo[:, None, :] <= first) & (last <= hi[:, None, :])
+
+    in_x = centre_inside(col_edges, x0, x1)
+    in_y = centre_inside(row_edges, y0, y1)
+    covered = (in_y[:, :, None, :] & in_x[:, None, :, :]).any(dim=3)  # (P, Sy, Sx)
+    cell_area = (row_edges.diff(dim=1)[:, :, None] * col_edges.diff(dim=1)[:, None, :]).double()
+    inter = (cell_counts * covered).sum(dim=(1, 2))
+    gt_area = (cell_area * covered).sum(dim=(1, 2))
+    iobb = inter / mask_area
+    iou = inter / (mask_area + gt_area - inter)
+    return peak_row, peak_col, point_hit, iobb, iou
+
+
+def score_pairs(
+    cams,
+    boxes: Sequence[Sequence],
+    image_size: tuple[int, int],
+    *,
+    apply_sigmoid: bool = True,
+    chunk_pairs: int | None = None,
+) -> PairScores:
+    """Score every (image, class) pair that has at least one box (see module docs for the rules).
+
+    ``cams`` (N, C, h, w) raw scores (or probabilities with ``apply_sigmoid=False``); ``boxes`` a
+    list of N lists of ``(x, y, w, h, class_index)`` in input pixels; ``image_size`` = (H, W) of
+    the network input. Maps are up-sampled only for pairs with boxes, ``chunk_pairs`` at a time.
+    """
+    cams = _as_cams(cams)
+    image_size = _as_image_size(image_size)
+    num_images, num_classes = cams.shape[:2]
+    box_image, box_class, box_xywh = _flatten_boxes(boxes, num_images, num_classes)
+    if not apply_sigmoid and (cams < 0).any():
+        raise ValueError(
+            "cams contain negative values but apply_sigmoid=False expects probabilities in [0, 1]; "
+            "pass raw scores with apply_sigmoid=True"
+        )
+
+    keys, box_pair = torch.unique(box_image * num_classes + box_class, return_inverse=True)
+    pair_image, pair_class = keys // num_classes, keys % num_classes
+    num_pairs = len(keys)
+    if chunk_pairs is None:
+        pixels = image_size[0] * image_size[1]
+        chunk_pairs = max(1, _CHUNK_BYTES // (_BYTES_PER_PIXEL * pixels))
+
+    outputs = []
+    for start in range(0, num_pairs, chunk_pairs):
+        stop = min(start + chunk_pairs, num_pairs)
+        maps = cams[pair_image[start:stop], pair_class[start:stop]].float()
+        if apply_sigmoid:
+            maps = maps.sigmoid()
+        in_chunk = (box_pair >= start) & (box_pair < stop)
+        outputs.append(
+            _score_chunk(maps, box_pair[in_chunk] - start, box_xywh[in_chunk], image_size)
+        )
+    if outputs:
+        peak_row, peak_col, point_hit, iobb, iou = (
+            torch.cat(t) for t in zip(*outputs, strict=True)
+        )
+    else:
+        peak_row = peak_col = torch.zeros(0, dtype=torch.long)
+        point_hit = torch.zeros(0, dtype=torch.bool)
+        iobb = iou = torch.zeros(0, dtype=torch.float64)
+    return PairScores(pair_image, pair_class, peak_row, peak_col, point_hit, iobb, iou)
+
+
+def _threshold_key(t: float) -> str:
+    return f"{t:g}"
+
+
+class LocalizationAccumulator:
+    """Streaming point / IoBB / IoU accuracy: ``update`` per batch, then ``compute``.
+
+    The state is integer counts per class (``counts()``), so accumulators from several processes
+    combine exactly by summing them (``merge`` or ``from_counts``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: tuple[int, int],
+        *,
+        class_names: Sequence[str] | None = None,
+        apply_sigmoid: bool = True,
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        chunk_pairs: int | None = None,
+    ):
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"got {len(class_names)} class_names for {num_classes} classes")
+        if any(not 0 <= t < 1 for t in thresholds):
+            raise ValueError(f"thresholds must lie in [0, 1), got {tuple(thresholds)}")
+        self.num_classes = num_classes
+        self.image_size = _as_image_size(image_size)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.apply_sigmoid = apply_sigmoid
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.chunk_pairs = chunk_pairs
+        num_t = len(self.thresholds)
+        self.pairs = torch.zeros(num_classes, dtype=torch.long)
+        self.point_hits = torch.zeros(num_classes, dtype=torch.long)
+        self.iobb_hits = torch.zeros(num_t, num_classes, dtype=torch.long)
+        self.iou_hits = torch.zeros(num_t, num_classes, dtype=torch.long)
+
+    def update(self, cams, boxes: Sequence[Sequence]) -> PairScores:
+        """Add one batch; returns its per-pair scores (e.g. to pick heatmaps to draw)."""
+        cams = _as_cams(cams, self.num_classes)
+        scores = score_pairs(
+            cams,
+            boxes,
+            self.image_size,
+            apply_sigmoid=self.apply_sigmoid,
+            chunk_pairs=self.chunk_pairs,
+        )
+        cls = scores.class_index
+        self.pairs.index_add_(0, cls, torch.ones_like(cls))
+        self.point_hits.index_add_(0, cls, scores.point_hit.long())
+        for k, t in enumerate(self.thresholds):
+            self.iobb_hits[k].index_add_(0, cls, (scores.iobb > t).long())
+            self.iou_hits[k].index_add_(0, cls, (scores.iou > t).long())
+        return scores
+
+    def counts(self) -> dict[str, Tensor]:
+        """The integer state: sum these across processes to combine accumulators."""
+        return {
+            "pairs": self.pairs,
+            "point_hits": self.point_hits,
+            "iobb_hits": self.iobb_hits,
+            "iou_hits": self.iou_hits,
+        }
+
+    def load_counts(self, counts: dict[str, Tensor]) -> LocalizationAccumulator:
+        """Replace the state with ``counts`` (e.g. summed over DDP ranks); returns ``self``."""
+        for name, current in self.counts().items():
+            value = torch.as_tensor(counts[name], dtype=torch.long).cpu()
+            if value.shape != current.shape:
+                raise ValueError(
+                    f"counts[{name!r}] has shape {tuple(value.shape)}, "
+                    f"expected {tuple(current.shape)}"
+                )
+            setattr(self, name, value.clone())
+        return self
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, Tensor], **kwargs) -> LocalizationAccumulator:
+        """Build an accumulator holding ``counts``; ``kwargs`` as for the constructor."""
+        num_classes = len(counts["pairs"])
+        return cls(num_classes, **kwargs).load_counts(counts)
+
+    def merge(self, other: LocalizationAccumulator) -> LocalizationAccumulator:
+        """Add ``other``'s counts into this accumulator; returns ``self``."""
+        if (other.num_classes, other.image_size, other.thresholds) != (
+            self.num_classes,
+            self.image_size,
+            self.thresholds,
+        ):
+            raise ValueError("cannot merge accumulators with different classes, size or thresholds")
+        summed = {k: v + other.counts()[k] for k, v in self.counts().items()}
+        return self.load_counts(summed)
+
+    def _name(self, c: int) -> str:
+        return self.class_names[c] if self.class_names is not None else str(c)
+
+    def _report(self, prefix: str, hits: Tensor, out: dict[str, float]) -> None:
+        has = self.pairs > 0
+        total = int(self.pairs[has].sum())
+        per_class = hits[has].double() / self.pairs[has].double()
+        out[f"{prefix}_weighted"] = int(hits[has].sum()) / total if total else math.nan
+        out[f"{prefix}_macro"] = float(per_class.mean()) if total else math.nan
+        for c in has.nonzero().flatten().tolist():
+            out[f"{prefix}_{self._name(c)}"] = int(hits[c]) / int(self.pairs[c])
+
+    def compute(self) -> dict[str, float]:
+        """Accuracies: ``*_weighted`` pools pairs, ``*_macro`` averages classes that have pairs."""
+        if int(self.pairs.sum()) == 0:
+            warnings.warn("no ground-truth boxes seen: localization accuracy is NaN", stacklevel=2)
+        out: dict[str, float] = {}
+        self._report("point_acc", self.point_hits, out)
+        for k, t in enumerate(self.thresholds):
+            self._report(f"iobb{_threshold_key(t)}", self.iobb_hits[k], out)
+        for k, t in enumerate(self.thresholds):
+            self._report(f"iou{_threshold_key(t)}", self.iou_hits[k], out)
+        return out
+
+
+def localization_accuracy(
+    cams,
+    boxes: Sequence[Sequence],
+    image_size: tuple[int, int],
+    *,
+    class_names: Sequence[str] | None = None,
+    apply_sigmoid: bool = True,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> dict[str, float]:
+    """Point, IoBB and IoU accuracy of one batch of CAMs (a one-shot ``LocalizationAccumulator``).
+
+    Keys: ``point_acc_{weighted,macro,<class>}``, ``iobb<t>_...`` and ``iou<t>_...`` per threshold
+    ``t``; ``<class>`` is the class name (or index); classes without boxes are omitted.
+    """
+    cams = _as_cams(cams)
+    acc = LocalizationAccumulator(
+        cams.shape[1],
+        image_size,
+        class_names=class_names,
+        apply_sigmoid=apply_sigmoid,
+        thresholds=thresholds,
+    )
+    acc.update(cams, boxes)
+    return acc.compute()

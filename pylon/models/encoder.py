@@ -1,0 +1,111 @@
+"""Build an smp encoder with random, downloaded ("imagenet") or local-file weights; fail fast offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from unittest import mock
+from urllib.parse import urlparse
+
+import huggingface_hub.constants
+from segmentation_models_pytorch.encoders import get_encoder
+from segmentation_models_pytorch.encoders._utils import patch_first_conv
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".pkl", ".bin")
+
+
+class EncoderWeightsUnavailable(RuntimeError):
+    """Pretrained encoder weights were requested but cannot be downloaded (e.g. no network)."""
+
+
+def build_encoder(
+    name: str,
+    *,
+    in_channels: int = 3,
+    weights: str | os.PathLike | None = None,
+    depth: int = 5,
+    output_stride: int = 32,
+) -> nn.Module:
+    """Return ``segmentation_models_pytorch.encoders.get_encoder(name, ...)`` with ``weights``.
+
+    ``weights`` is ``None`` (random init), a name smp knows for this encoder (``"imagenet"``,
+    downloaded from the Hugging Face hub or taken from its cache), or the path of a local state dict
+    (``.safetensors``/``.pth``/``.pt``/``.pkl``) of the 3-channel encoder (the first conv is then
+    adapted to ``in_channels`` the way smp adapts pretrained weights) or of an ``in_channels`` one.
+    """
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    if weights is None:
+        return _get_encoder(name, in_channels, None, depth, output_stride)
+    if isinstance(weights, os.PathLike) or str(weights).lower().endswith(_LOCAL_SUFFIXES):
+        return _encoder_from_file(name, in_channels, Path(weights), depth, output_stride)
+    return _download_encoder(name, in_channels, str(weights), depth, output_stride)
+
+
+def _get_encoder(name, in_channels, weights, depth, output_stride) -> nn.Module:
+    try:
+        return get_encoder(
+            name, in_channels=in_channels, depth=depth, weights=weights, output_stride=output_stride
+        )
+    except KeyError as err:
+        # smp reports unknown encoder / weight names as KeyError with the valid choices
+        raise ValueError(str(err.args[0]) if err.args else str(err)) from None
+
+
+def _download_encoder(name, in_channels, weights, depth, output_stride) -> nn.Module:
+    offline = huggingface_hub.constants.HF_HUB_OFFLINE or not _hub_reachable()
+    hint = (
+        f"cannot get {weights!r} weights for encoder {name!r}: "
+        "they are not in the local Hugging Face cache and the hub cannot be reached. "
+        "Use encoder_weights=None (random init) or encoder_weights='/path/to/encoder.safetensors' "
+        "(a local state dict of the encoder)"
+    )
+    try:
+        # when the hub is unreachable, offline mode makes huggingface_hub use its cache or fail at
+        # once instead of retrying for half a minute
+        with mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", offline):
+            return _get_encoder(name, in_channels, weights, depth, output_stride)
+    except OSError as err:  # includes the hub's HTTP and cache-miss errors
+        raise EncoderWeightsUnavailable(f"{hint} ({type(err).__name__}: {err})") from err
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # a direct probe says nothing about a proxied connection
+    url = urlparse(huggingface_hub.constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _encoder_from_file(name, in_channels, path, depth, output_stride) -> nn.Module:
+    from pylon.models.weights import match_state_dict, read_state_dict
+
+    state = read_state_dict(path)
+    for channels in dict.fromkeys((3, in_channels)):
+        encoder = _get_encoder(name, channels, None, depth, output_stride)
+        report = match_state_dict(encoder, state)
+        if not report.missing and not report.mismatched:
+            break
+    else:
+        raise ValueError(
+            f"{path}: not a state dict of encoder {name!r} with 3 or {in_channels} input channels; "
+            f"missing {report.missing[:5]}, shape-mismatched {report.mismatched[:5]}"
+        )
+    encoder.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
+    if report.unexpected:
+        logger.info("%s: ignored %d tensors not in the encoder", path, len(report.unexpected))
+    if channels != in_channels:
+        if hasattr(encoder, "set_in_channels"):
+            encoder.set_in_channels(in_channels, pretrained=True)
+        else:
+            patch_first_conv(encoder, in_channels, pretrained=True)
+    return encoder

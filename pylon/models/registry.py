@@ -1,0 +1,126 @@
+"""Model registry (timm style): ``@register_model`` adds a builder, ``create_model`` builds by name."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+# modules whose import registers the built-in models
+_BUILTIN_MODULES = (
+    "pylon.models.pylon_net",
+    "pylon.models.cam",
+    "pylon.models.li2018",
+    "pylon.models.fpn",
+    "pylon.models.unet",
+    "pylon.models.deeplabv3plus",
+    "pylon.models.pan",
+)
+_COMMON_ARGS = ("encoder_name", "in_channels", "num_classes", "encoder_weights")
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str | Callable | None = None) -> Callable:
+    """Register a model class or builder function under ``name`` (default: its lower-cased name).
+
+    The builder must accept ``encoder_name, in_channels, num_classes, encoder_weights`` as keywords;
+    its other keyword parameters are the model's options. Use as ``@register_model`` or
+    ``@register_model("name")``.
+    """
+
+    def decorator(builder: Callable, key: str | None = None) -> Callable:
+        key = key or builder.__name__.lower()
+        params = inspect.signature(builder).parameters
+        missing = [arg for arg in _COMMON_ARGS if arg not in params]
+        if missing:
+            raise TypeError(f"model builder {key!r} must accept {missing}")
+        _REGISTRY[key] = builder
+        return builder
+
+    if callable(name):
+        return decorator(name)
+    return lambda builder: decorator(builder, name)
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options (beyond encoder, channels, classes, weights) of model ``name`` with defaults."""
+    params = inspect.signature(_builder(name)).parameters
+    return {k: p.default for k, p in params.items() if k not in _COMMON_ARGS}
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str,
+    *,
+    encoder: str = "resnet50",
+    in_channels: int = 1,
+    num_classes: int = 14,
+    encoder_weights: str | os.PathLike | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build model ``name`` (see :func:`list_models`) on an smp encoder.
+
+    ``encoder_weights``: ``None``, ``"imagenet"`` or a local encoder state-dict file.
+    ``options`` are the model's variants (e.g. ``pool="avg"`` for ``cam``). The model gets a
+    ``pylon_config`` dict from which :func:`create_model_from_config` rebuilds it.
+    """
+    builder = _builder(name)
+    defaults = model_options(name)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        valid = ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "none"
+        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}")
+    if in_channels < 1 or num_classes < 1:
+        raise ValueError(
+            f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}"
+        )
+    model = builder(
+        encoder_name=encoder,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        encoder_weights=encoder_weights,
+        **options,
+    )
+    model.pylon_config = {
+        "name": name,
+        "encoder": encoder,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "options": {**defaults, **options},
+    }
+    return model
+
+
+def create_model_from_config(config: dict[str, Any]) -> nn.Module:
+    """Rebuild a model (random weights) from its ``pylon_config``."""
+    try:
+        return create_model(
+            config["name"],
+            encoder=config["encoder"],
+            in_channels=config["in_channels"],
+            num_classes=config["num_classes"],
+            **config.get("options", {}),
+        )
+    except KeyError as err:
+        raise ValueError(f"model config lacks the field {err.args[0]!r}: {config}") from None

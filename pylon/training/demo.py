@@ -1,0 +1,177 @@
+"""``pylon demo``: PYLON against the CAM baseline on synthetic X-rays, same data, budget and recipe.
+
+Both models train through ``pylon.training.train`` on fresh synthetic images (every training image
+is seen once), then ``evaluate_run`` scores them on a held-out synthetic test split.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pylon.io import write_csv_atomic
+from pylon.training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+SUMMARY_COLUMNS = ["model", "auroc_macro", "point_acc_weighted", "point_acc_macro", "seconds"]
+
+
+@dataclass
+class DemoConfig:
+    """The demo recipe. ``images`` is the training budget per model (each image seen once);
+    ``minutes``, when given, replaces it by what fits that wall-clock budget on this machine."""
+
+    out: Path = Path("runs/demo")
+    images: int = 7168
+    minutes: float | None = None
+    encoder: str = "resnet18"
+    seed: int = 0
+    models: tuple[str, ...] = ("pylon", "cam")
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_frac: float = 0.15
+    val_images: int = 128
+    test_images: int = 512
+    heatmap_images: int = 20
+    num_workers: int = 0
+    precision: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.images < self.batch_size:
+            raise ValueError(
+                f"demo: --images {self.images} is less than one batch ({self.batch_size})"
+            )
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"demo: --minutes must be > 0, got {self.minutes}")
+        if self.test_images < 1 or self.val_images < 1:
+            raise ValueError("demo: test_images and val_images must be >= 1")
+
+
+def train_config(demo: DemoConfig, model: str, images: int) -> TrainConfig:
+    """One model's run: a single pass over ``images`` fresh images with a one-cycle schedule."""
+    return TrainConfig(
+        experiment=model,
+        seed=demo.seed,
+        max_epochs=1,
+        val_every=1,
+        precision=demo.precision,
+        progress=demo.progress,
+        model=ModelConfig(name=model, encoder=demo.encoder, channels_last=True),
+        data=DataConfig(
+            name="synthetic",
+            size=256,
+            batch_size=demo.batch_size,
+            num_workers=demo.num_workers,
+            augment=True,
+            options={"seed": demo.seed},
+            split_options={
+                "train": {"num_images": images},
+                "val": {"num_images": demo.val_images},
+                "test": {"num_images": demo.test_images},
+            },
+        ),
+        optim=OptimConfig(
+            lr=demo.lr, scheduler="onecycle", warmup_frac=demo.warmup_frac, lr_term=0.0
+        ),
+    ).validate()
+
+
+def images_for_minutes(demo: DemoConfig) -> int:
+    """Training images per model that fit ``demo.minutes`` for all models, from a timed probe."""
+    seconds_per_image = sum(_seconds_per_image(demo, model) for model in demo.models)
+    # about 15% of the budget goes to validation, evaluation and figures
+    budget = 0.85 * demo.minutes * 60
+    images = int(budget / seconds_per_image) // demo.batch_size * demo.batch_size
+    return max(images, demo.batch_size)
+
+
+def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> float:
+    """Time ``steps`` training steps (after one warm-up step) the way the trainer runs them."""
+    import torch
+    import torch.nn.functional as F
+
+    from pylon.data import create_dataset
+    from pylon.training.fit import build_model, on_gpu, resolve_precision
+
+    config = train_config(demo, model_name, demo.batch_size)
+    data = create_dataset("synthetic", split="train", num_images=demo.batch_size, seed=demo.seed)
+    device = "cuda" if on_gpu(config) else "cpu"
+    model = build_model(config.model, num_classes=len(data.class_names), in_channels=1).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=demo.lr)
+    precision = resolve_precision(config)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    elapsed = 0.0
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        batch = data.generate_batch(range(demo.batch_size))
+        images, labels = batch["image"].to(device), batch["labels"].to(device)
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(images).logits
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step > 0:
+            elapsed += time.perf_counter() - started
+    return elapsed / (steps * demo.batch_size)
+
+
+def run_demo(demo: DemoConfig, *, console: Any = None) -> pd.DataFrame:
+    """Train and evaluate every model of ``demo.models``; write ``summary.csv``, per-class
+    accuracies and heatmap pages into ``demo.out``; return the summary table."""
+    from pylon.training.evaluate import evaluate_run
+    from pylon.training.fit import train
+
+    out = Path(demo.out)
+    images = images_for_minutes(demo) if demo.minutes is not None else demo.images
+    if console is not None:
+        console.print(
+            f"demo: {', '.join(demo.models)} on {images} fresh synthetic images each "
+            f"({demo.encoder}, batch {demo.batch_size}, one-cycle lr {demo.lr}), "
+            f"tested on {demo.test_images} held-out images"
+        )
+    rows, per_class = [], []
+    for model in demo.models:
+        config = train_config(demo, model, images)
+        started = time.perf_counter()
+        run_dir = train(config, runs_dir=out / "runs", retrain=True)
+        metrics = evaluate_run(run_dir, progress=demo.progress)
+        seconds = time.perf_counter() - started
+        loc = metrics["loc"]
+        rows.append(
+            {
+                "model": model,
+                "auroc_macro": metrics["auc"]["auroc_macro"],
+                "point_acc_weighted": loc["point_acc_weighted"],
+                "point_acc_macro": loc["point_acc_macro"],
+                "seconds": round(seconds, 1),
+            }
+        )
+        per_class.append({"model": model, **_point_acc_per_class(loc)})
+        write_demo_heatmaps(run_dir, out / "heatmaps" / model, demo)
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    write_csv_atomic(summary, out / "summary.csv")
+    write_csv_atomic(pd.DataFrame(per_class), out / "point_acc_per_class.csv")
+    return summary
+
+
+def _point_acc_per_class(loc: dict[str, float]) -> dict[str, float]:
+    skip = ("point_acc_weighted", "point_acc_macro")
+    return {
+        key.removeprefix("point_acc_"): value
+        for key, value in loc.items()
+        if key.startswith("point_acc_") and key not in skip
+    }
+
+
+def write_demo_heatmaps(run_dir: Path, out_dir: Path, demo: DemoConfig) -> list[Path]:
+    """Heatmap pages of the first ``heatmap_images`` test images with findings."""
+    from pylon.figures.heatmaps import write_heatmap_pages
+
+    return write_heatmap_pages(run_dir, out_dir, limit=demo.heatmap_images)

@@ -1,0 +1,171 @@
+"""``evaluate_run(run_dir)``: test-split AUROC and localization accuracy of a run's best weights.
+
+Streaming: each batch's CAMs are scored and dropped. Under DDP the logits/labels of every rank are
+gathered and the localization counts summed before any metric is computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from pylon.io import write_csv_atomic
+from pylon.metrics import AUROCAccumulator, LocalizationAccumulator, summarize_seeds
+from pylon.models.weights import load_model
+from pylon.training.config import TrainConfig, apply_overrides
+from pylon.training.datamodule import build_dataset, eval_loader
+from pylon.training.fit import resolve_precision
+from pylon.training.runs import RunPaths, seed_dirs
+
+
+class EvalModule(L.LightningModule):
+    """Accumulates AUROC inputs and/or localization counts over a test loop."""
+
+    def __init__(self, model: torch.nn.Module, class_names: list[str], *, auc: bool, loc: bool):
+        super().__init__()
+        self.model = model
+        self.class_names = class_names
+        self.auc, self.loc = auc, loc
+        self.logits: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.localization: LocalizationAccumulator | None = None
+        self.results: dict[str, float] = {}
+
+    def test_step(self, batch, batch_idx):
+        output = self.model(batch["image"])
+        if self.auc:
+            self.logits.append(output.logits.float().cpu())
+            self.labels.append(batch["labels"].float().cpu())
+        if self.loc:
+            if self.localization is None:
+                self.localization = LocalizationAccumulator(
+                    len(self.class_names), tuple(batch["image"].shape[-2:]), class_names=self.class_names
+                )
+            self.localization.update(output.cam.float().cpu(), batch["boxes"])
+
+    def on_test_epoch_end(self) -> None:
+        distributed = dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1
+        if self.auc:
+            logits, labels = torch.cat(self.logits), torch.cat(self.labels)
+            if distributed:
+                gathered: list = [None] * self.trainer.world_size
+                dist.all_gather_object(gathered, (logits, labels))
+                logits = torch.cat([g[0] for g in gathered])
+                labels = torch.cat([g[1] for g in gathered])
+            accumulator = AUROCAccumulator(self.class_names)
+            accumulator.update(logits, labels)
+            self.results.update(accumulator.compute())
+            self.results["n_images_auc"] = float(len(logits))
+        if self.loc:
+            counts = self.localization.counts()
+            if distributed:
+                counts = {
+                    k: self.trainer.strategy.reduce(v.to(self.device), reduce_op="sum").cpu()
+                    for k, v in counts.items()
+                }
+                self.localization.load_counts(counts)
+            self.results.update(self.localization.compute())
+            self.results["n_pairs_loc"] = float(self.localization.pairs.sum())
+
+
+def _run_split(config: TrainConfig, model, split: str, *, auc: bool, loc: bool, devices, progress):
+    dataset = build_dataset(config.data, split)
+    module = EvalModule(model, list(dataset.class_names), auc=auc, loc=loc)
+    trainer = L.Trainer(
+        accelerator=config.accelerator,
+        devices=devices or config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=resolve_precision(config),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.test(module, datamodule=_ShardedLoader(dataset, config), verbose=False)
+    return module.results, trainer.is_global_zero
+
+
+class _ShardedLoader(L.LightningDataModule):
+    """Builds the evaluation loader inside ``trainer.test`` (after DDP setup) for this rank."""
+
+    def __init__(self, dataset, config: TrainConfig):
+        super().__init__()
+        self.dataset, self.config = dataset, config
+
+    def test_dataloader(self):
+        return eval_loader(
+            self.dataset,
+            self.config.data,
+            world_size=self.trainer.world_size,
+            rank=self.trainer.global_rank,
+        )
+
+
+def evaluate_run(
+    run_dir: str | Path, *, devices: str | None = None, progress: bool = True
+) -> dict[str, dict[str, float]]:
+    """Evaluate ``RUN/checkpoints/best.safetensors``; writes ``eval_auc.csv``/``eval_loc.csv`` in the
+    run folder and ``summary_auc.csv``/``summary_loc.csv`` over the experiment's evaluated seeds.
+
+    Returns ``{"auc": {...}, "loc": {...}}``.
+    """
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise FileNotFoundError(f"{paths.root} is not a run folder: {paths.config} not found")
+    if not paths.best.is_file():
+        raise FileNotFoundError(f"{paths.best} not found: train the run first (pylon train)")
+    config = TrainConfig.from_yaml(paths.config)
+    if config.phases:  # the final phase's settings describe the saved model
+        config = apply_overrides(dataclasses.replace(config, phases=[]), config.phases[-1])
+    data = config.data
+    model = load_model(paths.best).eval()
+
+    same = data.loc_split == data.test_split
+    auc, is_main = _run_split(
+        config, model, data.test_split, auc=True, loc=same, devices=devices, progress=progress
+    )
+    if same:
+        loc = {k: v for k, v in auc.items() if not k.startswith(("auroc", "n_images"))}
+        auc = {k: v for k, v in auc.items() if k.startswith(("auroc", "n_images"))}
+    else:
+        loc, is_main = _run_split(
+            config, model, data.loc_split, auc=False, loc=True, devices=devices, progress=progress
+        )
+    if not is_main:
+        return {"auc": auc, "loc": loc}
+    write_metrics(auc, paths.root / "eval_auc.csv")
+    write_metrics(loc, paths.root / "eval_loc.csv")
+    summarize_experiment(paths.experiment_dir)
+    return {"auc": auc, "loc": loc}
+
+
+def write_metrics(metrics: dict[str, float], path: Path) -> None:
+    frame = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
+    write_csv_atomic(frame, path)
+
+
+def read_metrics(path: Path) -> dict[str, float]:
+    frame = pd.read_csv(path)
+    if list(frame.columns) != ["metric", "value"]:
+        raise ValueError(f"{path}: expected columns metric,value, got {list(frame.columns)}")
+    return dict(zip(frame["metric"], frame["value"].astype(float), strict=True))
+
+
+def summarize_experiment(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Mean, std and n over the evaluated seed folders; writes ``summary_{auc,loc}.csv``."""
+    experiment_dir = Path(experiment_dir)
+    out = {}
+    for kind in ("auc", "loc"):
+        files = [d / f"eval_{kind}.csv" for d in seed_dirs(experiment_dir)]
+        runs = [read_metrics(f) for f in files if f.is_file()]
+        if runs:
+            out[kind] = summarize_seeds(runs)
+            write_csv_atomic(out[kind], experiment_dir / f"summary_{kind}.csv")
+    return out

@@ -1,0 +1,204 @@
+"""``train(config)``: one (possibly multi-phase) training run into ``runs/<experiment>/<seed>/``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from pylon.io import atomic_path, write_text_atomic
+from pylon.models import create_model
+from pylon.models.weights import freeze_encoder, load_weights
+from pylon.training.callbacks import BestWeights, ResumeCheckpoint
+from pylon.training.checkpoint import AtomicCheckpointIO
+from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
+from pylon.training.datamodule import PylonDataModule, dataset_info
+from pylon.training.module import ClassifierModule
+from pylon.training.runs import RunPaths
+
+# Keys that may differ when a run is resumed (hardware and display, not the experiment).
+RESUMABLE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "progress")
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def on_gpu(config: TrainConfig) -> bool:
+    if config.accelerator in ("gpu", "cuda"):
+        return True
+    return config.accelerator == "auto" and torch.cuda.is_available()
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    """Lightning precision string: bf16 on GPUs that support it, else fp16 with a scaler; on CPU
+    bf16 autocast where the hardware supports it and ``cpu_bf16`` is on, else fp32."""
+    explicit = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+    if config.precision in explicit:
+        return explicit[config.precision]
+    if on_gpu(config):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if config.cpu_bf16 and cpu_supports_bf16() else "32-true"
+
+
+def build_model(config: ModelConfig, *, num_classes: int, in_channels: int) -> torch.nn.Module:
+    model = create_model(
+        config.name,
+        encoder=config.encoder,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        encoder_weights=config.encoder_weights,
+        **config.options,
+    )
+    if config.init_from:
+        report = load_weights(model, config.init_from, transfer=True)
+        rank_zero_info(f"init_from {config.init_from}: {report.summary()}")
+    if config.freeze == "enc":
+        freeze_encoder(model)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _is_rank_zero_process() -> bool:
+    # Lightning's DDP launcher re-runs the command in child processes with these set.
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _comparable(config: TrainConfig) -> dict:
+    data = config.to_dict()
+    for key in RESUMABLE_KEYS:
+        data.pop(key)
+    return data
+
+
+def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> None:
+    """Clear the folder for ``retrain``; refuse to resume a folder trained with another config."""
+    if not _is_rank_zero_process():
+        return
+    if retrain and paths.root.exists():
+        shutil.rmtree(paths.root)
+    if paths.config.is_file():
+        previous = TrainConfig.from_yaml(paths.config)
+        if _comparable(previous) != _comparable(config):
+            old, new = _comparable(previous), _comparable(config)
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(
+                f"run folder {paths.root} was started with a different config (differs in: "
+                f"{', '.join(changed)}); pass --retrain to start over, or change the experiment name"
+            )
+    config.to_yaml(paths.config)
+
+
+def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool = False) -> Path:
+    """Train (or resume, or skip if finished) the run of ``config``; returns the run folder."""
+    config.validate()
+    paths = RunPaths.of(runs_dir, config.experiment, config.seed)
+    prepare_run(config, paths, retrain=retrain)
+    if paths.is_done():
+        return paths.root
+    if not config.phases:
+        _fit(config, paths)
+        return paths.root
+
+    base = dataclasses.replace(config, phases=[])
+    previous_best: Path | None = None
+    for index, overrides in enumerate(config.phases):
+        phase = apply_overrides(base, overrides)
+        if previous_best is not None:
+            phase.model.init_from = str(previous_best)
+        phase_paths = paths.phase(index)
+        if _is_rank_zero_process():
+            phase.to_yaml(phase_paths.config)
+        _fit(phase, phase_paths)
+        previous_best = phase_paths.best
+    if _is_rank_zero_process():
+        with atomic_path(paths.best) as tmp:
+            shutil.copyfile(previous_best, tmp)
+        shutil.copyfile(previous_best.parent.parent / "train_summary.json", paths.root / "train_summary.json")
+        paths.mark_done(f"{len(config.phases)} phases")
+    return paths.root
+
+
+def _fit(config: TrainConfig, paths: RunPaths) -> None:
+    if paths.is_done():
+        return
+    started = time.time()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = PylonDataModule(config.data, config.seed)
+    datamodule.setup("fit")
+    info = dataset_info(datamodule.train_set)
+    model_config = config.model
+    if model_config.init_from:
+        init_from = model_config.init_from.replace("{seed}", str(config.seed))
+        if not Path(init_from).is_file():
+            raise FileNotFoundError(
+                f"model.init_from: weights {init_from} not found (train the source run first)"
+            )
+        model_config = dataclasses.replace(model_config, init_from=init_from)
+    model = build_model(
+        model_config, num_classes=len(info["class_names"]), in_channels=info["in_channels"]
+    )
+    precision = resolve_precision(config)
+    module = ClassifierModule(model, config.optim, check_gradients=precision != "16-mixed")
+    best = BestWeights(paths.best, info)
+    callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last)]
+    if config.progress:
+        callbacks.append(RichProgressBar())
+    trainer = L.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=precision,
+        max_epochs=config.max_epochs,
+        check_val_every_n_epoch=config.val_every,
+        limit_train_batches=config.limit_train_batches or 1.0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        logger=[
+            CSVLogger(paths.root, name="logs", version="csv"),
+            TensorBoardLogger(paths.root, name="logs", version="tensorboard"),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        default_root_dir=paths.root,
+        log_every_n_steps=1,
+    )
+    resume = paths.last if paths.last.is_file() else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    if not trainer.is_global_zero:
+        return
+    if not paths.best.is_file():
+        raise RuntimeError(
+            f"training of {paths.root} ended without a validation epoch, so no best weights; "
+            f"lower val_every ({config.val_every}) or raise max_epochs ({config.max_epochs})"
+        )
+    summary = {
+        "best_val_loss": best.best,
+        "best_epoch": best.best_epoch,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "stop_reason": module.stop_reason or f"max_epochs {config.max_epochs}",
+        "precision": precision,
+        "seconds_this_session": round(time.time() - started, 1),
+    }
+    write_text_atomic(paths.root / "train_summary.json", json.dumps(summary, indent=2))
+    paths.mark_done(summary["stop_reason"])

@@ -1,0 +1,111 @@
+"""``sweep``: many runs (presets x seeds) as subprocesses, one per GPU or CPU worker slot."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pylon.training.config import apply_overrides, parse_override
+from pylon.training.evaluate import summarize_experiment
+from pylon.training.presets import get_preset
+from pylon.training.runs import RunPaths
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,5"`` -> [0, 2, 5]; ranges and lists combine."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                low, high = part.split("-", 1) if not part.startswith("-") else (part, "")
+                seeds.extend(range(int(low), int(high) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected e.g. '0-4' or '0,2,3'") from None
+    if not seeds:
+        raise ValueError(f"--seeds {text!r} selects no seed")
+    return seeds
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pylon.cli.main", *args]
+
+
+def sweep(
+    presets: list[str],
+    seeds: list[int],
+    *,
+    gpus: list[str] = (),
+    workers: int = 1,
+    overrides: list[str] = (),
+    runs_dir: str | Path = "runs",
+    evaluate: bool = True,
+) -> list[dict]:
+    """Train (then evaluate) every preset x seed not finished yet; returns one status row per run.
+
+    With ``gpus`` each slot is one GPU (``CUDA_VISIBLE_DEVICES``); otherwise ``workers`` CPU slots.
+    Each run's output goes to ``RUNS/<experiment>/<seed>.log``.
+    """
+    parsed = dict(parse_override(o) for o in overrides)
+    jobs: queue.Queue = queue.Queue()
+    rows: list[dict] = []
+    for preset in presets:
+        base = get_preset(preset)  # fails fast on an unknown preset or bad override
+        for seed in seeds:
+            config = apply_overrides(base, {**parsed, "seed": seed})
+            paths = RunPaths.of(runs_dir, config.experiment, seed)
+            row = {"experiment": config.experiment, "seed": seed, "status": "pending"}
+            rows.append(row)
+            trained = paths.is_done()
+            evaluated = (paths.root / "eval_auc.csv").is_file()
+            if trained and (evaluated or not evaluate):
+                row["status"] = "skipped (finished)"
+                continue
+            commands = []
+            if not trained:
+                train_args = ["train", preset, "--seed", str(seed), "--runs-dir", str(runs_dir)]
+                for text in overrides:
+                    train_args += ["--set", text]
+                commands.append(_command(*train_args))
+            if evaluate:
+                commands.append(_command("evaluate", str(paths.root), "--no-progress"))
+            jobs.put((row, commands, paths))
+
+    slots = [str(g) for g in gpus] if gpus else [None] * max(1, workers)
+
+    def work(gpu: str | None) -> None:
+        env = dict(os.environ)
+        env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
+        while True:
+            try:
+                row, commands, paths = jobs.get_nowait()
+            except queue.Empty:
+                return
+            row["status"] = "running"
+            log = paths.root.parent / f"{paths.root.name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as out:
+                for command in commands:
+                    result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+                    if result.returncode != 0:
+                        row["status"] = f"failed (see {log})"
+                        break
+                else:
+                    row["status"] = "done"
+
+    threads = [threading.Thread(target=work, args=(gpu,), daemon=True) for gpu in slots]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if evaluate:
+        for experiment in sorted({row["experiment"] for row in rows}):
+            if (Path(runs_dir) / experiment).is_dir():
+                summarize_experiment(Path(runs_dir) / experiment)
+    return rows

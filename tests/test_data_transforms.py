@@ -1,0 +1,65 @@
+"""Reference augmentation pipelines: normalisation constants, eval resize, boxes following pixels."""
+
+import numpy as np
+import pytest
+
+from pylon.data.transforms import apply_transform, build_transform, normalization
+
+
+def test_eval_resize_and_normalise_by_hand():
+    image = np.full((100, 120, 1), 128, np.uint8)
+    out, boxes = apply_transform(
+        build_transform("xray", 64, train=False), image, [(30, 20, 40, 30, 2)]
+    )
+    assert out.shape == (1, 64, 64)
+    np.testing.assert_allclose(out.numpy(), (128 / 255 - 0.4984) / 0.2483, rtol=1e-5)
+    x, y, w, h, c = boxes[0]
+    np.testing.assert_allclose(
+        (x, y, w, h), (30 * 64 / 120, 20 * 64 / 100, 40 * 64 / 120, 30 * 64 / 100), rtol=1e-5
+    )
+    assert c == 2
+
+
+def test_voc_eval_uses_imagenet_statistics():
+    image = np.zeros((50, 50, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 255, 0, 51
+    out, _ = apply_transform(build_transform("voc", 32, train=False, in_channels=3), image)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for c, value in enumerate((1.0, 0.0, 0.2)):
+        np.testing.assert_allclose(out[c].numpy(), (value - mean[c]) / std[c], rtol=1e-5)
+
+
+def test_normalization_constants():
+    assert normalization("xray", 1) == ([0.4984], [0.2483])
+    assert normalization("xray", 3) == ([0.4984] * 3, [0.2483] * 3)
+    with pytest.raises(ValueError, match="3 input channels"):
+        normalization("voc", 1)
+    with pytest.raises(ValueError, match="unknown transform kind"):
+        build_transform("ct", 64, True)
+
+
+@pytest.mark.parametrize("kind,channels", [("xray", 1), ("voc", 3)])
+def test_train_boxes_still_frame_the_bright_region(kind, channels):
+    size = 96
+    image = np.zeros((120, 100, channels), np.uint8)
+    box = (25, 40, 30, 20)  # x, y, w, h
+    image[40:60, 25:55] = 255
+    transform = build_transform(kind, size, train=True, in_channels=channels)
+    checked = 0
+    for seed in range(30):
+        transform.set_random_seed(seed)
+        out, boxes = apply_transform(transform, image, [(*box, 1)])
+        assert out.shape == (channels, size, size)
+        pixels = out.numpy().mean(axis=0)
+        low, high = pixels.min(), pixels.max()
+        if not boxes or high - low < 1e-3:
+            continue
+        rows, cols = np.nonzero(pixels > (low + high) / 2)
+        x, y, w, h, c = boxes[0]
+        assert c == 1
+        # The box may be clipped at the crop border exactly like the region, so compare extents.
+        tol = 3.0
+        assert abs(cols.min() - x) <= tol and abs(cols.max() + 1 - (x + w)) <= tol, (seed, boxes)
+        assert abs(rows.min() - y) <= tol and abs(rows.max() + 1 - (y + h)) <= tol, (seed, boxes)
+        checked += 1
+    assert checked >= 15

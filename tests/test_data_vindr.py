@@ -1,0 +1,129 @@
+"""VinDr-CXR: multi-radiologist train.csv, No finding rows, ratio-scaled boxes, seeded splits."""
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from pylon.data import create_dataset
+from pylon.data.dicom import convert_folder
+from pylon.data.vindr import VINDR_CLASSES
+
+HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max"
+ROWS = [
+    "img0,Nodule/Mass,8,R8,10,20,30,35",
+    "img0,Nodule/Mass,8,R9,12,22,31,36",
+    "img0,Aortic enlargement,0,R10,40,5,60,25",
+    "img1,No finding,14,R1,,,,",
+    "img1,No finding,14,R2,,,,",
+    "img1,No finding,14,R3,,,,",
+    "img2,Pleural effusion,10,R8,0,0,80,100",
+] + [f"img{i},No finding,14,R{i},,,," for i in range(3, 10)]
+
+
+def write_dicom(path, rows, cols, seed):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, 1
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    pixels = np.random.default_rng(seed).integers(0, 4096, (rows, cols), dtype=np.uint16)
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def make_vindr(root, rows=ROWS, convert=True):
+    dicoms = root / "train"
+    dicoms.mkdir(parents=True)
+    for i in range(10):
+        write_dicom(dicoms / f"img{i}.dicom", 100, 80, i)  # H 100, W 80 -> PNG 50 x 40
+    (root / "train.csv").write_text("\n".join([HEADER, *rows]) + "\n")
+    if convert:
+        convert_folder(dicoms, root / "train_png", size=50, progress=False)
+    return root
+
+
+def vindr(root, split="all", **kw):
+    kw.setdefault("cache", False)
+    kw.setdefault("size", 25)
+    kw.setdefault("augment", False)
+    return create_dataset("vindr", root, split, **kw)
+
+
+def test_labels_union_and_no_finding_class(tmp_path):
+    ds = vindr(make_vindr(tmp_path))
+    assert ds.class_names == list(VINDR_CLASSES) and len(ds.class_names) == 15
+    by_id = {ds[i]["image_id"]: ds[i] for i in range(len(ds))}
+    assert len(by_id) == 10
+    expected0 = np.zeros(15, np.float32)
+    expected0[[0, 8]] = 1
+    np.testing.assert_array_equal(by_id["img0"]["labels"].numpy(), expected0)
+    expected1 = np.zeros(15, np.float32)
+    expected1[14] = 1
+    np.testing.assert_array_equal(by_id["img1"]["labels"].numpy(), expected1)
+    assert by_id["img1"]["boxes"] == []
+    # PNG is 50 x 40 (ratio 0.5); the eval transform resizes to 25 x 25.
+    sx, sy = 0.5 * 25 / 40, 0.5 * 25 / 50
+    expected = [
+        (10 * sx, 20 * sy, 20 * sx, 15 * sy, 8),
+        (12 * sx, 22 * sy, 19 * sx, 14 * sy, 8),
+        (40 * sx, 5 * sy, 20 * sx, 20 * sy, 0),
+    ]
+    np.testing.assert_allclose(by_id["img0"]["boxes"], expected, rtol=1e-5)
+    np.testing.assert_allclose(by_id["img2"]["boxes"], [(0, 0, 25, 25, 10)], rtol=1e-5)
+
+
+def test_fourteen_classes_without_no_finding(tmp_path):
+    ds = vindr(make_vindr(tmp_path), include_no_finding=False)
+    assert len(ds.class_names) == 14 and ds[0]["labels"].shape == (14,)
+
+
+@pytest.mark.parametrize(
+    "fractions,sizes", [("70/10/20", (7, 1, 2)), ("50/20/30", (5, 2, 3)), ("10/20/70", (1, 2, 7))]
+)
+def test_seeded_image_level_splits(tmp_path, fractions, sizes):
+    root = make_vindr(tmp_path)
+    parts = [
+        {r.image_id for r in vindr(root, s, split_fractions=fractions).records}
+        for s in ("train", "val", "test")
+    ]
+    assert tuple(len(p) for p in parts) == sizes
+    assert set().union(*parts) == {f"img{i}" for i in range(10)}
+    assert sum(len(p) for p in parts) == 10
+    assert {r.image_id for r in vindr(root, "test", split_fractions=fractions).records} == parts[2]
+    other_seed = [
+        {r.image_id for r in vindr(root, s, split_fractions=fractions, seed=1).records}
+        for s in ("train", "test")
+    ]
+    assert other_seed != [parts[0], parts[2]]
+
+
+def test_unknown_class_and_missing_ratio_are_named(tmp_path):
+    root = make_vindr(tmp_path / "a", rows=[*ROWS, "img3,Tumour,15,R1,1,1,5,5"])
+    with pytest.raises(ValueError, match=r"train.csv, line 16, column 'class_name'.*'Tumour'"):
+        vindr(root)
+    root = make_vindr(tmp_path / "b", rows=[*ROWS, "img42,No finding,14,R1,,,,"])
+    with pytest.raises(ValueError, match=r"line 16.*'img42'.*ratio CSV"):
+        vindr(root)
+    root = make_vindr(tmp_path / "c", convert=False)
+    with pytest.raises(FileNotFoundError, match="convert-dicom"):
+        vindr(root)
+
+
+def test_box_outside_image_and_missing_column(tmp_path):
+    root = make_vindr(tmp_path / "a", rows=[*ROWS, "img3,Nodule/Mass,8,R1,70,90,85,95"])
+    with pytest.raises(ValueError, match=r"line 16.*outside the 80x100 image"):
+        vindr(root)
+    root = make_vindr(tmp_path / "b")
+    text = (root / "train.csv").read_text().replace("rad_id,", "").replace(",R", ",")
+    (root / "train.csv").write_text(text)
+    with pytest.raises(ValueError, match="rad_id"):
+        vindr(root)

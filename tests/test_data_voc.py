@@ -1,0 +1,83 @@
+"""Pascal VOC 2012: XML boxes (1-based, inclusive) to labels and COCO boxes, 3 channels."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pylon.data import create_dataset
+from pylon.data.voc import VOC_CLASSES
+
+XML = """<annotation>
+  <folder>VOC2012</folder><filename>{name}.jpg</filename>
+  <size><width>{w}</width><height>{h}</height><depth>3</depth></size>
+  <segmented>0</segmented>
+  {objects}
+</annotation>"""
+OBJECT = """<object><name>{cls}</name><pose>Unspecified</pose><truncated>0</truncated>
+  <difficult>0</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>
+</object>"""
+IMAGES = {
+    "2008_000001": [("dog", 1, 1, 40, 30), ("person", 10, 5, 60, 48)],
+    "2008_000002": [("cat", 5, 5, 20, 20)],
+    "2008_000003": [("dog", 2, 3, 64, 48), ("dog", 30, 10, 50, 40)],
+}
+
+
+def make_voc(root, images=IMAGES, train=("2008_000001", "2008_000002"), val=("2008_000003",)):
+    voc = root / "VOCdevkit" / "VOC2012"
+    for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (voc / folder).mkdir(parents=True)
+    for k, (name, objects) in enumerate(images.items()):
+        Image.fromarray(np.full((48, 64, 3), 40 * k, np.uint8)).save(
+            voc / "JPEGImages" / f"{name}.jpg"
+        )
+        body = "".join(OBJECT.format(cls=c, x0=a, y0=b, x1=x, y1=y) for c, a, b, x, y in objects)
+        (voc / "Annotations" / f"{name}.xml").write_text(
+            XML.format(name=name, w=64, h=48, objects=body)
+        )
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("\n".join(train) + "\n")
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("\n".join(val) + "\n")
+    return root
+
+
+def test_labels_boxes_and_channels(tmp_path):
+    root = make_voc(tmp_path)
+    ds = create_dataset("voc", root, "train", size=32, augment=False, cache=False)
+    assert ds.class_names == list(VOC_CLASSES) and len(VOC_CLASSES) == 20 and ds.in_channels == 3
+    first = ds[0]
+    assert first["image"].shape == (3, 32, 32)
+    expected = np.zeros(20, np.float32)
+    expected[[VOC_CLASSES.index("dog"), VOC_CLASSES.index("person")]] = 1
+    np.testing.assert_array_equal(first["labels"].numpy(), expected)
+    sx, sy = 32 / 64, 32 / 48
+    np.testing.assert_allclose(
+        first["boxes"],
+        [
+            (0, 0, 40 * sx, 30 * sy, VOC_CLASSES.index("dog")),
+            (9 * sx, 4 * sy, 51 * sx, 44 * sy, 14),
+        ],
+        rtol=1e-5,
+    )
+    assert ds.mean == [0.485, 0.456, 0.406]
+
+
+def test_root_may_be_voc2012_and_val_split(tmp_path):
+    make_voc(tmp_path)
+    ds = create_dataset("voc", tmp_path / "VOCdevkit" / "VOC2012", "val", size=32, cache=False)
+    assert [r.image_id for r in ds.records] == ["2008_000003"]
+    assert ds.augment is False and len(ds[0]["boxes"]) == 2
+    train = create_dataset(
+        "voc", tmp_path, "train", size=32, cache_dir=tmp_path / "cache", progress=False
+    )
+    assert train.augment is True and train[1]["image"].shape == (3, 32, 32)
+
+
+def test_unknown_class_and_missing_files(tmp_path):
+    root = make_voc(tmp_path / "a", images={**IMAGES, "2008_000002": [("unicorn", 1, 1, 5, 5)]})
+    with pytest.raises(ValueError, match=r"2008_000002.xml, object 0: unknown class 'unicorn'"):
+        create_dataset("voc", root, "train", cache=False)
+    root = make_voc(tmp_path / "b", images={**IMAGES, "2008_000002": [("cat", 1, 1, 90, 5)]})
+    with pytest.raises(ValueError, match=r"2008_000002.xml, object 0.*outside the 64x48 image"):
+        create_dataset("voc", root, "train", cache=False)
+    with pytest.raises(FileNotFoundError, match="VOC2012"):
+        create_dataset("voc", tmp_path / "nowhere", "train")
