@@ -47,7 +47,7 @@ def test_cache_pixels_equal_decode_then_resize(tmp_path):
 
 def test_cache_built_with_workers_is_identical(tmp_path):
     paths = _write(tmp_path / "img", 70)  # more than one chunk
-    serial = _open(paths, tmp_path / "a")
+    serial = _open(paths, tmp_path / "a", workers=0)
     parallel = _open(paths, tmp_path / "b", workers=2)
     for i in (0, 63, 64, 69):
         np.testing.assert_array_equal(serial[i], parallel[i])

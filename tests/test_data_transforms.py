@@ -1,4 +1,4 @@
-"""Reference augmentation pipelines: normalisation constants, eval resize, boxes following pixels."""
+"""Reference augmentation pipelines: normalisation, eval resize, boxes following the pixels."""
 
 import numpy as np
 import pytest

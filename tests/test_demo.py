@@ -57,4 +57,4 @@ def test_bad_demo_options():
     with pytest.raises(ValueError, match="minutes"):
         DemoConfig(minutes=0)
     result = CliRunner().invoke(app, ["demo", "--images", "64", "--minutes", "1"])
-    assert result.exit_code != 0
+    assert result.exit_code != 0 and "not both" in result.output

@@ -54,4 +54,6 @@ def demo_command(
     for row in summary.itertuples(index=False):
         table.add_row(row.model, *(f"{value:.3f}" for value in row[1:-1]), f"{row.seconds:.0f}")
     console.print(table)
-    console.print(f"wrote {out / 'summary.csv'}, {out / 'point_acc_per_class.csv'}, {out / 'heatmaps'}")
+    console.print(
+        f"wrote {out / 'summary.csv'}, {out / 'point_acc_per_class.csv'}, {out / 'heatmaps'}"
+    )

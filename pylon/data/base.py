@@ -105,7 +105,7 @@ class BoxDataset(Dataset):
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
         cache_size: int | None = None,
-        cache_workers: int = 0,
+        cache_workers: int | None = None,
         progress: bool = True,
     ):
         if not records:

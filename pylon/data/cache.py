@@ -92,10 +92,15 @@ class ImageCache:
         channels: int,
         interpolation: int,
         cache_dir: str | os.PathLike | None = None,
-        workers: int = 0,
+        workers: int | None = None,
         progress: bool = True,
     ) -> ImageCache:
-        """Open the cache for exactly these source files, building it first if needed."""
+        """Open the cache for exactly these source files, building it first if needed.
+
+        ``workers`` decoding processes build it (default: up to 8, one per CPU; 0 = in-process).
+        """
+        if workers is None:
+            workers = min(8, os.cpu_count() or 1)
         if len(image_ids) != len(paths):
             raise ValueError("image_ids and paths must have the same length")
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -155,7 +160,7 @@ def _build(
         out = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, channels)
         )
-        if workers > 0:
+        if workers > 0 and len(jobs) > 1:
             pool = ProcessPoolExecutor(max_workers=workers)
             results = pool.map(_resize_many, jobs)
         else:

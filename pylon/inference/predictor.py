@@ -221,6 +221,16 @@ class Predictor:
         instead of raising, and the other files are still processed.
         """
         items = gather_inputs(inputs, recursive=recursive)
+        return self.iter_items(items, skip_errors=skip_errors, keep_pixels=keep_pixels)
+
+    def iter_items(
+        self,
+        items: Sequence[tuple[str, Path]],
+        *,
+        skip_errors: bool = False,
+        keep_pixels: bool = False,
+    ) -> Iterator[Prediction | Failure]:
+        """:meth:`iter_predict` over ``(image_id, path)`` pairs from ``gather_inputs``."""
         channels = self.data.in_channels
 
         def read(item: tuple[str, Path]) -> InputImage | Failure:

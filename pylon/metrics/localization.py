@@ -54,10 +54,23 @@ def _as_cams(cams, num_classes: int | None = None) -> Tensor:
         raise ValueError(f"cams have {cams.shape[1]} classes, expected {num_classes}")
     if not cams.is_floating_point():
         raise ValueError(f"cams must be floating point, got {cams.dtype}")
-    cams = cams.detach()
-    if not torch.isfinite(cams).all():
-        raise ValueError("cams contain NaN or infinite values")
-    return cams
+    return cams.detach().cpu()
+
+
+def _check_maps(maps: Tensor, images: Tensor, classes: Tensor, apply_sigmoid: bool) -> None:
+    """Only the maps that are scored are checked: a NaN elsewhere cannot change the result."""
+    bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
+    if not apply_sigmoid:
+        bad |= (maps < 0).flatten(1).any(dim=1)
+    if bad.any():
+        k = int(bad.nonzero()[0, 0])
+        where = f"cams[{int(images[k])}, {int(classes[k])}]"
+        if not torch.isfinite(maps[k]).all():
+            raise ValueError(f"{where} contains NaN or infinite values")
+        raise ValueError(
+            f"{where} has negative values but apply_sigmoid=False expects probabilities in "
+            "[0, 1]; pass raw scores with apply_sigmoid=True"
+        )
 
 
 def _as_image_size(image_size) -> tuple[int, int]:
@@ -157,9 +170,10 @@ def _score_chunk(
     col_edges, col_seg = _segments(x0, x1, image_size[1])
     row_edges, row_seg = _segments(y0, y1, image_size[0])
     ones = torch.ones(num_pairs, image_size[1], 1)
-    per_row = torch.bmm(mask, torch.cat([col_seg, ones], dim=2)).double()  # (P, H, Sx + 1)
-    mask_area = per_row[:, :, -1].sum(dim=1)
-    cell_counts = torch.bmm(row_seg.double().transpose(1, 2), per_row[:, :, :-1])  # (P, Sy, Sx)
+    col_weights = torch.cat([col_seg, ones], dim=2).transpose(1, 2).contiguous()
+    per_row = torch.bmm(col_weights, mask.transpose(1, 2)).double()  # (P, Sx + 1, H)
+    mask_area = per_row[:, -1].sum(dim=1)
+    cell_counts = torch.bmm(per_row[:, :-1], row_seg.double()).transpose(1, 2)  # (P, Sy, Sx)
 
     def centre_inside(edges: Tensor, lo: Tensor, hi: Tensor) -> Tensor:  # (P, S, K)
         first, last = edges[:, :-1, None], edges[:, 1:, None]
@@ -194,13 +208,9 @@ def score_pairs(
     image_size = _as_image_size(image_size)
     num_images, num_classes = cams.shape[:2]
     box_image, box_class, box_xywh = _flatten_boxes(boxes, num_images, num_classes)
-    if not apply_sigmoid and (cams < 0).any():
-        raise ValueError(
-            "cams contain negative values but apply_sigmoid=False expects probabilities in [0, 1]; "
-            "pass raw scores with apply_sigmoid=True"
-        )
-
     keys, box_pair = torch.unique(box_image * num_classes + box_class, return_inverse=True)
+    order = torch.argsort(box_pair, stable=True)
+    box_pair, box_xywh = box_pair[order], box_xywh[order]
     pair_image, pair_class = keys // num_classes, keys % num_classes
     num_pairs = len(keys)
     if chunk_pairs is None:
@@ -210,12 +220,14 @@ def score_pairs(
     outputs = []
     for start in range(0, num_pairs, chunk_pairs):
         stop = min(start + chunk_pairs, num_pairs)
-        maps = cams[pair_image[start:stop], pair_class[start:stop]].float()
+        images, classes = pair_image[start:stop], pair_class[start:stop]
+        maps = cams[images, classes].float()
+        _check_maps(maps, images, classes, apply_sigmoid)
         if apply_sigmoid:
             maps = maps.sigmoid()
-        in_chunk = (box_pair >= start) & (box_pair < stop)
+        first, last = torch.searchsorted(box_pair, torch.tensor([start, stop])).tolist()
         outputs.append(
-            _score_chunk(maps, box_pair[in_chunk] - start, box_xywh[in_chunk], image_size)
+            _score_chunk(maps, box_pair[first:last] - start, box_xywh[first:last], image_size)
         )
     if outputs:
         peak_row, peak_col, point_hit, iobb, iou = (

@@ -170,10 +170,8 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
         limit_train_batches=config.limit_train_batches or 1.0,
         num_sanity_val_steps=0,
         callbacks=callbacks,
-        logger=[
-            CSVLogger(paths.root, name="logs", version="csv"),
-            TensorBoardLogger(paths.root, name="logs", version="tensorboard"),
-        ],
+        # a new version folder per session, so resuming never overwrites earlier logs
+        logger=[CSVLogger(paths.logs, name="csv"), TensorBoardLogger(paths.logs, name="tensorboard")],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
         enable_progress_bar=config.progress,

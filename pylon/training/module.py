@@ -46,8 +46,9 @@ class ClassifierModule(L.LightningModule):
                 f"(epoch {self.current_epoch}, batch {batch_idx}); lower optim.lr or train "
                 "without mixed precision (precision=32)"
             )
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
-        self.log("lr", self.current_lr(), prog_bar=True, on_step=True, on_epoch=False)
+        n = len(batch["labels"])
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log("lr", self.current_lr(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -1,0 +1,214 @@
+"""``pylon predict``, ``pylon evaluate-cam`` and ``pylon export``: using a trained model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pylon.cli.app import app
+
+PREDICTIONS_JSONL = "predictions.jsonl"
+PREDICTIONS_CSV = "predictions.csv"
+FAILURES_CSV = "failures.csv"
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _fail(console: Console, err: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {err}", soft_wrap=True, markup=True, highlight=False)
+    return typer.Exit(2)
+
+
+def _csv_row(prediction) -> dict:
+    height, width = prediction.original_size
+    row = {
+        "image_id": prediction.image_id,
+        "path": prediction.path,
+        "height": height,
+        "width": width,
+    }
+    for name, probability in prediction.probabilities.items():
+        row[f"prob_{name}"] = probability
+    for name, (x, y) in prediction.peaks.items():
+        row[f"peak_x_{name}"] = x
+        row[f"peak_y_{name}"] = y
+    row["selected"] = "|".join(prediction.selected)
+    return row
+
+
+@app.command("predict")
+def predict_command(
+    weights: Path = typer.Argument(..., help="Trained weights (.safetensors from pylon train)."),
+    inputs: list[Path] = typer.Argument(..., help="PNG/JPEG/DICOM files and/or folders."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    threshold: float = typer.Option(0.5, help="Draw overlays for classes at or above this."),
+    classes: str | None = typer.Option(
+        None, help="Comma-separated classes to draw instead of those above the threshold."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Search folders recursively."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
+    precision: str = typer.Option("auto", help="auto (bf16 on capable CPUs), fp32 or bf16."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+) -> None:
+    """Predict class probabilities and heatmap peaks (original pixels) for images and DICOMs.
+
+    Writes predictions.jsonl (one object per image), predictions.csv and overlays/ to --out;
+    unreadable files are reported, listed in failures.csv and skipped.
+    """
+    import pandas as pd
+
+    from pylon.inference import Failure, Predictor
+    from pylon.inference.inputs import gather_inputs
+    from pylon.inference.overlay import overlay_heatmap, write_png
+    from pylon.io import write_csv_atomic, write_text_atomic
+
+    console = Console()
+    try:
+        chosen = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+        predictor = Predictor(
+            weights,
+            device=device,
+            batch_size=batch_size,
+            threshold=threshold,
+            classes=chosen,
+            precision=precision,
+        )
+        items = gather_inputs(inputs, recursive=recursive)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(console, err) from err
+    if not items:
+        raise _fail(console, ValueError(f"no PNG/JPEG/DICOM files found in {inputs}"))
+
+    start = time.perf_counter()
+    records, rows, failures, n_overlays = [], [], [], 0
+    with _progress(console) as progress:
+        task = progress.add_task("predicting", total=len(items))
+        results = predictor.iter_items(items, skip_errors=True, keep_pixels=overlays)
+        for result in results:
+            progress.advance(task)
+            if isinstance(result, Failure):
+                failures.append({"path": result.path, "reason": result.reason})
+                progress.console.print(
+                    f"[yellow]skipped[/yellow] {result.path}: {result.reason}",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+                continue
+            record = result.to_dict()
+            record["overlays"] = {}
+            for name in result.selected if overlays else []:
+                relative = f"overlays/{result.image_id}_{name}.png"
+                image = overlay_heatmap(result.pixels, result.heatmap(name), result.peaks[name])
+                write_png(out / relative, image)
+                record["overlays"][name] = relative
+                n_overlays += 1
+            records.append(record)
+            rows.append(_csv_row(result))
+
+    write_text_atomic(out / PREDICTIONS_JSONL, "".join(json.dumps(r) + "\n" for r in records))
+    write_csv_atomic(pd.DataFrame(rows), out / PREDICTIONS_CSV)
+    if failures:
+        write_csv_atomic(pd.DataFrame(failures), out / FAILURES_CSV)
+    seconds = time.perf_counter() - start
+    console.print(
+        f"predicted {len(records)} image(s) in {seconds:.1f} s, {n_overlays} overlay(s); "
+        f"{len(failures)} unreadable file(s) skipped"
+        + (f" (listed in {out / FAILURES_CSV})" if failures else "")
+        + f"; results in {out / PREDICTIONS_JSONL} and {out / PREDICTIONS_CSV}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if not records:
+        raise typer.Exit(1)
+
+
+@app.command("evaluate-cam")
+def evaluate_cam_command(
+    run: Path = typer.Argument(..., help="Run folder runs/<experiment>/<seed>."),
+    methods: str = typer.Option(
+        "gradcam,gradcam++,xgradcam,eigencam,scorecam", help="Comma-separated post-hoc methods."
+    ),
+    split: str | None = typer.Option(None, help="Split with boxes (default: the run's loc split)."),
+    max_images: int = typer.Option(
+        64, "--max-images", help="Use at most this many images with boxes (scorecam is slow)."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="(image, class) pairs per pass."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: the run)."),
+) -> None:
+    """Compare pytorch-grad-cam methods on the model's last encoder stage with its own CAM.
+
+    Writes posthoc_<method>.csv per method and posthoc_comparison.csv, and prints the table.
+    """
+    from pylon.inference.posthoc import OWN_CAM, evaluate_run_posthoc, resolve_methods
+
+    console = Console()
+    try:
+        names = resolve_methods(methods.split(","))
+    except ValueError as err:
+        raise _fail(console, err) from err
+    if max_images < 1:
+        raise _fail(console, ValueError(f"--max-images must be >= 1, got {max_images}"))
+    with _progress(console) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_chunk(method: str, done: int) -> None:
+            if method not in tasks:
+                tasks[method] = progress.add_task(method, total=None)
+            progress.update(tasks[method], completed=done)
+
+        try:
+            table = evaluate_run_posthoc(
+                run,
+                names,
+                split=split,
+                max_images=max_images,
+                batch_size=batch_size,
+                out_dir=out,
+                on_chunk=on_chunk,
+            )
+        except (FileNotFoundError, ValueError) as err:
+            raise _fail(console, err) from err
+
+    columns = ["point_acc_weighted", "point_acc_macro", "iobb0.25_weighted", "n_pairs", "seconds"]
+    view = Table(title=f"post-hoc CAMs vs the model's own ({OWN_CAM}) on {run}")
+    view.add_column("method")
+    for column in columns:
+        view.add_column(column, justify="right")
+    for row in table.to_dict("records"):
+        cells = [f"{row[c]:.0f}" if c == "n_pairs" else f"{row[c]:.3f}" for c in columns]
+        view.add_row(row["method"], *cells)
+    console.print(view)
+    console.print(f"written to {(out or run) / 'posthoc_comparison.csv'}", highlight=False)
+
+
+@app.command("export")
+def export_command(
+    weights: Path = typer.Argument(..., help="Trained weights (.safetensors)."),
+    out: Path = typer.Argument(..., help="Output .onnx file."),
+    opset: int | None = typer.Option(None, help="ONNX opset (default: the exporter's)."),
+) -> None:
+    """Export to ONNX: input 'image' (N, C, size, size), outputs 'logits' and 'cam' (raw scores),
+    dynamic batch axis, class names / size / normalisation in the metadata."""
+    from pylon.inference.export import export_onnx
+
+    console = Console()
+    try:
+        path = export_onnx(weights, out, opset=opset)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(console, err) from err
+    console.print(f"exported {weights} to {path}", highlight=False)
