@@ -40,34 +40,36 @@ def make_data(num_images: int, num_classes: int, map_size: int, image_size: int,
 
 
 def naive(cams: torch.Tensor, boxes, image_size: int):
-    """Per image, per class: up-sample one map, arg-max, rasterise the boxes, count (per hit lists)."""
-    hits = {
-        "point": [],
-        **{f"iobb{t}": [] for t in THRESHOLDS},
-        **{f"iou{t}": [] for t in THRESHOLDS},
-    }
+    """Per image, per class: up-sample one map, arg-max, paint the boxes, count; hit fractions."""
+    size = (image_size, image_size)
+    hits: dict[str, list[bool]] = {"point": []}
     for i in range(cams.shape[0]):
         for c in range(cams.shape[1]):
             cls_boxes = [b for b in boxes[i] if b[4] == c]
             if not cls_boxes:
                 continue
             prob = cams[i, c].sigmoid()
-            up = F.interpolate(prob[None, None], size=(image_size, image_size), mode="bilinear")
-            up = up[0, 0].numpy()
+            up = F.interpolate(prob[None, None], size=size, mode="bilinear")[0, 0]
             row, col = divmod(int(up.argmax()), image_size)
-            hits["point"].append(
-                any(x <= col <= x + w and y <= row <= y + h for x, y, w, h, _ in cls_boxes)
-            )
+            hit = any(x <= col <= x + w and y <= row <= y + h for x, y, w, h, _ in cls_boxes)
+            hits["point"].append(hit)
             mask = up / up.max() > 0.5
-            gt = np.zeros_like(mask)
+            gt = torch.zeros_like(mask)
             for x, y, w, h, _ in cls_boxes:
                 x0, y0, w0, h0 = int(x), int(y), int(w), int(h)
                 gt[max(y0, 0) : max(y0 + h0, 0), max(x0, 0) : max(x0 + w0, 0)] = True
-            inter, area, union = (mask & gt).sum(), mask.sum(), (mask | gt).sum()
+            inter, area = int((mask & gt).sum()), int(mask.sum())
+            union = int((mask | gt).sum())
             for t in THRESHOLDS:
-                hits[f"iobb{t}"].append(area > 0 and inter / area > t)
-                hits[f"iou{t}"].append(union > 0 and inter / union > t)
+                hits.setdefault(f"iobb{t}", []).append(area > 0 and inter / area > t)
+                hits.setdefault(f"iou{t}", []).append(union > 0 and inter / union > t)
     return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+def elapsed(start: float, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def upsample_only(cams: torch.Tensor, boxes, image_size: int, batch: int = 6) -> None:
@@ -96,6 +98,7 @@ def main() -> None:
         "--naive-images", type=int, default=100, help="subset timed for the naive loop"
     )
     parser.add_argument("--batch", type=int, default=100, help="images per update() call")
+    parser.add_argument("--device", default="cpu", help="where the maps live, e.g. cuda")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -104,6 +107,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     cams, boxes = make_data(args.images, args.classes, args.map_size, args.image_size)
+    cams = cams.to(args.device)
     pairs = sum(len({b[4] for b in image_boxes}) for image_boxes in boxes)
     print(
         f"{args.images} images x {args.classes} classes, {args.map_size}px maps -> "
@@ -114,18 +118,18 @@ def main() -> None:
     n_naive = min(args.naive_images, args.images)
     start = time.perf_counter()
     ref = naive(cams[:n_naive], boxes[:n_naive], args.image_size)
-    naive_s = (time.perf_counter() - start) * args.images / n_naive
+    naive_s = elapsed(start, args.device) * args.images / n_naive
     note = "" if n_naive == args.images else f" (timed on {n_naive} images, extrapolated)"
     print(f"naive per-image loop: {naive_s:8.2f} s{note}")
 
     start = time.perf_counter()
     got = vectorised(cams, boxes, args.image_size, args.batch)
-    ours_s = time.perf_counter() - start
+    ours_s = elapsed(start, args.device)
     print(f"pylon.metrics       : {ours_s:8.2f} s")
     print(f"speed-up            : {naive_s / ours_s:8.1f}x")
     start = time.perf_counter()
     upsample_only(cams, boxes, args.image_size)
-    floor_s = time.perf_counter() - start
+    floor_s = elapsed(start, args.device)
     print(
         f"up-sampling alone   : {floor_s:8.2f} s  (the work both must do; ours = "
         f"{ours_s / floor_s:.2f}x this floor, naive = {naive_s / floor_s:.2f}x)"

@@ -15,7 +15,7 @@ def test_demo_tiny_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(
         app,
-        ["demo", "--out", str(out), "--images", "32", "--test-images", "24", "--batch-size", "16"]
+        ["demo", "--out", str(out), "--images", "64", "--test-images", "24", "--batch-size", "16"]
         + ["--no-progress"],
     )
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""Resume after SIGKILL: a killed-then-rerun training ends exactly where an uninterrupted one does."""
+"""Resume after SIGKILL: a killed-then-rerun training ends where an uninterrupted one does."""
 
 from __future__ import annotations
 

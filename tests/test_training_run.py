@@ -106,9 +106,7 @@ def _reference_metrics(run_dir, config):
                     up = F.interpolate(prob, size=(256, 256), mode="bilinear", align_corners=False)
                     row, col = divmod(int(up.flatten().argmax()), 256)
                     hit = any(
-                        x <= col <= x + w and y <= row <= y + h
-                        for x, y, w, h, k in boxes
-                        if k == c
+                        x <= col <= x + w and y <= row <= y + h for x, y, w, h, k in boxes if k == c
                     )
                     hits.setdefault(c, []).append(hit)
     logits, labels = torch.cat(logits).numpy(), torch.cat(labels).numpy()
@@ -151,3 +149,65 @@ def test_evaluate_matches_naive_reference(tiny_run):
     written = pd.read_csv(runs / "tiny" / "summary_auc.csv").set_index("metric")
     assert written.loc["auroc_macro", "n"] == 2
     assert (runs / "tiny" / "summary_loc.csv").is_file()
+
+
+def test_heatmap_pages_all_and_picked(tiny_run, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from pylon.cli.main import app
+
+    _, _, run_dir = tiny_run
+    dataset = create_dataset("synthetic", split="test", size=256, num_images=16)
+    samples = [dataset[i] for i in range(len(dataset))]
+    val = create_dataset("synthetic", split="val", size=256, num_images=2)
+    val_pairs = sum(len({b[4] for b in val[i]["boxes"]}) for i in range(len(val)))
+
+    runner = CliRunner()
+    args = ["heatmaps", str(run_dir), "--all", "--split", "val", "--out", str(tmp_path / "all")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pages = sorted((tmp_path / "all").glob("*.png"))
+    assert len(pages) == -(-val_pairs // 10)
+    # default split (the run's loc split, test), 11 rows: a full page of 10 and one of 1
+    args = ["heatmaps", str(run_dir), "--limit", "11", "--out", str(tmp_path / "some")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pages = sorted((tmp_path / "some").glob("*.png"))
+    assert [p.name for p in pages] == ["heatmaps_000.png", "heatmaps_001.png"]
+    full, single = (Image.open(p).size for p in pages)
+    assert full[0] == single[0] and full[1] > 5 * single[1]  # 10 rows versus 1
+
+    # picked: two images, the first restricted to one of its classes
+    first, second = [s for s in samples if s["boxes"]][:2]
+    names = dataset.class_names
+    picked = tmp_path / "picked.csv"
+    picked.write_text(
+        f"image_id,class\n{first['image_id']},{names[first['boxes'][0][4]]}\n{second['image_id']}\n"
+    )
+    from pylon.training.heatmaps import heatmap_rows
+
+    rows = list(heatmap_rows(run_dir, picked=picked))
+    assert len(rows) == 1 + len({b[4] for b in second["boxes"]})
+    assert rows[0].class_name == names[first["boxes"][0][4]]
+    assert rows[0].image.shape[:2] == (256, 256)
+    assert all(
+        r.boxes and {int(b[4]) for b in r.boxes} == {names.index(r.class_name)} for r in rows
+    )
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{first['image_id']},NoSuchClass\n")
+    result = runner.invoke(app, ["heatmaps", str(run_dir), "--picked", str(bad)])
+    assert result.exit_code == 1 and "line 1: unknown class 'NoSuchClass'" in result.output
+
+
+def test_cli_train_repeats_config_and_skips_finished(tiny_run):
+    from typer.testing import CliRunner
+
+    from pylon.cli.main import app
+
+    _, runs, run_dir = tiny_run
+    command = ["train", "--config", str(run_dir / "config.yaml"), "--runs-dir", str(runs)]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert str(run_dir) in result.output.replace("\n", "")

@@ -22,22 +22,28 @@ def _fmt(value: float) -> str:
 def evaluate_command(
     run: Path = typer.Argument(..., help="Run folder, e.g. runs/nih256-pylon/0."),
     devices: str | None = typer.Option(None, help="Lightning devices for evaluation."),
+    strategy: str | None = typer.Option(None, help="Lightning strategy, e.g. ddp."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Evaluate the run's best weights on the test split; write eval_*.csv and seed summaries."""
     from pylon.training.evaluate import evaluate_run, summarize_experiment
+    from pylon.training.fit import is_rank_zero_process
 
     try:
-        results = evaluate_run(run, devices=devices, progress=progress)
+        results = evaluate_run(run, devices=devices, strategy=strategy, progress=progress)
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from None
+    if not is_rank_zero_process():
+        return
     summary = summarize_experiment(Path(run).parent)
     for kind, title in (("auc", "AUROC"), ("loc", "Localization")):
         table = Table("metric", "this run", "mean over seeds", "std", "n", title=f"{title}: {run}")
         frame = summary.get(kind)
         stats = {r.metric: r for r in frame.itertuples()} if frame is not None else {}
         for metric, value in results[kind].items():
+            if metric.startswith(("iobb", "iou")) and not metric.endswith(("_weighted", "_macro")):
+                continue  # per-class IoBB/IoU: see the CSV
             row = stats.get(metric)
             table.add_row(
                 metric,
@@ -47,3 +53,32 @@ def evaluate_command(
                 str(row.n) if row else "",
             )
         console.print(table)
+
+
+@app.command("heatmaps")
+def heatmaps_command(
+    run: Path = typer.Argument(..., help="Run folder, e.g. runs/nih256-pylon/0."),
+    picked: Path | None = typer.Option(
+        None, help="Text/CSV file: one image_id or image_id,class_name per line."
+    ),
+    all_pairs: bool = typer.Option(False, "--all", help="Every (image, class) pair with boxes."),
+    split: str | None = typer.Option(None, help="Split with boxes (default: the run's loc split)."),
+    limit: int = typer.Option(50, help="At most this many rows unless --all or --picked."),
+    out: Path | None = typer.Option(None, help="Output folder (default RUN/heatmaps/<split>)."),
+) -> None:
+    """Pages (PNG, 10 rows) of original image | heatmap overlay with ground-truth boxes."""
+    from pylon.training.heatmaps import write_run_heatmaps
+
+    if picked and all_pairs:
+        raise typer.BadParameter("give --picked FILE or --all, not both")
+    try:
+        pages = write_run_heatmaps(
+            run, out, split=split, picked=picked, limit=None if picked or all_pairs else limit
+        )
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    if not pages:
+        console.print("no (image, class) pair with ground-truth boxes: nothing written")
+        raise typer.Exit(1)
+    console.print(f"{len(pages)} page(s) in {pages[0].parent}")

@@ -149,6 +149,9 @@ def evaluate_cam_command(
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="(image, class) pairs per pass."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: the run)."),
+    layer: str | None = typer.Option(
+        None, help="Target layer as a dotted module path (default: the encoder's last stage)."
+    ),
 ) -> None:
     """Compare pytorch-grad-cam methods on the model's last encoder stage with its own CAM.
 
@@ -179,6 +182,7 @@ def evaluate_cam_command(
                 max_images=max_images,
                 batch_size=batch_size,
                 out_dir=out,
+                target_layer=layer,
                 on_chunk=on_chunk,
             )
         except (FileNotFoundError, ValueError) as err:

@@ -34,7 +34,9 @@ def resolve_config(
 @app.command("train")
 def train_command(
     preset: str | None = typer.Argument(None, help="Preset name (see `pylon presets`)."),
-    config_file: Path | None = typer.Option(None, "--config", help="YAML config, e.g. RUN/config.yaml."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="YAML config, e.g. RUN/config.yaml."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Override, e.g. --set optim.lr=3e-4."),
     seed: int | None = typer.Option(None, help="Random seed (also the run folder name)."),
     runs_dir: Path = typer.Option(Path("runs"), help="Runs root: RUNS/<experiment>/<seed>/."),
@@ -46,7 +48,7 @@ def train_command(
     retrain: bool = typer.Option(False, help="Delete the run folder and train again."),
 ) -> None:
     """Train one run; re-running the same command resumes it, or skips it when finished."""
-    from pylon.training.fit import train
+    from pylon.training.fit import is_rank_zero_process, train
 
     extra = list(overrides)
     for key, value in (
@@ -65,7 +67,8 @@ def train_command(
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from None
-    console.print(f"run folder: {run_dir}")
+    if is_rank_zero_process():
+        console.print(f"run folder: {run_dir}")
 
 
 @app.command("presets")

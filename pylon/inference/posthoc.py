@@ -28,6 +28,9 @@ METHODS: dict[str, type] = {
     "scorecam": ScoreCAM,
 }
 OWN_CAM = "model_cam"
+# ScoreCAM runs one forward per activation channel (512 for resnet18/34, 2048 for resnet50):
+# batching them this many at a time is several times faster on CPU than grad-cam's default 16.
+SCORECAM_BATCH = 64
 
 
 class LogitsOnly(nn.Module):
@@ -152,7 +155,7 @@ def evaluate_methods(
         )
         cam = METHODS[method](model=wrapped, target_layers=[layer])
         if method == "scorecam":
-            cam.batch_size = batch_size
+            cam.batch_size = SCORECAM_BATCH
         try:
             done = 0
             for chunk, maps in posthoc_maps(cam, data.images, pairs, batch_size):
@@ -185,6 +188,7 @@ def evaluate_run_posthoc(
     max_images: int | None = 64,
     batch_size: int = 8,
     out_dir: str | os.PathLike | None = None,
+    target_layer: str | None = None,
     on_chunk=None,
 ) -> pd.DataFrame:
     """Compare post-hoc ``methods`` with a run's own CAM on ``split`` (default: the run's
@@ -192,7 +196,8 @@ def evaluate_run_posthoc(
 
     Writes ``posthoc_<method>.csv`` (``metric,value``, as ``eval_loc.csv``) per method and
     ``posthoc_comparison.csv`` (one row per method, the model's own CAM first) into ``out_dir``
-    (default: the run folder), and returns the comparison table.
+    (default: the run folder), and returns the comparison table. ``target_layer`` is a dotted
+    module path (e.g. ``"encoder.layer4"``); default: the encoder's last stage.
     """
     from pylon.models.weights import load_model
     from pylon.training.config import TrainConfig, apply_overrides
@@ -212,8 +217,20 @@ def evaluate_run_posthoc(
     dataset = build_dataset(config.data, split or config.data.loc_split)
     data = BoxedImages.from_dataset(dataset, max_images)
     model = load_model(paths.best)
+    layer = None
+    if target_layer is not None:
+        try:
+            layer = model.get_submodule(target_layer)
+        except AttributeError:
+            raise ValueError(f"the model has no submodule {target_layer!r}") from None
     results = evaluate_methods(
-        model, data, list(dataset.class_names), methods, batch_size=batch_size, on_chunk=on_chunk
+        model,
+        data,
+        list(dataset.class_names),
+        methods,
+        batch_size=batch_size,
+        target_layer=layer,
+        on_chunk=on_chunk,
     )
     out = Path(out_dir) if out_dir is not None else paths.root
     for method in methods:

@@ -1,6 +1,12 @@
 """Point localization and IoBB / IoU accuracy of class activation maps against ground-truth boxes.
 
-Vectorised over (image, class) pairs and streaming: only pairs with boxes are up-sampled, in chunks.
+For every (image, class) pair with at least one box of that class, ``sigmoid(cam)`` (float32) is
+up-sampled bilinearly (``align_corners=False``) to the input size (H, W). Point: the arg-max pixel
+(row, col), first in row-major order on ties, hits if ``x <= col <= x + w and y <= row <= y + h``
+for any of the boxes. IoBB / IoU: the map divided by its maximum and thresholded ``> 0.5`` is the
+mask; the ground truth is the union of the boxes, each covering rows ``int(y) .. int(y)+int(h)-1``
+and columns ``int(x) .. int(x)+int(w)-1``; a hit if ``|mask & gt| / |mask|`` (IoBB) or
+``|mask & gt| / |mask | gt|`` (IoU) exceeds the threshold. Vectorised over pairs, in chunks.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ def _as_cams(cams, num_classes: int | None = None) -> Tensor:
         raise ValueError(f"cams have {cams.shape[1]} classes, expected {num_classes}")
     if not cams.is_floating_point():
         raise ValueError(f"cams must be floating point, got {cams.dtype}")
-    return cams.detach().cpu()
+    return cams.detach()
 
 
 def _check_maps(maps: Tensor, images: Tensor, classes: Tensor, apply_sigmoid: bool) -> None:
@@ -124,10 +130,12 @@ def _padded_boxes(box_pair: Tensor, box_xywh: Tensor, num_pairs: int, size: tupl
     order = torch.argsort(box_pair, stable=True)
     sorted_pair = box_pair[order]
     slot = torch.empty_like(box_pair)
-    slot[order] = torch.arange(len(box_pair)) - torch.searchsorted(sorted_pair, sorted_pair)
+    slot[order] = torch.arange(len(box_pair), device=box_pair.device) - torch.searchsorted(
+        sorted_pair, sorted_pair
+    )
     num_slots = int(slot.max()) + 1 if len(slot) else 1
     x, y, w, h = box_xywh.trunc().long().unbind(1)
-    extents = torch.zeros(4, num_pairs, num_slots, dtype=torch.long)
+    extents = torch.zeros(4, num_pairs, num_slots, dtype=torch.long, device=box_pair.device)
     for k, (lo, hi, limit) in enumerate([(x, x + w, width), (y, y + h, height)]):
         extents[2 * k, box_pair, slot] = lo.clamp(0, limit)
         extents[2 * k + 1, box_pair, slot] = hi.clamp(0, limit)
@@ -137,7 +145,7 @@ def _padded_boxes(box_pair: Tensor, box_xywh: Tensor, num_pairs: int, size: tupl
 def _segments(lo: Tensor, hi: Tensor, length: int) -> tuple[Tensor, Tensor]:
     """Cut [0, length) at every box edge: boundaries (P, S+1) and indicator (P, length, S)."""
     edges = torch.cat([lo, hi], dim=1).sort(dim=1).values
-    pixel = torch.arange(length)[None, :, None]
+    pixel = torch.arange(length, device=lo.device)[None, :, None]
     inside = (pixel >= edges[:, None, :-1]) & (pixel < edges[:, None, 1:])
     return edges, inside.float()
 
@@ -154,12 +162,14 @@ def _score_chunk(
     row_max = up.amax(dim=2)
     peak_value = row_max.amax(dim=1)
     peak_row = (row_max == peak_value[:, None]).byte().argmax(dim=1)
-    peak_col = (up[torch.arange(num_pairs), peak_row] == peak_value[:, None]).byte().argmax(dim=1)
+    at_peak_row = up[torch.arange(num_pairs, device=up.device), peak_row]
+    peak_col = (at_peak_row == peak_value[:, None]).byte().argmax(dim=1)
 
     x, y, w, h = box_xywh.unbind(1)
     row, col = peak_row[box_pair].double(), peak_col[box_pair].double()
     box_hit = (x <= col) & (col <= x + w) & (y <= row) & (row <= y + h)
-    point_hit = torch.zeros(num_pairs, dtype=torch.long).index_add_(0, box_pair, box_hit.long()) > 0
+    point_hit = torch.zeros(num_pairs, dtype=torch.long, device=up.device)
+    point_hit = point_hit.index_add_(0, box_pair, box_hit.long()) > 0
 
     # The spec's "scale so the max is 1, then threshold at 0.5"; a zero max gives NaN: no mask.
     mask = up.div_(peak_value[:, None, None]).gt_(0.5)  # in place: 0./1. floats
@@ -169,7 +179,7 @@ def _score_chunk(
     x0, x1, y0, y1 = _padded_boxes(box_pair, box_xywh, num_pairs, image_size)
     col_edges, col_seg = _segments(x0, x1, image_size[1])
     row_edges, row_seg = _segments(y0, y1, image_size[0])
-    ones = torch.ones(num_pairs, image_size[1], 1)
+    ones = torch.ones(num_pairs, image_size[1], 1, device=mask.device)
     col_weights = torch.cat([col_seg, ones], dim=2).transpose(1, 2).contiguous()
     per_row = torch.bmm(col_weights, mask.transpose(1, 2)).double()  # (P, Sx + 1, H)
     mask_area = per_row[:, -1].sum(dim=1)
@@ -198,11 +208,12 @@ def score_pairs(
     apply_sigmoid: bool = True,
     chunk_pairs: int | None = None,
 ) -> PairScores:
-    """Score every (image, class) pair that has at least one box (see module docs for the rules).
+    """Score every (image, class) pair that has at least one box (rules in the module docstring).
 
     ``cams`` (N, C, h, w) raw scores (or probabilities with ``apply_sigmoid=False``); ``boxes`` a
     list of N lists of ``(x, y, w, h, class_index)`` in input pixels; ``image_size`` = (H, W) of
-    the network input. Maps are up-sampled only for pairs with boxes, ``chunk_pairs`` at a time.
+    the network input. Maps are up-sampled only for pairs with boxes, ``chunk_pairs`` at a time,
+    on the device of ``cams``; the scores come back on the CPU. Only scored maps are validated.
     """
     cams = _as_cams(cams)
     image_size = _as_image_size(image_size)
@@ -215,7 +226,8 @@ def score_pairs(
     num_pairs = len(keys)
     if chunk_pairs is None:
         pixels = image_size[0] * image_size[1]
-        chunk_pairs = max(1, _CHUNK_BYTES // (_BYTES_PER_PIXEL * pixels))
+        budget = _CHUNK_BYTES if cams.device.type == "cpu" else 32 * _CHUNK_BYTES
+        chunk_pairs = max(1, budget // (_BYTES_PER_PIXEL * pixels))
 
     outputs = []
     for start in range(0, num_pairs, chunk_pairs):
@@ -226,9 +238,9 @@ def score_pairs(
         if apply_sigmoid:
             maps = maps.sigmoid()
         first, last = torch.searchsorted(box_pair, torch.tensor([start, stop])).tolist()
-        outputs.append(
-            _score_chunk(maps, box_pair[first:last] - start, box_xywh[first:last], image_size)
-        )
+        chunk_boxes = (box_pair[first:last] - start, box_xywh[first:last])
+        scores = _score_chunk(maps, *(t.to(maps.device) for t in chunk_boxes), image_size)
+        outputs.append([t.cpu() for t in scores])
     if outputs:
         peak_row, peak_col, point_hit, iobb, iou = (
             torch.cat(t) for t in zip(*outputs, strict=True)

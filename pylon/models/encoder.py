@@ -17,6 +17,8 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 _LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".pkl", ".bin")
+# classifier tensors of a backbone checkpoint that an encoder (features only) does not have
+_HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "_fc.")
 
 
 class EncoderWeightsUnavailable(RuntimeError):
@@ -93,16 +95,18 @@ def _encoder_from_file(name, in_channels, path, depth, output_stride) -> nn.Modu
     for channels in dict.fromkeys((3, in_channels)):
         encoder = _get_encoder(name, channels, None, depth, output_stride)
         report = match_state_dict(encoder, state)
-        if not report.missing and not report.mismatched:
+        extra = [k for k in report.unexpected if not k.startswith(_HEAD_PREFIXES)]
+        if not report.missing and not report.mismatched and not extra:
             break
     else:
         raise ValueError(
             f"{path}: not a state dict of encoder {name!r} with 3 or {in_channels} input channels; "
-            f"missing {report.missing[:5]}, shape-mismatched {report.mismatched[:5]}"
+            f"missing {report.missing[:5]}, shape-mismatched {report.mismatched[:5]}, "
+            f"unexpected {extra[:5]}"
         )
     encoder.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
     if report.unexpected:
-        logger.info("%s: ignored %d tensors not in the encoder", path, len(report.unexpected))
+        logger.info("%s: ignored classifier tensors %s", path, report.unexpected)
     if channels != in_channels:
         if hasattr(encoder, "set_in_channels"):
             encoder.set_in_channels(in_channels, pretrained=True)

@@ -1,4 +1,4 @@
-"""Callbacks writing the run folder's checkpoints: best weights (safetensors) and the resume state."""
+"""Callbacks writing the run folder's checkpoints: best weights (safetensors), resume state."""
 
 from __future__ import annotations
 

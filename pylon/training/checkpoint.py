@@ -1,4 +1,4 @@
-"""Resume checkpoints: an atomic, ``weights_only`` Lightning CheckpointIO and RNG states as tensors."""
+"""Resume checkpoints: an atomic, ``weights_only`` CheckpointIO and RNG states as tensors."""
 
 from __future__ import annotations
 

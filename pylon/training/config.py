@@ -1,4 +1,4 @@
-"""Typed training configuration: dataclasses, YAML round-trip, ``key=value`` overrides, validation."""
+"""Typed training configuration: dataclasses, YAML round trip, ``key=value`` overrides."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # weights file; tensors matching by name and shape are loaded
     freeze: str | None = None  # "enc" freezes the encoder
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on with bf16 autocast on CPU
 
 
 @dataclass
@@ -38,7 +38,9 @@ class DataConfig:
     num_workers: int = 4
     augment: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # passed to create_dataset
-    split_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per split, over options
+    split_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per split, over options
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -95,7 +97,9 @@ class TrainConfig:
                 "expected batch_size >= 1 and size >= 32"
             )
         if not self.experiment or "/" in self.experiment:
-            raise ValueError(f"experiment={self.experiment!r}; expected a non-empty name without '/'")
+            raise ValueError(
+                f"experiment={self.experiment!r}; expected a non-empty name without '/'"
+            )
         for i, phase in enumerate(self.phases):
             if not isinstance(phase, dict):
                 raise ValueError(f"phases[{i}] must be a mapping of dotted keys to values")
@@ -125,7 +129,9 @@ class TrainConfig:
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+            raise ValueError(
+                f"{path}: expected a mapping at the top level, got {type(data).__name__}"
+            )
         return cls.from_dict(data, source=str(path))
 
 

@@ -69,14 +69,18 @@ def dataset_info(dataset: Any) -> dict[str, Any]:
 
 def build_dataset(config: DataConfig, split: str, *, augment: bool = False):
     options = {**config.options, **config.split_options.get(split, {})}
-    return create_dataset(config.name, config.root, split, size=config.size, augment=augment, **options)
+    return create_dataset(
+        config.name, config.root, split, size=config.size, augment=augment, **options
+    )
 
 
 def eval_loader(dataset: Dataset, config: DataConfig, *, world_size: int = 1, rank: int = 0):
     """Sequential loader; under DDP each rank reads a disjoint share with no padding repeats."""
     sampler = None
     if world_size > 1:
-        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        sampler = UnrepeatedDistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=False
+        )
     return DataLoader(
         dataset,
         batch_size=config.eval_batch_size or config.batch_size,
@@ -98,12 +102,15 @@ class PylonDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = build_dataset(self.config, self.config.train_split, augment=self.config.augment)
+            self.train_set = build_dataset(
+                self.config, self.config.train_split, augment=self.config.augment
+            )
             self.val_set = build_dataset(self.config, self.config.val_split)
             if list(self.val_set.class_names) != list(self.train_set.class_names):
                 raise ValueError(
-                    f"data: split {self.config.val_split!r} has classes {self.val_set.class_names}, "
-                    f"split {self.config.train_split!r} has {self.train_set.class_names}"
+                    f"data: split {self.config.val_split!r} has classes "
+                    f"{self.val_set.class_names}, split {self.config.train_split!r} has "
+                    f"{self.train_set.class_names}"
                 )
 
     def _world(self) -> tuple[int, int]:

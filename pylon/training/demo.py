@@ -171,7 +171,8 @@ def _point_acc_per_class(loc: dict[str, float]) -> dict[str, float]:
 
 
 def write_demo_heatmaps(run_dir: Path, out_dir: Path, demo: DemoConfig) -> list[Path]:
-    """Heatmap pages of the first ``heatmap_images`` test images with findings."""
-    from pylon.figures.heatmaps import write_heatmap_pages
+    """Heatmap pages (10 rows each) of the first ``heatmap_images`` (image, class) test pairs with
+    boxes: the same pairs, in the same order, for every model."""
+    from pylon.training.heatmaps import write_run_heatmaps
 
-    return write_heatmap_pages(run_dir, out_dir, limit=demo.heatmap_images)
+    return write_run_heatmaps(run_dir, out_dir, limit=demo.heatmap_images)

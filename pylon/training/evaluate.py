@@ -44,7 +44,9 @@ class EvalModule(L.LightningModule):
         if self.loc:
             if self.localization is None:
                 self.localization = LocalizationAccumulator(
-                    len(self.class_names), tuple(batch["image"].shape[-2:]), class_names=self.class_names
+                    len(self.class_names),
+                    tuple(batch["image"].shape[-2:]),
+                    class_names=self.class_names,
                 )
             self.localization.update(output.cam.float().cpu(), batch["boxes"])
 
@@ -73,12 +75,12 @@ class EvalModule(L.LightningModule):
             self.results["n_pairs_loc"] = float(self.localization.pairs.sum())
 
 
-def _run_split(config: TrainConfig, model, split: str, *, auc: bool, loc: bool, devices, progress):
+def _run_split(config: TrainConfig, model, split: str, *, auc: bool, loc: bool, progress: bool):
     dataset = build_dataset(config.data, split)
     module = EvalModule(model, list(dataset.class_names), auc=auc, loc=loc)
     trainer = L.Trainer(
         accelerator=config.accelerator,
-        devices=devices or config.devices,
+        devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
         precision=resolve_precision(config),
@@ -109,12 +111,17 @@ class _ShardedLoader(L.LightningDataModule):
 
 
 def evaluate_run(
-    run_dir: str | Path, *, devices: str | None = None, progress: bool = True
+    run_dir: str | Path,
+    *,
+    devices: str | None = None,
+    strategy: str | None = None,
+    progress: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate ``RUN/checkpoints/best.safetensors``; writes ``eval_auc.csv``/``eval_loc.csv`` in the
-    run folder and ``summary_auc.csv``/``summary_loc.csv`` over the experiment's evaluated seeds.
+    """Evaluate ``RUN/checkpoints/best.safetensors``; write ``eval_auc.csv``/``eval_loc.csv`` in
+    the run folder and ``summary_auc.csv``/``summary_loc.csv`` over the experiment's seeds.
 
-    Returns ``{"auc": {...}, "loc": {...}}``.
+    ``devices``/``strategy`` override the run's (e.g. ``devices="2", strategy="ddp"``). Returns
+    ``{"auc": {...}, "loc": {...}}`` (on every DDP rank; only rank 0 writes files).
     """
     paths = RunPaths(Path(run_dir))
     if not paths.config.is_file():
@@ -124,19 +131,19 @@ def evaluate_run(
     config = TrainConfig.from_yaml(paths.config)
     if config.phases:  # the final phase's settings describe the saved model
         config = apply_overrides(dataclasses.replace(config, phases=[]), config.phases[-1])
+    hardware = {"devices": devices, "strategy": strategy}
+    config = dataclasses.replace(config, **{k: v for k, v in hardware.items() if v is not None})
     data = config.data
     model = load_model(paths.best).eval()
 
     same = data.loc_split == data.test_split
-    auc, is_main = _run_split(
-        config, model, data.test_split, auc=True, loc=same, devices=devices, progress=progress
-    )
+    auc, is_main = _run_split(config, model, data.test_split, auc=True, loc=same, progress=progress)
     if same:
         loc = {k: v for k, v in auc.items() if not k.startswith(("auroc", "n_images"))}
         auc = {k: v for k, v in auc.items() if k.startswith(("auroc", "n_images"))}
     else:
         loc, is_main = _run_split(
-            config, model, data.loc_split, auc=False, loc=True, devices=devices, progress=progress
+            config, model, data.loc_split, auc=False, loc=True, progress=progress
         )
     if not is_main:
         return {"auc": auc, "loc": loc}

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from pylon.io import atomic_path, write_text_atomic
 from pylon.models import create_model
+from pylon.models.speed import cpu_has_native_bf16
 from pylon.models.weights import freeze_encoder, load_weights
 from pylon.training.callbacks import BestWeights, ResumeCheckpoint
 from pylon.training.checkpoint import AtomicCheckpointIO
@@ -27,15 +28,6 @@ from pylon.training.runs import RunPaths
 
 # Keys that may differ when a run is resumed (hardware and display, not the experiment).
 RESUMABLE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "progress")
-
-
-def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bf16 matmul (AVX512-BF16 or AMX), where autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def on_gpu(config: TrainConfig) -> bool:
@@ -52,10 +44,12 @@ def resolve_precision(config: TrainConfig) -> str:
         return explicit[config.precision]
     if on_gpu(config):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if config.cpu_bf16 and cpu_supports_bf16() else "32-true"
+    return "bf16-mixed" if config.cpu_bf16 and cpu_has_native_bf16() else "32-true"
 
 
-def build_model(config: ModelConfig, *, num_classes: int, in_channels: int) -> torch.nn.Module:
+def build_model(
+    config: ModelConfig, *, num_classes: int, in_channels: int, channels_last: bool = False
+) -> torch.nn.Module:
     model = create_model(
         config.name,
         encoder=config.encoder,
@@ -69,12 +63,12 @@ def build_model(config: ModelConfig, *, num_classes: int, in_channels: int) -> t
         rank_zero_info(f"init_from {config.init_from}: {report.summary()}")
     if config.freeze == "enc":
         freeze_encoder(model)
-    if config.channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def _is_rank_zero_process() -> bool:
+def is_rank_zero_process() -> bool:
     # Lightning's DDP launcher re-runs the command in child processes with these set.
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
@@ -88,7 +82,7 @@ def _comparable(config: TrainConfig) -> dict:
 
 def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> None:
     """Clear the folder for ``retrain``; refuse to resume a folder trained with another config."""
-    if not _is_rank_zero_process():
+    if not is_rank_zero_process():
         return
     if retrain and paths.root.exists():
         shutil.rmtree(paths.root)
@@ -99,7 +93,8 @@ def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> None:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(
                 f"run folder {paths.root} was started with a different config (differs in: "
-                f"{', '.join(changed)}); pass --retrain to start over, or change the experiment name"
+                f"{', '.join(changed)}); pass --retrain to start over, or change the experiment "
+                "name"
             )
     config.to_yaml(paths.config)
 
@@ -122,14 +117,16 @@ def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool =
         if previous_best is not None:
             phase.model.init_from = str(previous_best)
         phase_paths = paths.phase(index)
-        if _is_rank_zero_process():
+        if is_rank_zero_process():
             phase.to_yaml(phase_paths.config)
         _fit(phase, phase_paths)
         previous_best = phase_paths.best
-    if _is_rank_zero_process():
+    if is_rank_zero_process():
         with atomic_path(paths.best) as tmp:
             shutil.copyfile(previous_best, tmp)
-        shutil.copyfile(previous_best.parent.parent / "train_summary.json", paths.root / "train_summary.json")
+        shutil.copyfile(
+            previous_best.parent.parent / "train_summary.json", paths.root / "train_summary.json"
+        )
         paths.mark_done(f"{len(config.phases)} phases")
     return paths.root
 
@@ -150,10 +147,16 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
                 f"model.init_from: weights {init_from} not found (train the source run first)"
             )
         model_config = dataclasses.replace(model_config, init_from=init_from)
-    model = build_model(
-        model_config, num_classes=len(info["class_names"]), in_channels=info["in_channels"]
-    )
     precision = resolve_precision(config)
+    channels_last = config.model.channels_last
+    if channels_last is None:  # auto: with bf16 on CPU, where it measured faster
+        channels_last = precision == "bf16-mixed" and not on_gpu(config)
+    model = build_model(
+        model_config,
+        num_classes=len(info["class_names"]),
+        in_channels=info["in_channels"],
+        channels_last=channels_last,
+    )
     module = ClassifierModule(model, config.optim, check_gradients=precision != "16-mixed")
     best = BestWeights(paths.best, info)
     callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last)]
@@ -171,7 +174,10 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
         num_sanity_val_steps=0,
         callbacks=callbacks,
         # a new version folder per session, so resuming never overwrites earlier logs
-        logger=[CSVLogger(paths.logs, name="csv"), TensorBoardLogger(paths.logs, name="tensorboard")],
+        logger=[
+            CSVLogger(paths.logs, name="csv"),
+            TensorBoardLogger(paths.logs, name="tensorboard"),
+        ],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
         enable_progress_bar=config.progress,

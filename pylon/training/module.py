@@ -47,7 +47,15 @@ class ClassifierModule(L.LightningModule):
                 "without mixed precision (precision=32)"
             )
         n = len(batch["labels"])
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=True,
+        )
         self.log("lr", self.current_lr(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         return loss
 
@@ -56,7 +64,11 @@ class ClassifierModule(L.LightningModule):
             return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
-            bad = next(n for n, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
+            bad = next(
+                n
+                for n, p in self.named_parameters()
+                if p.grad is not None and not p.grad.isfinite().all()
+            )
             raise FloatingPointError(
                 f"non-finite gradient in {bad} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}); lower optim.lr or train with precision=32"
@@ -67,19 +79,24 @@ class ClassifierModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         loss = self._loss(batch, reduction="sum")
-        self._val_sums += torch.stack([loss.double(), loss.new_tensor(batch["labels"].numel()).double()])
+        self._val_sums += torch.stack(
+            [loss.double(), loss.new_tensor(batch["labels"].numel()).double()]
+        )
 
     def on_validation_epoch_end(self) -> None:
         # Sum over ranks, then divide: the exact mean over the whole validation set.
         total, count = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum").tolist()
         val_loss = total / max(count, 1.0)
-        self.log("val_loss", val_loss, prog_bar=True, sync_dist=False)
+        # identical on every rank already; sync_dist only silences Lightning's DDP warning
+        self.log("val_loss", val_loss, prog_bar=True, sync_dist=True)
         if self.trainer.sanity_checking:
             return
         if self.plateau is not None:
             self.plateau.step(val_loss)
         if self.current_lr() < self.optim.lr_term:
-            self.stop_reason = f"learning rate {self.current_lr():.2e} < lr_term {self.optim.lr_term:.0e}"
+            self.stop_reason = (
+                f"learning rate {self.current_lr():.2e} < lr_term {self.optim.lr_term:.0e}"
+            )
             self.trainer.should_stop = True
 
     def current_lr(self) -> float:
@@ -111,15 +128,22 @@ class ClassifierModule(L.LightningModule):
                 optimizer, max_lr=self.optim.lr, total_steps=total, pct_start=pct
             )
         else:  # cosine with linear warmup
-            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1))
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(total - warmup, 1)
+            )
             if warmup > 0:
-                ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
+                ramp = torch.optim.lr_scheduler.LinearLR(
+                    optimizer, start_factor=1e-3, total_iters=warmup
+                )
                 scheduler = torch.optim.lr_scheduler.SequentialLR(
                     optimizer, [ramp, cosine], milestones=[warmup]
                 )
             else:
                 scheduler = cosine
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["pylon_rng"] = capture_rng_states()

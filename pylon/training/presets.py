@@ -1,4 +1,4 @@
-"""The paper's experiments as named presets (``pylon presets`` lists them), plus quick synthetic runs.
+"""The paper's experiments as named presets (``pylon presets`` lists them), plus quick CPU runs.
 
 A preset is a description and a dict of dotted overrides on ``TrainConfig``; ``{seed}`` in
 ``model.init_from`` is replaced by the run's seed (transfer from the same seed's NIH run).
@@ -27,7 +27,11 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "fpn-bn": ("fpn", {"norm": "batchnorm"}, "FPN, BatchNorm segmentation blocks"),
     "unet": ("unet", {}, "U-Net, decoder 256-128-64-64-64"),
     "deeplabv3plus": ("deeplabv3plus", {}, "DeepLabV3+, ASPP with global pooling"),
-    "deeplabv3plus-nogap": ("deeplabv3plus", {"aspp_pooling": False}, "DeepLabV3+ without ASPP GAP"),
+    "deeplabv3plus-nogap": (
+        "deeplabv3plus",
+        {"aspp_pooling": False},
+        "DeepLabV3+ without ASPP GAP",
+    ),
     "pan": ("pan", {}, "PAN, with global pooling branch"),
     "pan-nogap": ("pan", {"gap": False}, "PAN without global pooling branch"),
 }
@@ -72,7 +76,6 @@ SYNTHETIC = {
         "test": {"num_images": 256},
     },
     "model.encoder": "resnet18",
-    "model.channels_last": True,
     "optim.lr": 1e-3,
     "optim.scheduler": "onecycle",
     "optim.warmup_frac": 0.1,

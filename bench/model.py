@@ -1,0 +1,91 @@
+"""Benchmark PYLON-resnet50 on the CPU: float32 vs bf16 autocast, with and without channels_last.
+
+Prints images/s for forward (inference) and forward+backward (training) at 256 px, batch 8, their
+ratios to float32, and how far each path's outputs are from float32's.
+Run: ``.venv/bin/python bench/model.py [--size 256 --batch 8 --iters 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from pylon.models import create_model
+from pylon.models.speed import CpuExecution, cpu_has_native_bf16, recommended_cpu_execution
+
+PATHS = {
+    "fp32": CpuExecution(bf16=False, channels_last=False),
+    "fp32 + channels_last": CpuExecution(bf16=False, channels_last=True),
+    "bf16": CpuExecution(bf16=True, channels_last=False),
+    "bf16 + channels_last": CpuExecution(bf16=True, channels_last=True),
+}
+
+
+def _time(fn, iters: int) -> float:
+    fn()  # warm-up (oneDNN primitive creation)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - start) / iters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=3)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 1, args.size, args.size)
+    target = (torch.rand(args.batch, 14) < 0.3).float()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"native bf16: {cpu_has_native_bf16()}"
+    )
+    print(f"PYLON-resnet50, 1 channel, 14 classes, batch {args.batch} at {args.size} px\n")
+
+    results, reference = {}, None
+    for label, run in PATHS.items():
+        torch.manual_seed(0)
+        model = run.prepare_model(create_model("pylon", encoder="resnet50"))
+        xin = run.prepare_input(x)
+
+        def forward(model=model, run=run, xin=xin):
+            with torch.inference_mode(), run.autocast():
+                return model(xin)
+
+        def train_step(model=model, run=run, xin=xin):
+            model.zero_grad(set_to_none=True)
+            with run.autocast():
+                out = model(xin)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits.float(), target)
+            loss.backward()
+
+        model.eval()
+        out = forward()
+        outputs = torch.cat([out.logits.float().flatten(), out.cam.float().flatten()])
+        reference = outputs if reference is None else reference
+        diff = (outputs - reference).abs()
+        fwd = _time(forward, args.iters)
+        model.train()
+        bwd = _time(train_step, args.iters)
+        results[label] = (args.batch / fwd, args.batch / bwd, diff.max().item(),
+                          (diff / reference.abs().clamp_min(1e-3)).max().item())
+
+    base_f, base_b = results["fp32"][:2]
+    header = f"{'path':<22}{'fwd img/s':>10}{'x fp32':>8}{'fwd+bwd img/s':>15}{'x fp32':>8}"
+    print(header + f"{'max abs dev':>13}{'max rel dev':>13}")
+    for label, (f, b, dabs, drel) in results.items():
+        print(f"{label:<22}{f:>10.2f}{f / base_f:>8.2f}{b:>15.2f}{b / base_b:>8.2f}"
+              f"{dabs:>13.4f}{drel:>13.4f}")
+    rec = recommended_cpu_execution()
+    print(f"\nrecommended on this CPU (pylon.models.speed): bf16={rec.bf16}, "
+          f"channels_last={rec.channels_last}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""ONNX export: onnxruntime matches PyTorch (fp32, atol 1e-4) at batch sizes 1 and 3; metadata."""
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pylon import create_model, save_weights
+from pylon.cli.main import app
+from pylon.inference.export import read_onnx_metadata
+
+ort = pytest.importorskip("onnxruntime")
+
+CLASSES = ["a", "b", "c"]
+# fp32 on both sides; observed differences are ~1e-5 (different conv kernels and summation order)
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    model = create_model("pylon", encoder="resnet18", num_classes=len(CLASSES)).eval()
+    weights = folder / "pylon.safetensors"
+    data = {"class_names": CLASSES, "size": 256, "in_channels": 1, "mean": [0.5], "std": [0.25]}
+    save_weights(model, weights, metadata={"pylon_data": data})
+    onnx_path = folder / "pylon.onnx"
+    result = CliRunner().invoke(app, ["export", str(weights), str(onnx_path)])
+    assert result.exit_code == 0, result.output
+    return model, onnx_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnxruntime_matches_pytorch(exported, batch):
+    model, onnx_path = exported
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = torch.randn(batch, 1, 256, 256, generator=torch.Generator().manual_seed(batch))
+    logits, cam = session.run(["logits", "cam"], {"image": x.numpy()})
+    with torch.no_grad():
+        expected = model(x)
+    assert logits.shape == (batch, len(CLASSES)) and cam.shape == tuple(expected.cam.shape)
+    np.testing.assert_allclose(logits, expected.logits.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(cam, expected.cam.numpy(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_metadata_travels_with_the_onnx_file(exported):
+    _, onnx_path = exported
+    metadata = read_onnx_metadata(onnx_path)
+    assert metadata["class_names"] == CLASSES
+    assert metadata["size"] == 256 and metadata["mean"] == [0.5] and metadata["std"] == [0.25]
+    assert metadata["pylon_model"]["name"] == "pylon"
+
+
+def test_export_refuses_weights_without_architecture(tmp_path):
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(1)}, str(bare))
+    result = CliRunner().invoke(app, ["export", str(bare), str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "pylon_model" in result.output
+    assert not (tmp_path / "x.onnx").exists()
