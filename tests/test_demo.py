@@ -16,7 +16,7 @@ def test_demo_tiny_end_to_end(tmp_path):
     result = CliRunner().invoke(
         app,
         ["demo", "--out", str(out), "--images", "64", "--test-images", "24", "--batch-size", "16"]
-        + ["--no-progress"],
+        + ["--val-images", "16", "--no-progress"],
     )
     assert result.exit_code == 0, result.output
     assert "pylon" in result.output and "cam" in result.output

@@ -33,7 +33,9 @@ def test_local_three_channel_encoder_file_initialises_a_one_channel_model(tmp_pa
 def test_local_file_for_another_encoder_is_refused(tmp_path):
     path = tmp_path / "r34.safetensors"
     save_file(get_encoder("resnet34", weights=None).state_dict(), str(path))
-    with pytest.raises(ValueError, match=r"r34\.safetensors: not a state dict of encoder 'resnet18'"):
+    with pytest.raises(
+        ValueError, match=r"r34\.safetensors: not a state dict of encoder 'resnet18'"
+    ):
         create_model("pylon", encoder="resnet18", encoder_weights=path.as_posix())
 
 

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from pylon.models import create_model
 from pylon.models.weights import load_weights
 
-TSV = Path(__file__).resolve().parents[2] / "shared/reference/pylon_resnet50_in1_out14_state_dict.tsv"
+TSV = (
+    Path(__file__).resolve().parents[2] / "shared/reference/pylon_resnet50_in1_out14_state_dict.tsv"
+)
 
 
 def _reference_listing() -> dict[str, tuple[int, ...]]:
@@ -44,9 +46,10 @@ def test_resnet50_state_dict_matches_released_listing(tmp_path):
 
 def _spec_forward(model, x):
     """The PYLON decoder written from the spec, reusing the model's layers as plain functions."""
-    up = lambda t, like: F.interpolate(  # noqa: E731
-        t, size=like.shape[-2:], mode="bilinear", align_corners=True
-    )
+
+    def up(t, like):
+        return F.interpolate(t, size=like.shape[-2:], mode="bilinear", align_corners=True)
+
     feats = model.net.encoder(x)
     pa = model.net.decoder.pa
     c5 = feats[-1]

@@ -19,6 +19,8 @@ from pylon.training.config import TrainConfig, apply_overrides
 from pylon.training.evaluate import evaluate_run, read_metrics, summarize_experiment
 from pylon.training.fit import train
 
+pytestmark = pytest.mark.slow  # one real (tiny) training run shared by the module
+
 TINY = {
     "experiment": "tiny",
     "max_epochs": 2,

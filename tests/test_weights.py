@@ -55,6 +55,7 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
 def test_pickle_that_runs_code_is_refused(tmp_path, writer):
     marker = tmp_path / "payload_ran"

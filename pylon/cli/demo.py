@@ -23,10 +23,13 @@ def demo_command(
     encoder: str = typer.Option("resnet18", help="Encoder of both models."),
     seed: int = typer.Option(0, help="Seed of the data and the models."),
     test_images: int = typer.Option(512, help="Held-out synthetic test images."),
+    val_images: int = typer.Option(128, help="Validation images (validation loss only)."),
     batch_size: int = typer.Option(32, help="Training batch size."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
     """Train PYLON and the CAM baseline with the same recipe and budget; print and save a table."""
+    import pandas as pd
+
     from pylon.training.demo import DemoConfig, run_demo
 
     console = Console()
@@ -39,6 +42,7 @@ def demo_command(
             encoder=encoder,
             seed=seed,
             test_images=test_images,
+            val_images=val_images,
             batch_size=batch_size,
             progress=not no_progress,
             **({"images": images} if images is not None else {}),
@@ -53,6 +57,13 @@ def demo_command(
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in summary.itertuples(index=False):
         table.add_row(row.model, *(f"{value:.3f}" for value in row[1:-1]), f"{row.seconds:.0f}")
+    console.print(table)
+    per_class = pd.read_csv(out / "point_acc_per_class.csv")
+    table = Table(title="point localization accuracy per finding class (small to large)")
+    for column in per_class.columns:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in per_class.itertuples(index=False):
+        table.add_row(row[0], *(f"{value:.3f}" for value in row[1:]))
     console.print(table)
     console.print(
         f"wrote {out / 'summary.csv'}, {out / 'point_acc_per_class.csv'}, {out / 'heatmaps'}"

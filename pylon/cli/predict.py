@@ -74,7 +74,7 @@ def predict_command(
 
     from pylon.inference import Failure, Predictor
     from pylon.inference.inputs import gather_inputs
-    from pylon.inference.overlay import overlay_heatmap, write_png
+    from pylon.inference.overlay import peak_overlay, write_png
     from pylon.io import write_csv_atomic, write_text_atomic
 
     console = Console()
@@ -113,7 +113,7 @@ def predict_command(
             record["overlays"] = {}
             for name in result.selected if overlays else []:
                 relative = f"overlays/{result.image_id}_{name}.png"
-                image = overlay_heatmap(result.pixels, result.heatmap(name), result.peaks[name])
+                image = peak_overlay(result.pixels, result.heatmap(name), result.peaks[name])
                 write_png(out / relative, image)
                 record["overlays"][name] = relative
                 n_overlays += 1
@@ -152,6 +152,7 @@ def evaluate_cam_command(
     layer: str | None = typer.Option(
         None, help="Target layer as a dotted module path (default: the encoder's last stage)."
     ),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
 ) -> None:
     """Compare pytorch-grad-cam methods on the model's last encoder stage with its own CAM.
 
@@ -169,9 +170,9 @@ def evaluate_cam_command(
     with _progress(console) as progress:
         tasks: dict[str, int] = {}
 
-        def on_chunk(method: str, done: int) -> None:
+        def on_chunk(method: str, done: int, total: int) -> None:
             if method not in tasks:
-                tasks[method] = progress.add_task(method, total=None)
+                tasks[method] = progress.add_task(method, total=total)
             progress.update(tasks[method], completed=done)
 
         try:
@@ -183,16 +184,23 @@ def evaluate_cam_command(
                 batch_size=batch_size,
                 out_dir=out,
                 target_layer=layer,
+                device=device,
                 on_chunk=on_chunk,
             )
         except (FileNotFoundError, ValueError) as err:
             raise _fail(console, err) from err
 
-    columns = ["point_acc_weighted", "point_acc_macro", "iobb0.25_weighted", "n_pairs", "seconds"]
+    columns = {
+        "point_acc_weighted": "point acc",
+        "point_acc_macro": "point acc (macro)",
+        "iobb0.25_weighted": "IoBB>0.25",
+        "n_pairs": "pairs",
+        "seconds": "seconds",
+    }
     view = Table(title=f"post-hoc CAMs vs the model's own ({OWN_CAM}) on {run}")
     view.add_column("method")
-    for column in columns:
-        view.add_column(column, justify="right")
+    for header in columns.values():
+        view.add_column(header, justify="right")
     for row in table.to_dict("records"):
         cells = [f"{row[c]:.0f}" if c == "n_pairs" else f"{row[c]:.3f}" for c in columns]
         view.add_row(row["method"], *cells)
@@ -213,6 +221,6 @@ def export_command(
     console = Console()
     try:
         path = export_onnx(weights, out, opset=opset)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ImportError) as err:
         raise _fail(console, err) from err
     console.print(f"exported {weights} to {path}", highlight=False)

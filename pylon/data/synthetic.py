@@ -23,6 +23,7 @@ SPLITS = ("train", "val", "test")
 PIXEL_MEAN = 0.33
 PIXEL_STD = 0.22
 _NOISE_BANK_SIZE = 512
+_ANATOMY_PARAMS = 13
 _SHAPES = ("disc", "lobulated", "ring", "patch")
 
 
@@ -58,10 +59,10 @@ class FindingSpec:
 
 
 DEFAULT_FINDINGS: tuple[FindingSpec, ...] = (
-    FindingSpec("nodule", "disc", 5, 10, max_count=2, contrast=0.4),
-    FindingSpec("cavity", "ring", 10, 20, contrast=0.45),
-    FindingSpec("mass", "lobulated", 18, 36, contrast=0.3),
-    FindingSpec("consolidation", "patch", 40, 90, contrast=0.25),
+    FindingSpec("nodule", "disc", 5, 10, max_count=2, contrast=0.5),
+    FindingSpec("cavity", "ring", 10, 20, contrast=0.5),
+    FindingSpec("mass", "lobulated", 18, 36, contrast=0.4),
+    FindingSpec("consolidation", "patch", 40, 90, contrast=0.35),
 )
 
 
@@ -155,7 +156,8 @@ class SyntheticDataset(Dataset):
     def render(self, rngs: list[np.random.Generator]) -> tuple[Tensor, list[list[Box]]]:
         """Draw one image in [0, 1] per generator; returns ``(N, 1, S, S)`` pixels and boxes."""
         size, n = self.size, len(rngs)
-        anatomy = np.stack([rng.uniform(-1.0, 1.0, 10) for rng in rngs]).astype(np.float32)
+        anatomy = np.stack([rng.uniform(-1.0, 1.0, _ANATOMY_PARAMS) for rng in rngs])
+        anatomy = anatomy.astype(np.float32)
         # the background is smooth: render it at 1/4 resolution and up-sample (16x cheaper)
         coarse = max(size // 4, 16)
         background = _anatomy(torch.from_numpy(anatomy), coarse)
@@ -234,10 +236,16 @@ _DEFAULT_COUNTS = {"train": 10_000, "val": 500, "test": 1_000}
 
 
 def _anatomy(p: Tensor, size: int) -> Tensor:
-    """Body, two dark lung fields with curved ribs, heart and spine; ``p`` is (N, 10) in [-1, 1]."""
+    """Body, two dark lung fields with curved ribs, heart and spine; ``p`` is (N, 13) in [-1, 1].
+
+    The body is shifted and scaled per image so that no fixed image position (such as the centre,
+    which flips and rotations leave in place) marks where findings are.
+    """
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
-    y, x = coords[None, :, None], coords[None, None, :]
     col = [p[:, k, None, None] for k in range(p.shape[1])]
+    shift_x, shift_y, scale = _placement(col)
+    y = (coords[None, :, None] - shift_y) / scale
+    x = (coords[None, None, :] - shift_x) / scale
 
     body = torch.sigmoid((1 - ((x / (0.92 + 0.05 * col[0])) ** 2 + (y / 1.1) ** 2)) * 12)
     image = 0.12 + 0.45 * body
@@ -250,21 +258,28 @@ def _anatomy(p: Tensor, size: int) -> Tensor:
         lung = torch.maximum(lung, torch.sigmoid((1 - d) * 10))
     image = image - 0.28 * lung
     ribs = torch.cos((y + (0.25 + 0.1 * col[5]) * x**2) * (20 + 3 * col[6]) + 3 * col[7])
-    image = image + 0.1 * lung * ribs.clamp(min=0) ** 4
+    image = image + 0.07 * lung * ribs.clamp(min=0) ** 4
     heart = ((x - 0.08 - 0.05 * col[8]) / 0.28) ** 2 + ((y - 0.3) / (0.3 + 0.04 * col[9])) ** 2
-    image = image + 0.25 * torch.sigmoid((1 - heart) * 8)
+    image = image + 0.15 * torch.sigmoid((1 - heart) * 8)
     image = image + 0.12 * torch.exp(-((x / 0.07) ** 2)) * body
     return image
 
 
+def _placement(col):
+    """Shift (x, y) and scale of the body from anatomy parameters 10..12."""
+    return 0.2 * col[10], 0.15 * col[11], 1.0 + 0.12 * col[12]
+
+
 def _lung_params(anatomy: np.ndarray) -> np.ndarray:
-    """Per image and side: lung centre and radii in [-1, 1] units, shape (N, 2, 4)."""
-    out = np.empty((len(anatomy), 2, 4), dtype=np.float64)
+    """Per image and side: lung centre and radii in [-1, 1] image units, shape (N, 2, 4)."""
+    a = anatomy.astype(np.float64)
+    shift_x, shift_y, scale = _placement([a[:, k] for k in range(a.shape[1])])
+    out = np.empty((len(a), 2, 4), dtype=np.float64)
     for s, side in enumerate((-1.0, 1.0)):
-        out[:, s, 0] = side * (0.42 + 0.04 * anatomy[:, 1])
-        out[:, s, 1] = -0.05 + 0.05 * anatomy[:, 2]
-        out[:, s, 2] = 0.27 + 0.03 * anatomy[:, 3]
-        out[:, s, 3] = 0.62 + 0.06 * anatomy[:, 4]
+        out[:, s, 0] = side * (0.42 + 0.04 * a[:, 1]) * scale + shift_x
+        out[:, s, 1] = (-0.05 + 0.05 * a[:, 2]) * scale + shift_y
+        out[:, s, 2] = (0.27 + 0.03 * a[:, 3]) * scale
+        out[:, s, 3] = (0.62 + 0.06 * a[:, 4]) * scale
     return out
 
 

@@ -44,7 +44,14 @@ def export_onnx(
     The batch axis is dynamic. The weights' metadata (``pylon_model``, ``pylon_data``: class
     names, input size, normalisation) is copied into the ONNX ``metadata_props``.
     """
-    import onnx
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the exporter needs it)
+    except ImportError as err:
+        raise ImportError(
+            f"ONNX export needs the onnx and onnxscript packages ({err}); "
+            "install them with: pip install 'pylon-localization[onnx]'"
+        ) from err
 
     weights_path, out_path = Path(weights_path), Path(out_path)
     metadata = read_weights_metadata(weights_path)

@@ -128,9 +128,10 @@ def evaluate_methods(
 
     Post-hoc maps are probabilities in [0, 1] already (``apply_sigmoid=False``); the model's CAM
     is raw scores (``apply_sigmoid=True``). Each result also holds ``seconds`` and ``n_pairs``.
-    ``on_chunk(method, n_pairs_done)`` is called after each chunk (progress display).
+    ``on_chunk(method, pairs_done, pairs_total)`` is called after each chunk (progress).
     """
     model = model.eval()
+    device = next(model.parameters()).device  # grad-cam runs where the model is
     size = tuple(data.images.shape[-2:])
     num_classes = len(class_names)
     pairs = _pairs(data.boxes)
@@ -141,10 +142,11 @@ def evaluate_methods(
     with torch.no_grad():
         for first in range(0, len(data.images), batch_size):
             stop = first + batch_size
-            own.update(model(data.images[first:stop]).cam.float(), data.boxes[first:stop])
+            batch = data.images[first:stop].to(device)
+            own.update(model(batch).cam.float().cpu(), data.boxes[first:stop])
     results[OWN_CAM] = _finish(own, start)
     if on_chunk is not None:
-        on_chunk(OWN_CAM, len(pairs))
+        on_chunk(OWN_CAM, len(pairs), len(pairs))
 
     layer = target_layer if target_layer is not None else last_encoder_stage(model)
     wrapped = LogitsOnly(model).eval()
@@ -166,7 +168,7 @@ def evaluate_methods(
                 acc.update(full, boxes)
                 done += len(chunk)
                 if on_chunk is not None:
-                    on_chunk(method, done)
+                    on_chunk(method, done, len(pairs))
         finally:  # not ``with``: grad-cam's __exit__ swallows IndexError
             cam.activations_and_grads.release()
         results[method] = _finish(acc, start)
@@ -189,6 +191,7 @@ def evaluate_run_posthoc(
     batch_size: int = 8,
     out_dir: str | os.PathLike | None = None,
     target_layer: str | None = None,
+    device: str = "cpu",
     on_chunk=None,
 ) -> pd.DataFrame:
     """Compare post-hoc ``methods`` with a run's own CAM on ``split`` (default: the run's
@@ -216,7 +219,7 @@ def evaluate_run_posthoc(
         config = apply_overrides(dataclasses.replace(config, phases=[]), config.phases[-1])
     dataset = build_dataset(config.data, split or config.data.loc_split)
     data = BoxedImages.from_dataset(dataset, max_images)
-    model = load_model(paths.best)
+    model = load_model(paths.best).to(device)
     layer = None
     if target_layer is not None:
         try:

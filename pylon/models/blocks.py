@@ -1,7 +1,7 @@
 """Conv-BatchNorm-ReLU, the building block of the PYLON decoder.
 
-Defined here rather than borrowed from smp because its attribute names (``conv``, ``bn``) are part of
-the released checkpoints' state-dict contract.
+Defined here rather than borrowed from smp because its attribute names (``conv``, ``bn``) are
+part of the released checkpoints' state-dict contract.
 """
 
 from __future__ import annotations

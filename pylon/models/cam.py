@@ -1,4 +1,4 @@
-"""CAM backbone baseline: the encoder's last feature, a 1x1 conv to class maps, max or average pooling."""
+"""CAM backbone baseline: last encoder feature, a 1x1 conv to class maps, max or avg pooling."""
 
 from __future__ import annotations
 

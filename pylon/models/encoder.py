@@ -1,4 +1,5 @@
-"""Build an smp encoder with random, downloaded ("imagenet") or local-file weights; fail fast offline."""
+"""Build an smp encoder with random, downloaded ("imagenet") or local-file weights; fails fast
+offline."""
 
 from __future__ import annotations
 

@@ -25,7 +25,10 @@ def fpn(
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     net = smp.FPN(
-        encoder_name, encoder_weights=None, in_channels=in_channels, classes=num_classes,
+        encoder_name,
+        encoder_weights=None,
+        in_channels=in_channels,
+        classes=num_classes,
         upsampling=1,
     )
     if norm == "batchnorm":

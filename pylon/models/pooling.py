@@ -30,6 +30,4 @@ def mil_logit(scores: Tensor, floor: float = 0.98) -> Tensor:
 
 def _log1mexp(a: Tensor) -> Tensor:
     """``log(1 - exp(a))`` for ``a < 0`` without cancellation (Maechler 2012)."""
-    return torch.where(
-        a > -math.log(2.0), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a))
-    )
+    return torch.where(a > -math.log(2.0), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))

@@ -1,4 +1,4 @@
-"""Model registry (timm style): ``@register_model`` adds a builder, ``create_model`` builds by name."""
+"""Model registry (timm style): ``@register_model`` adds a builder, ``create_model`` builds one."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def use_encoder_weights(
     weights: str | os.PathLike | None,
     output_stride: int = 32,
 ) -> None:
-    """Replace ``net.encoder`` (built without weights) by one with ``weights`` (see build_encoder)."""
+    """Replace ``net.encoder`` (built without weights) by one with ``weights`` (build_encoder)."""
     if weights is not None:
         net.encoder = build_encoder(
             encoder_name, in_channels=in_channels, weights=weights, output_stride=output_stride

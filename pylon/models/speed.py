@@ -60,10 +60,10 @@ def recommended_cpu_execution() -> CpuExecution:
 def prepare_for_cpu(model: nn.Module) -> CpuExecution:
     """Apply :func:`recommended_cpu_execution` to ``model`` and return it for the inputs/autocast::
 
-        run = prepare_for_cpu(model)
-        with run.autocast():
-            out = model(run.prepare_input(images))
-        logits = out.logits.float()
+    run = prepare_for_cpu(model)
+    with run.autocast():
+        out = model(run.prepare_input(images))
+    logits = out.logits.float()
     """
     run = recommended_cpu_execution()
     run.prepare_model(model)

@@ -1,4 +1,4 @@
-"""U-Net baseline (smp) with decoder channels (256, 128, 64, 64, 64): a full-resolution class map."""
+"""U-Net baseline (smp), decoder channels (256, 128, 64, 64, 64): a full-resolution class map."""
 
 from __future__ import annotations
 

@@ -194,7 +194,7 @@ def load_weights(
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model saved by :func:`save_weights` (config from metadata) and load it strictly."""
+    """Rebuild the model saved by :func:`save_weights` (config from its metadata), load strictly."""
     from pylon.models.registry import create_model_from_config
 
     config = read_weights_metadata(path)["model"]
