@@ -19,6 +19,7 @@ from pylon.inference.posthoc import (
     BoxedImages,
     evaluate_methods,
     last_encoder_stage,
+    posthoc_maps,
 )
 from pylon.models import ModelOutput, register_model
 from pylon.training.config import DataConfig, ModelConfig, TrainConfig
@@ -75,17 +76,19 @@ def naive_point_accuracy(maps_per_pair, boxes_per_pair):
 def test_scores_match_a_naive_per_pair_reference():
     torch.manual_seed(0)
     dataset = create_dataset("synthetic", None, "test", size=64, num_images=6)
-    data = BoxedImages.from_dataset(dataset, max_images=2)
-    model = create_model("cam", encoder="resnet18", num_classes=len(dataset.class_names)).eval()
-    assert last_encoder_stage(model) is model.encoder.layer4
+    data = BoxedImages.from_dataset(dataset, max_images=3)
+    model = create_model("_test_tiny_cam", num_classes=len(dataset.class_names)).eval()
     results = evaluate_methods(model, data, dataset.class_names, ["gradcam"], batch_size=2)
 
     pairs = sorted({(i, b[4]) for i, bs in enumerate(data.boxes) for b in bs})
     boxes = [[b for b in data.boxes[i] if b[4] == c] for i, c in pairs]
     grad_maps = []
-    cam = GradCAM(model=Logits(model), target_layers=[model.encoder.layer4])
+    cam = GradCAM(model=Logits(model), target_layers=[model.encoder.last])
     for i, c in pairs:  # one image and one target at a time
         grad_maps.append(cam(data.images[i : i + 1], [ClassifierOutputTarget(c)])[0])
+    # the batched maps (several pairs per call) are the per-pair ones, in pair order
+    batched = torch.cat([maps for _, maps in posthoc_maps(cam, data.images, pairs, 4)])
+    np.testing.assert_allclose(batched.numpy(), np.stack(grad_maps), atol=1e-5)
     cam.activations_and_grads.release()
     with torch.no_grad():
         raw = model(data.images).cam
@@ -108,9 +111,13 @@ def test_scores_match_a_naive_per_pair_reference():
             assert results["gradcam"][f"point_acc_{name}"] == pytest.approx(expected)
 
 
-def test_last_stage_of_a_pylon_model():
+def test_last_encoder_stage_is_found():
     model = create_model("pylon", encoder="resnet18", num_classes=2)
     assert last_encoder_stage(model) is model.net.encoder.layer4
+    model = create_model("cam", encoder="resnet18", num_classes=2)
+    assert last_encoder_stage(model) is model.encoder.layer4
+    tiny = TinyCam()
+    assert last_encoder_stage(tiny) is tiny.encoder.last
 
 
 def fake_run(root, size=64):
