@@ -1,8 +1,10 @@
 """Benchmark PYLON-resnet50 on the CPU: float32 vs bf16 autocast, with and without channels_last.
 
 Prints images/s for forward (inference) and forward+backward (training) at 256 px, batch 8, their
-ratios to float32, and how far each path's outputs are from float32's.
-Run: ``.venv/bin/python bench/model.py [--size 256 --batch 8 --iters 3]``.
+ratios to float32, and how far each path's outputs are from float32's: on the randomly initialised
+resnet50 (a pessimistic case: random BatchNorm ResNets amplify rounding) and, with ``--weights``,
+on a trained checkpoint saved by ``pylon.save_weights`` (any encoder; synthetic-data images).
+Run: ``.venv/bin/python bench/model.py [--size 256 --batch 8 --iters 2 --weights W.safetensors]``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pylon.models import create_model
+from pylon.models import create_model, load_model
 from pylon.models.speed import CpuExecution, cpu_has_native_bf16, recommended_cpu_execution
 
 PATHS = {
@@ -43,11 +45,35 @@ def _time(fn, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
+def _trained_deviations(args: argparse.Namespace) -> None:
+    """Deviations of a trained checkpoint on in-distribution images (the synthetic val split)."""
+    from pylon.data.registry import create_dataset
+    from pylon.data.sample import collate
+
+    trained = load_model(args.weights).eval()
+    config = trained.pylon_config
+    data = create_dataset("synthetic", split="val", size=args.size, num_images=args.batch)
+    x = collate([data[i] for i in range(args.batch)])["image"]
+    x = x[:, :1].repeat(1, config["in_channels"], 1, 1)
+    with torch.inference_mode():
+        ref = trained(x)
+    print(f"\ntrained {config['name']}-{config['encoder']} ({args.weights}), synthetic val images:")
+    for label, run in PATHS.items():
+        model = run.prepare_model(copy.deepcopy(trained))
+        with torch.inference_mode(), run.autocast():
+            out = model(run.prepare_input(x))
+        d_logit = (out.logits.float() - ref.logits).abs().max().item()
+        d_prob = (out.logits.float().sigmoid() - ref.logits.sigmoid()).abs().max().item()
+        d_map = (out.cam.float().sigmoid() - ref.cam.sigmoid()).abs().max().item()
+        print(f"{label:<22}{d_logit:>11.4f}{d_prob:>19.4f}{d_map:>18.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--weights", help="a trained checkpoint to measure deviations on")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -110,6 +136,8 @@ def main() -> None:
             f"{label:<22}{f:>10.2f}{f / base_f:>8.2f}{b:>15.2f}{b / base_b:>8.2f}"
             f"{d_logit:>11.4f}{d_prob:>19.4f}{d_map:>18.4f}"
         )
+    if args.weights:
+        _trained_deviations(args)
     rec = recommended_cpu_execution()
     print(
         f"\nrecommended on this CPU (pylon.models.speed): bf16={rec.bf16}, "

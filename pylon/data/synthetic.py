@@ -59,10 +59,10 @@ class FindingSpec:
 
 
 DEFAULT_FINDINGS: tuple[FindingSpec, ...] = (
-    FindingSpec("nodule", "disc", 5, 10, max_count=2, contrast=0.5),
-    FindingSpec("cavity", "ring", 10, 20, contrast=0.5),
-    FindingSpec("mass", "lobulated", 18, 36, contrast=0.4),
-    FindingSpec("consolidation", "patch", 40, 90, contrast=0.35),
+    FindingSpec("nodule", "disc", 5, 10, max_count=2, contrast=0.6),
+    FindingSpec("cavity", "ring", 10, 20, contrast=0.6),
+    FindingSpec("mass", "lobulated", 18, 36, contrast=0.5),
+    FindingSpec("consolidation", "patch", 40, 90, contrast=0.45),
 )
 
 

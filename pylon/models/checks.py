@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
 def check_input(x: Tensor, *, in_channels: int, multiple: int = 32, min_size: int = 32) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(N, in_channels, H, W)`` with H, W multiples of
-    ``multiple`` and at least ``min_size``."""
+    ``multiple`` and at least ``min_size``. Skipped while tracing/exporting (shapes are symbolic)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
     if x.ndim != 4:
         raise ValueError(
             f"expected a 4-D input (N, {in_channels}, H, W), got shape {tuple(x.shape)}"

@@ -64,7 +64,7 @@ def _download_encoder(name, in_channels, weights, depth, output_stride) -> nn.Mo
     offline = huggingface_hub.constants.HF_HUB_OFFLINE or not _hub_reachable()
     hint = (
         f"cannot get {weights!r} weights for encoder {name!r}: "
-        "they are not in the local Hugging Face cache and the hub cannot be reached. "
+        "the Hugging Face hub could not be reached (offline?) and they are not in its local cache. "
         "Use encoder_weights=None (random init) or encoder_weights='/path/to/encoder.safetensors' "
         "(a local state dict of the encoder)"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -102,13 +103,15 @@ def create_model(
         encoder_weights=encoder_weights,
         **options,
     )
-    model.pylon_config = {
+    config = {
         "name": name,
         "encoder": encoder,
         "in_channels": in_channels,
         "num_classes": num_classes,
         "options": {**defaults, **options},
     }
+    # in its JSON form (tuples become lists), as save_weights stores it
+    model.pylon_config = json.loads(json.dumps(config))
     return model
 
 

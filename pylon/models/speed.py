@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-# what bf16 autocast may change, measured on PYLON at 256 px (bench/model.py, docs/models.md): the
-# probabilities (sigmoid of logits and of the CAM) stay within this absolute difference of float32's
-BF16_PROB_TOLERANCE = 0.05
+# Bound on what bf16 autocast changes: probabilities (sigmoid of logits and of the CAM) stay within
+# this absolute difference of float32's. Measured (bench/model.py, docs/models.md): ~0.01 with
+# trained weights; up to ~0.06 on randomly initialised networks, which amplify rounding.
+BF16_PROB_TOLERANCE = 0.1
 ENV_VAR = "PYLON_CPU_PRECISION"  # "auto" (default), "bf16" or "fp32"
 
 
