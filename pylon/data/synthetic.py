@@ -20,8 +20,8 @@ from pylon.data.sample import Box, Sample
 
 SPLITS = ("train", "val", "test")
 # Mean and std of the rendered pixels (measured over 2,000 default images), used to normalise.
-PIXEL_MEAN = 0.33
-PIXEL_STD = 0.22
+PIXEL_MEAN = 0.40
+PIXEL_STD = 0.19
 _NOISE_BANK_SIZE = 512
 _ANATOMY_PARAMS = 13
 _SHAPES = ("disc", "lobulated", "ring", "patch")

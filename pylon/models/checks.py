@@ -8,7 +8,7 @@ from torch import Tensor
 
 def check_input(x: Tensor, *, in_channels: int, multiple: int = 32, min_size: int = 32) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(N, in_channels, H, W)`` with H, W multiples of
-    ``multiple`` and at least ``min_size``. Skipped while tracing/exporting (shapes are symbolic)."""
+    ``multiple`` and at least ``min_size``. Skipped while tracing/exporting (symbolic shapes)."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return
     if x.ndim != 4:

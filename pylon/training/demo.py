@@ -32,7 +32,7 @@ class DemoConfig:
     models: tuple[str, ...] = ("pylon", "cam")
     batch_size: int = 32
     lr: float = 1e-3
-    warmup_frac: float = 0.15
+    warmup_frac: float = 0.1
     val_images: int = 128
     test_images: int = 512
     heatmap_images: int = 20
