@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from pylon.metrics.scoring import score_chunk
 
 DEFAULT_THRESHOLDS = (0.1, 0.25, 0.5)
 # Up-sampled float maps per chunk: small enough for the allocator to reuse the block (no page
@@ -120,86 +121,6 @@ def _flatten_boxes(boxes, num_images: int, num_classes: int) -> tuple[Tensor, Te
     )
 
 
-def _padded_boxes(box_pair: Tensor, box_xywh: Tensor, num_pairs: int, size: tuple[int, int]):
-    """Per pair, its boxes' pixel extents (P, K) as half-open [x0, x1) x [y0, y1), clipped.
-
-    A box covers rows int(y) .. int(y) + int(h) - 1 and columns int(x) .. int(x) + int(w) - 1;
-    missing slots (pairs with fewer than K boxes) are empty boxes.
-    """
-    height, width = size
-    order = torch.argsort(box_pair, stable=True)
-    sorted_pair = box_pair[order]
-    slot = torch.empty_like(box_pair)
-    slot[order] = torch.arange(len(box_pair), device=box_pair.device) - torch.searchsorted(
-        sorted_pair, sorted_pair
-    )
-    num_slots = int(slot.max()) + 1 if len(slot) else 1
-    x, y, w, h = box_xywh.trunc().long().unbind(1)
-    extents = torch.zeros(4, num_pairs, num_slots, dtype=torch.long, device=box_pair.device)
-    for k, (lo, hi, limit) in enumerate([(x, x + w, width), (y, y + h, height)]):
-        extents[2 * k, box_pair, slot] = lo.clamp(0, limit)
-        extents[2 * k + 1, box_pair, slot] = hi.clamp(0, limit)
-    return extents.unbind(0)
-
-
-def _segments(lo: Tensor, hi: Tensor, length: int) -> tuple[Tensor, Tensor]:
-    """Cut [0, length) at every box edge: boundaries (P, S+1) and indicator (P, length, S)."""
-    edges = torch.cat([lo, hi], dim=1).sort(dim=1).values
-    pixel = torch.arange(length, device=lo.device)[None, :, None]
-    inside = (pixel >= edges[:, None, :-1]) & (pixel < edges[:, None, 1:])
-    return edges, inside.float()
-
-
-def _score_chunk(
-    maps: Tensor, box_pair: Tensor, box_xywh: Tensor, image_size: tuple[int, int]
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Score P probability maps (P, h, w) against their boxes (box_pair indexes into P)."""
-    num_pairs = len(maps)
-    up = F.interpolate(maps[:, None], size=image_size, mode="bilinear", align_corners=False)
-    up = up[:, 0]
-
-    # First maximum in row-major order: the first row holding the maximum, then its first column.
-    row_max = up.amax(dim=2)
-    peak_value = row_max.amax(dim=1)
-    peak_row = (row_max == peak_value[:, None]).byte().argmax(dim=1)
-    at_peak_row = up[torch.arange(num_pairs, device=up.device), peak_row]
-    peak_col = (at_peak_row == peak_value[:, None]).byte().argmax(dim=1)
-
-    x, y, w, h = box_xywh.unbind(1)
-    row, col = peak_row[box_pair].double(), peak_col[box_pair].double()
-    box_hit = (x <= col) & (col <= x + w) & (y <= row) & (row <= y + h)
-    point_hit = torch.zeros(num_pairs, dtype=torch.long, device=up.device)
-    point_hit = point_hit.index_add_(0, box_pair, box_hit.long()) > 0
-
-    # The spec's "scale so the max is 1, then threshold at 0.5"; a zero max gives NaN: no mask.
-    mask = up.div_(peak_value[:, None, None]).gt_(0.5)  # in place: 0./1. floats
-
-    # The union of a pair's boxes is a set of cells of the grid cut at every box edge. Counting mask
-    # pixels per cell is two small matrix products (exact: integer sums far below 2**24).
-    x0, x1, y0, y1 = _padded_boxes(box_pair, box_xywh, num_pairs, image_size)
-    col_edges, col_seg = _segments(x0, x1, image_size[1])
-    row_edges, row_seg = _segments(y0, y1, image_size[0])
-    ones = torch.ones(num_pairs, image_size[1], 1, device=mask.device)
-    col_weights = torch.cat([col_seg, ones], dim=2).transpose(1, 2).contiguous()
-    per_row = torch.bmm(col_weights, mask.transpose(1, 2)).double()  # (P, Sx + 1, H)
-    mask_area = per_row[:, -1].sum(dim=1)
-    cell_counts = torch.bmm(per_row[:, :-1], row_seg.double()).transpose(1, 2)  # (P, Sy, Sx)
-
-    def centre_inside(edges: Tensor, lo: Tensor, hi: Tensor) -> Tensor:  # (P, S, K)
-        first, last = edges[:, :-1, None], edges[:, 1:, None]
-        return (first < last) & (lo[:, None, :] <= first) & (last <= hi[:, None, :])
-
-    in_x = centre_inside(col_edges, x0, x1)
-    in_y = centre_inside(row_edges, y0, y1)
-    covered = (in_y[:, :, None, :] & in_x[:, None, :, :]).any(dim=3)  # (P, Sy, Sx)
-    cell_area = (row_edges.diff(dim=1)[:, :, None] * col_edges.diff(dim=1)[:, None, :]).double()
-    inter = (cell_counts * covered).sum(dim=(1, 2))
-    gt_area = (cell_area * covered).sum(dim=(1, 2))
-    iobb = inter / mask_area
-    iou = inter / (mask_area + gt_area - inter)
-    return peak_row, peak_col, point_hit, iobb, iou
-
-
 def score_pairs(
     cams,
     boxes: Sequence[Sequence],
@@ -239,7 +160,7 @@ def score_pairs(
             maps = maps.sigmoid()
         first, last = torch.searchsorted(box_pair, torch.tensor([start, stop])).tolist()
         chunk_boxes = (box_pair[first:last] - start, box_xywh[first:last])
-        scores = _score_chunk(maps, *(t.to(maps.device) for t in chunk_boxes), image_size)
+        scores = score_chunk(maps, *(t.to(maps.device) for t in chunk_boxes), image_size)
         outputs.append([t.cpu() for t in scores])
     if outputs:
         peak_row, peak_col, point_hit, iobb, iou = (
