@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pylon.cli.main import app
-from pylon.training.demo import SUMMARY_COLUMNS, DemoConfig, train_config
+from pylon.training.demo import SUMMARY_COLUMNS, DemoConfig, images_for_minutes, train_config
 
 
 @pytest.mark.slow
@@ -58,3 +58,10 @@ def test_bad_demo_options():
         DemoConfig(minutes=0)
     result = CliRunner().invoke(app, ["demo", "--images", "64", "--minutes", "1"])
     assert result.exit_code != 0 and "not both" in result.output
+
+
+def test_minutes_budget_is_sized_from_a_probe():
+    demo = DemoConfig(minutes=60, batch_size=4, images=4)
+    images = images_for_minutes(demo)
+    # an hour on any machine fits far more than one batch, and whole batches only
+    assert images > 4 * demo.batch_size and images % demo.batch_size == 0

@@ -15,7 +15,7 @@ from pylon.cli.app import app
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder (summary.csv, heatmaps/)."),
     images: int | None = typer.Option(
-        None, help="Training images per model (default 7168, about 10 minutes on 2 CPU cores)."
+        None, help="Training images per model (default 5120: about 10 minutes on 2 free CPU cores)."
     ),
     minutes: float | None = typer.Option(
         None, help="Wall-clock budget instead of --images: sized from a timed probe."

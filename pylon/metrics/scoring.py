@@ -1,8 +1,8 @@
 """Score probability maps against boxes: peak, point hit, IoBB and IoU of each (map, boxes) pair.
 
-``score_chunk`` works cell by cell on the bilinear up-sampled map (``pylon.metrics.bilinear``)
-without materialising it; pairs whose peak is a near-tie go through ``score_dense``, which
-thresholds torch's own up-sampled map, so ties break exactly as ``F.interpolate`` breaks them.
+Works cell by cell on the bilinear up-sampled map (``pylon.metrics.bilinear``) without
+materialising it: only the cells that can hold the peak, and the cells the mask threshold may
+cross, are evaluated pixel by pixel (in float64, from torch's float32 weights).
 """
 
 from __future__ import annotations
@@ -11,15 +11,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pylon.metrics.bilinear import AxisPlan, axis_plan, cell_bounds, cell_pixels, group_overlap
+from pylon.metrics.bilinear import (
+    BLOCK,
+    AxisPlan,
+    axis_plan,
+    block_bounds,
+    cell_bounds,
+    cell_pixels,
+    group_overlap,
+    pad_edges,
+)
 
 Scores = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]  # peak_row, peak_col, point_hit, iobb, iou
 
-# Values closer than this (times the map's largest source value) count as tied. Torch's float32
-# bilinear kernel is within a few float32 ulps (~6e-8 each) of the float64 values used here.
-_TIE = 2e-6
 # Pixels evaluated per batch of cells (float64 values and a few same-sized temporaries).
-_PIXELS_PER_BATCH = 2**18
+_PIXELS_PER_BATCH = 2**17
+# Float32 bounds are compared against float64 thresholds moved outwards by this much (relative),
+# more than the rounding of either; cells within the margin are evaluated pixel by pixel.
+_MARGIN = 2.0**-20
 
 
 def padded_boxes(box_pair: Tensor, box_xywh: Tensor, num_pairs: int, size: tuple[int, int]):
@@ -92,8 +101,8 @@ def score_dense(
     # The spec's "scale so the max is 1, then threshold at 0.5"; a zero max gives NaN: no mask.
     mask = up.div_(peak_value[:, None, None]).gt_(0.5)  # in place: 0./1. floats
 
-    # The union of a pair's boxes is a set of cells of the grid cut at every box edge. Counting mask
-    # pixels per cell is two small matrix products (exact: integer sums far below 2**24).
+    # Mask pixels per cell of the grid cut at every box edge: two small matrix products (exact:
+    # integer sums far below 2**24).
     x0, x1, y0, y1 = padded_boxes(box_pair, box_xywh, num_pairs, image_size)
     row_edges, col_edges = _edges(y0, y1), _edges(x0, x1)
 
@@ -121,60 +130,93 @@ def _cell_batches(pair: Tensor, gy: Tensor, gx: Tensor, rows: AxisPlan, cols: Ax
         yield pair[start : start + step], gy[start : start + step], gx[start : start + step]
 
 
-def _peaks(maps: Tensor, rows: AxisPlan, cols: AxisPlan, cell_max: Tensor, tie: Tensor):
-    """Peak value, row, col of each pair and whether another pixel ties with it (within ``tie``).
+def _cells_of_blocks(padded, rows, cols, pair, by, bx, select):
+    """The cells of blocks (pair, by, bx) for which ``select(cell_min, cell_max, k)`` holds."""
+    cell_min, cell_max = cell_bounds(padded, rows, cols, pair, by, bx)
+    k, i, j = select(cell_min, cell_max, pair).nonzero(as_tuple=True)
+    return pair[k], by[k] * BLOCK + i, bx[k] * BLOCK + j
 
-    Only cells whose corner maximum can reach the best pixel of the most promising cell are
-    evaluated.
+
+def _peaks(padded: Tensor, rows: AxisPlan, cols: AxisPlan, block_max: Tensor, width: int):
+    """Peak value, row, col of each pair (first maximum in row-major order) and whether it is tied.
+
+    The best pixel of the most promising cell is a lower bound of the peak; only the blocks, then
+    the cells, whose largest corner reaches it can hold the peak, and only those are evaluated.
     """
-    num_pairs, num_cols = len(maps), len(cols)
-    pairs = torch.arange(num_pairs, device=maps.device)
-    top = cell_max.flatten(1).argmax(dim=1)
-    first = cell_pixels(maps, rows, cols, pairs, top // num_cols, top % num_cols)
-    lower = first.values.flatten(1).amax(dim=1)
-    # float32 rounding of the bound is far inside the 2 * tie margin.
-    reach = cell_max >= (lower - 2 * tie).float()[:, None, None]
-    pair, gy, gx = reach.nonzero(as_tuple=True)
+    num_pairs, _, num_bx = block_max.shape
+    device = padded.device
+    pairs = torch.arange(num_pairs, device=device)
+    top = block_max.flatten(1).argmax(dim=1)
+    _, top_max = cell_bounds(padded, rows, cols, pairs, top // num_bx, top % num_bx)
+    cell = top_max.flatten(1).argmax(dim=1)
+    gy, gx = (top // num_bx) * BLOCK + cell // BLOCK, (top % num_bx) * BLOCK + cell % BLOCK
+    first = cell_pixels(padded, rows, cols, pairs, gy, gx)
+    lower = first.values.masked_fill(~first.valid, -torch.inf).flatten(1).amax(dim=1)
+    reach = (lower * (1 - _MARGIN)).float()
+    pair, by, bx = (block_max >= reach[:, None, None]).nonzero(as_tuple=True)
+    pair, gy, gx = _cells_of_blocks(
+        padded, rows, cols, pair, by, bx, lambda lo, hi, k: hi >= reach[k][:, None, None]
+    )
 
-    best, near, row, col = [], [], [], []
+    best, where, equal = [], [], []
     for batch in _cell_batches(pair, gy, gx, rows, cols):
-        pixels = cell_pixels(maps, rows, cols, *batch)
-        flat = pixels.values.flatten(1)
-        value, where = flat.max(dim=1)
+        pixels = cell_pixels(padded, rows, cols, *batch)
+        flat = pixels.values.masked_fill_(~pixels.valid, -torch.inf).flatten(1)
+        value = flat.amax(dim=1)
+        at_max = flat == value[:, None]
+        first_max = at_max.byte().argmax(dim=1)
+        equal.append(at_max.sum(dim=1))
+        num_x = pixels.cols.shape[1]
+        row = pixels.rows.gather(1, (first_max // num_x)[:, None])[:, 0]
+        col = pixels.cols.gather(1, (first_max % num_x)[:, None])[:, 0]
         best.append(value)
-        near.append((flat >= (value - tie[batch[0]])[:, None]).sum(dim=1))
-        width = pixels.cols.shape[1]
-        row.append(pixels.rows.gather(1, (where // width)[:, None])[:, 0])
-        col.append(pixels.cols.gather(1, (where % width)[:, None])[:, 0])
-    best, near, row, col = (torch.cat(t) for t in (best, near, row, col))
+        where.append(row * width + col)
+    best, where, equal = torch.cat(best), torch.cat(where), torch.cat(equal)
 
-    peak = torch.full((num_pairs,), -torch.inf, dtype=torch.float64, device=maps.device)
+    peak = torch.full((num_pairs,), -torch.inf, dtype=torch.float64, device=device)
     peak = peak.scatter_reduce_(0, pair, best, reduce="amax")
-    close_cells = torch.zeros(num_pairs, dtype=torch.long, device=maps.device)
-    close_cells.index_add_(0, pair, (best >= peak[pair] - tie[pair]).long())
     winner = best == peak[pair]
-    near_in_winner = torch.zeros_like(close_cells).index_add_(0, pair, (near - 1) * winner)
-    tied = (close_cells > 1) | (near_in_winner > 0)
-    # A pair's winning cell is unique unless it is tied, and then the dense path decides.
-    peak_row = torch.zeros_like(close_cells).index_put_((pair[winner],), row[winner])
-    peak_col = torch.zeros_like(close_cells).index_put_((pair[winner],), col[winner])
-    return peak, peak_row, peak_col, tied
+    first_pixel = torch.full((num_pairs,), width * len(rows.lam), device=device)
+    first_pixel = first_pixel.scatter_reduce_(0, pair[winner], where[winner], reduce="amin")
+    at_peak = torch.zeros(num_pairs, dtype=torch.long, device=device)
+    tied = at_peak.index_add_(0, pair[winner], equal[winner]) > 1
+    return peak, first_pixel // width, first_pixel % width, tied
+
+
+def _segment_of_groups(plan: AxisPlan, edges: Tensor) -> tuple[Tensor, Tensor]:
+    """Per pair and group (P, G): its segment of the axis cut at ``edges`` (P, S + 1), counted
+    from 1 (0 and S + 1: before the first and after the last edge), and whether an edge cuts it."""
+    first = plan.start.expand(len(edges), -1).contiguous()
+    last = first + plan.size
+    before_first = torch.searchsorted(edges, first, right=True)
+    before_last = torch.searchsorted(edges, last, right=False)
+    return before_first, before_last > before_first
 
 
 def _pixel_in_boxes(rows: Tensor, cols: Tensor, x0, x1, y0, y1) -> Tensor:
-    """(K, Ry, Rx): pixel (rows[k, i], cols[k, j]) in any of the K cells' pair's boxes (K, B)."""
+    """(K, Ry, Rx): pixel (rows[k, i], cols[k, j]) in any of the boxes (K, B) of cell k's pair."""
     in_y = (rows[:, :, None] >= y0[:, None, :]) & (rows[:, :, None] < y1[:, None, :])
     in_x = (cols[:, :, None] >= x0[:, None, :]) & (cols[:, :, None] < x1[:, None, :])
     return (in_y[:, :, None, :] & in_x[:, None, :, :]).any(dim=3)
 
 
+def _whole_counts(row_weights: Tensor, inside: Tensor, col_weights: Tensor) -> Tensor:
+    """Pixels of the ``inside`` groups per box-grid cell, plus totals: (P, Sy + 1, Sx + 1).
+
+    ``row_weights`` (P, Gy, Sy + 1) and ``col_weights`` (P, Gx, Sx + 1) hold each group's pixels
+    per segment and, last, its size. Exact: the first product sums at most H per entry in float32.
+    """
+    per_col = torch.bmm(row_weights.transpose(1, 2).float(), inside.float())
+    return torch.bmm(per_col.double(), col_weights.double())
+
+
 def score_cells(
     maps: Tensor, box_pair: Tensor, box_xywh: Tensor, image_size: tuple[int, int]
 ) -> tuple[Scores, Tensor]:
-    """Score P maps cell by cell in float64; also returns which pairs have a tied peak.
+    """Score P maps (P, h, w) cell by cell; also returns which pairs' maximum is tied.
 
-    Mask cells whose four corners are all clearly above (below) half the peak are counted whole
-    (their overlap with the boxes by two small matrix products); only cells the threshold may
+    Blocks, then cells, whose source pixels all lie clearly above (below) half the peak count
+    whole, their overlap with the boxes by small matrix products; only cells the threshold may
     cross are evaluated pixel by pixel.
     """
     num_pairs, in_height, in_width = maps.shape
@@ -182,15 +224,20 @@ def score_cells(
     device = maps.device
     rows = axis_plan(in_height, height, device, -2)
     cols = axis_plan(in_width, width, device, -1)
-    cell_min, cell_max = cell_bounds(maps, rows, cols)
-    tie = maps.flatten(1).amax(dim=1).double() * _TIE
+    padded = pad_edges(maps, rows, cols)
+    block_min, block_max = block_bounds(padded)
 
-    peak, peak_row, peak_col, tied = _peaks(maps, rows, cols, cell_max, tie)
+    peak, peak_row, peak_col, tied = _peaks(padded, rows, cols, block_max, width)
     point_hit = _point_hits(peak_row, peak_col, box_pair, box_xywh, num_pairs)
 
+    # The spec's "scale so the max is 1, then threshold at 0.5": value > peak / 2.
     half = 0.5 * peak
-    full_in = cell_min > (half + tie).float()[:, None, None]
-    mixed = ~full_in & (cell_max >= (half - tie).float()[:, None, None])
+    above, below = (half * (1 + _MARGIN)).float(), (half * (1 - _MARGIN)).float()
+    block_in = block_min > above[:, None, None]
+    pair, by, bx = (~block_in & (block_max >= below[:, None, None])).nonzero(as_tuple=True)
+    cell_min, cell_max = cell_bounds(padded, rows, cols, pair, by, bx)
+    cell_in = cell_min > above[pair][:, None, None]
+    cell_mixed = ~cell_in & (cell_max >= below[pair][:, None, None])
 
     x0, x1, y0, y1 = padded_boxes(box_pair, box_xywh, num_pairs, image_size)
     row_edges, col_edges = _edges(y0, y1), _edges(x0, x1)
@@ -198,39 +245,75 @@ def score_cells(
     cell_area = (row_edges.diff(dim=1)[:, :, None] * col_edges.diff(dim=1)[:, None, :]).double()
     gt_area = (cell_area * covered).sum(dim=(1, 2))
 
-    # Whole cells: pixels per (box-grid row segment, box-grid column segment), plus totals.
-    row_weights = torch.cat(
-        [group_overlap(rows, row_edges), rows.size.expand(num_pairs, -1)[:, :, None]], dim=2
-    )
-    col_weights = torch.cat(
-        [group_overlap(cols, col_edges), cols.size.expand(num_pairs, -1)[:, :, None]], dim=2
-    )
-    per_col = torch.bmm(row_weights.transpose(1, 2).float(), full_in.float())  # (P, Sy+1, Gx)
-    counts = torch.bmm(per_col.double(), col_weights.double())  # (P, Sy+1, Sx+1), exact
-    mask_area = counts[:, -1, -1]
+    # Whole blocks: their pixels per box-grid cell, by two small matrix products.
+    def weights(start: Tensor, size: Tensor, edges: Tensor) -> Tensor:
+        overlap = group_overlap(start, size, edges)
+        return torch.cat([overlap, size.expand(len(edges), -1)[:, :, None]], dim=2)
+
+    row_weights = weights(*rows.block_groups(), row_edges)
+    col_weights = weights(*cols.block_groups(), col_edges)
+    counts = _whole_counts(row_weights, block_in, col_weights)
+    mask_area = counts[:, -1, -1].clone()
     inter = (counts[:, :-1, :-1] * covered).sum(dim=(1, 2))
 
-    pair, gy, gx = mixed.nonzero(as_tuple=True)
-    for batch in _cell_batches(pair, gy, gx, rows, cols):
-        p = batch[0]
-        pixels = cell_pixels(maps, rows, cols, *batch)
-        inside = pixels.values > half[p][:, None, None]
-        in_boxes = _pixel_in_boxes(pixels.rows, pixels.cols, x0[p], x1[p], y0[p], y1[p])
-        mask_area.index_add_(0, p, inside.flatten(1).sum(dim=1).double())
-        inter.index_add_(0, p, (inside & in_boxes).flatten(1).sum(dim=1).double())
+    # Cells of undecided blocks lie wholly inside or outside the boxes unless a box edge cuts
+    # them; only cut cells need their overlap with the boxes (whole cells) or pixels (mixed).
+    seg_y, cut_y = _segment_of_groups(rows, row_edges)
+    seg_x, cut_x = _segment_of_groups(cols, col_edges)
+    padded_covered = F.pad(covered, (1, 1, 1, 1)).flatten()
+    num_sy, num_sx = covered.shape[1] + 2, covered.shape[2] + 2
+
+    def in_boxes_uncut(p: Tensor, gy: Tensor, gx: Tensor) -> tuple[Tensor, Tensor]:
+        whole = padded_covered[(p * num_sy + seg_y[p, gy]) * num_sx + seg_x[p, gx]]
+        cut = cut_y[p, gy] | cut_x[p, gx]
+        return whole & ~cut, cut
+
+    k, i, j = cell_in.nonzero(as_tuple=True)
+    p, gy, gx = pair[k], by[k] * BLOCK + i, bx[k] * BLOCK + j
+    area = (rows.size[gy] * cols.size[gx]).double()
+    mask_area.index_add_(0, p, area)
+    whole, cut = in_boxes_uncut(p, gy, gx)
+    inter.index_add_(0, p, area * whole)
+    p, gy, gx = p[cut], gy[cut], gx[cut]
+    row_overlap = group_overlap(rows.start, rows.size, row_edges)[p, gy].double()
+    col_overlap = group_overlap(cols.start, cols.size, col_edges)[p, gx].double()
+    overlap = torch.einsum("ks,kst,kt->k", row_overlap, covered[p].double(), col_overlap)
+    inter.index_add_(0, p, overlap)
+
+    k, i, j = cell_mixed.nonzero(as_tuple=True)
+    mixed = pair[k], by[k] * BLOCK + i, bx[k] * BLOCK + j
+    for p, gy, gx in _cell_batches(*mixed, rows, cols):
+        pixels = cell_pixels(padded, rows, cols, p, gy, gx)
+        inside = (pixels.values > half[p][:, None, None]) & pixels.valid
+        in_mask = inside.flatten(1).sum(dim=1).double()
+        mask_area.index_add_(0, p, in_mask)
+        whole, cut = in_boxes_uncut(p, gy, gx)
+        inter.index_add_(0, p, in_mask * whole)
+        part = cut.nonzero()[:, 0]
+        if len(part):
+            q = p[part]
+            in_boxes = _pixel_in_boxes(
+                pixels.rows[part], pixels.cols[part], x0[q], x1[q], y0[q], y1[q]
+            )
+            inter.index_add_(0, q, (inside[part] & in_boxes).flatten(1).sum(dim=1).double())
     return (peak_row, peak_col, point_hit, *_ratios(inter, mask_area, gt_area)), tied
 
 
 def score_chunk(
     maps: Tensor, box_pair: Tensor, box_xywh: Tensor, image_size: tuple[int, int]
 ) -> Scores:
-    """Score P probability maps (P, h, w) against their boxes (box_pair indexes into P)."""
+    """Score P probability maps (P, h, w) against their boxes (box_pair indexes into P).
+
+    Where the maximum is reached by several pixels (plateaus, the repeated rows and columns past
+    the border), torch's float32 rounding decides which one ``F.interpolate`` reports first:
+    those pairs are scored on torch's own up-sampled map, as a per-image loop would.
+    """
     scores, tied = score_cells(maps, box_pair, box_xywh, image_size)
     if tied.any():
         redo = tied.nonzero()[:, 0]
         keep = tied[box_pair]
-        new_index = torch.cumsum(tied.long(), 0) - 1
-        dense = score_dense(maps[redo], new_index[box_pair[keep]], box_xywh[keep], image_size)
+        renumber = torch.cumsum(tied.long(), 0) - 1
+        dense = score_dense(maps[redo], renumber[box_pair[keep]], box_xywh[keep], image_size)
         for full, part in zip(scores, dense, strict=True):
             full[redo] = part.to(full.dtype)
     return scores

@@ -25,7 +25,7 @@ class DemoConfig:
     ``minutes``, when given, replaces it by what fits that wall-clock budget on this machine."""
 
     out: Path = Path("runs/demo")
-    images: int = 7168
+    images: int = 5120
     minutes: float | None = None
     encoder: str = "resnet18"
     seed: int = 0
