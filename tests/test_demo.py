@@ -60,6 +60,7 @@ def test_bad_demo_options():
     assert result.exit_code != 0 and "not both" in result.output
 
 
+@pytest.mark.slow
 def test_minutes_budget_is_sized_from_a_probe():
     demo = DemoConfig(minutes=60, batch_size=4, images=4)
     images = images_for_minutes(demo)

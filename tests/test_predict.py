@@ -18,7 +18,7 @@ from pylon import create_model, save_weights
 from pylon.cli.main import app
 from pylon.inference import Failure, Predictor
 from pylon.models import ModelOutput, register_model
-from pylon.models.speed import BF16_ABS_TOLERANCE
+from pylon.models.speed import BF16_PROB_TOLERANCE
 
 SIZE = 256
 MEAN, STD = 0.5, 0.25
@@ -248,8 +248,8 @@ def test_pylon_model_fast_path_stays_close_to_fp32(tmp_path):
     image = np.random.default_rng(1).integers(0, 256, (300, 280), dtype=np.uint8)
     exact = Predictor(path, precision="fp32").predict(image)
     fast = Predictor(path, precision="bf16").predict(image)
-    # logits within BF16_ABS_TOLERANCE and the sigmoid's slope is at most 1/4
+    # the stated bound for probabilities; this random-init model stays far inside it
     for name in "abc":
         assert fast.probabilities[name] == pytest.approx(
-            exact.probabilities[name], abs=BF16_ABS_TOLERANCE / 4
+            exact.probabilities[name], abs=BF16_PROB_TOLERANCE / 4
         )
