@@ -3,8 +3,8 @@
 Output row ``r`` reads source rows ``i0[r]`` and ``i0[r] + 1`` (the last row repeated past the
 border); the rows with the same ``i0`` form a row group, likewise for columns. A cell (row group x
 column group) lies between the min and max of its four source corners, the 2x2 window at
-``(i0, j0)`` of the edge-padded map; a block of BLOCK x BLOCK cells between the min and max of
-its (BLOCK + 1)^2 source pixels.
+``(i0, j0)`` (indices clamped to the map); a block of BLOCK x BLOCK cells between the min and max
+of its (BLOCK + 1)^2 source pixels. Maps whose sides are not a multiple of BLOCK are edge-padded.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class AxisPlan:
     size: Tensor  # (G,) long
     lam: Tensor  # (out_size,) float64, the weight torch gives the second source pixel
     max_size: int
+    usual_size: int  # the most common group size
 
     def block_groups(self) -> tuple[Tensor, Tensor]:
         """(start, size) of each block of ``BLOCK`` consecutive groups."""
@@ -58,26 +59,58 @@ def axis_plan(in_size: int, out_size: int, device: torch.device, dim: int = -1) 
     counts = torch.bincount(i0, minlength=-(-in_size // BLOCK) * BLOCK)
     start = torch.cumsum(counts, 0) - counts
     tensors = (t.to(device) for t in (start, counts, lam))
-    return AxisPlan(*tensors, int(counts.max()))
+    usual = int(torch.bincount(counts)[1:].argmax()) + 1
+    return AxisPlan(*tensors, int(counts.max()), usual)
 
 
 def pad_edges(maps: Tensor, rows: AxisPlan, cols: AxisPlan) -> Tensor:
-    """(P, h, w) -> (P, Gy + 1, Gx + 1), the last row and column repeated."""
-    pad_y, pad_x = len(rows.size) + 1 - maps.shape[1], len(cols.size) + 1 - maps.shape[2]
-    return F.pad(maps[:, None], (0, pad_x, 0, pad_y), mode="replicate")[:, 0]
+    """(P, h, w) -> (P, Gy, Gx), the last row and column repeated; ``maps`` itself if aligned."""
+    num, height, width = maps.shape
+    if (height, width) == (len(rows.size), len(cols.size)):
+        return maps
+    padded = maps.new_empty(num, len(rows.size), len(cols.size))
+    padded[:, :height, :width] = maps
+    padded[:, height:, :width] = maps[:, -1:]
+    padded[:, :, width:] = padded[:, :, width - 1 : width]
+    return padded
 
 
-def block_bounds(padded: Tensor) -> tuple[Tensor, Tensor]:
-    """Min and max over each block's (BLOCK + 1)^2 source pixels: (P, Hb, Wb) each."""
-    num, height, width = padded.shape
-    blocks_y, blocks_x = (height - 1) // BLOCK, (width - 1) // BLOCK
+def keeps_plateaus(in_size: tuple[int, int], out_size: tuple[int, int], device) -> bool:
+    """Whether torch's kernel for this shape returns constant maps unchanged, bit for bit.
+
+    Then equal source values stay equal and ties break as in exact arithmetic; torch's small-output
+    kernels round ``w0 * a + w1 * a`` differently from pixel to pixel.
+    """
+    return _keeps_plateaus(tuple(in_size), tuple(out_size), torch.device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _keeps_plateaus(in_size, out_size, device) -> bool:
+    values = torch.rand(8, 1, 1, 1, generator=torch.Generator().manual_seed(0)).to(device)
+    values = torch.cat([values[:1], values[1:2] * 1e-3, 1 - values[2:3] * 1e-6])
+    maps = values.expand(-1, -1, *in_size).contiguous()
+    up = F.interpolate(maps, size=out_size, mode="bilinear", align_corners=False)
+    return bool((up == values).all())
+
+
+def block_bounds(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """Min and max over each block's (BLOCK + 1)^2 source pixels (clamped): (P, Hb, Wb) each."""
+    num, height, width = maps.shape
+    blocks_y, blocks_x = height // BLOCK, width // BLOCK
+    row_bounds = torch.aminmax(maps.reshape(num, blocks_y, BLOCK, width), dim=2)
     bounds = []
-    for reduce, pairwise in ((torch.amin, torch.minimum), (torch.amax, torch.maximum)):
-        rows = reduce(padded[:, :-1].reshape(num, blocks_y, BLOCK, width), dim=2)
-        rows = pairwise(rows, padded[:, BLOCK::BLOCK])
-        cells = reduce(rows[:, :, :-1].reshape(num, blocks_y, blocks_x, BLOCK), dim=3)
-        bounds.append(pairwise(cells, rows[:, :, BLOCK::BLOCK]))
+    for rows, pairwise in zip(row_bounds, (torch.minimum, torch.maximum), strict=True):
+        rows[:, :-1] = pairwise(rows[:, :-1], maps[:, BLOCK::BLOCK])
+        cells = rows.reshape(num, blocks_y, blocks_x, BLOCK)
+        cells = cells.amin(dim=3) if pairwise is torch.minimum else cells.amax(dim=3)
+        cells[:, :, :-1] = pairwise(cells[:, :, :-1], rows[:, :, BLOCK::BLOCK])
+        bounds.append(cells)
     return bounds[0], bounds[1]
+
+
+def pick(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` along the first dimension (index_select: far faster than indexing)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
 
 
 def cell_bounds(
@@ -87,60 +120,80 @@ def cell_bounds(
 
     Empty cells get min NaN and max -inf: no comparison against a threshold selects them.
     """
+    num_y, num_x = padded.shape[1:]
     offset = torch.arange(BLOCK + 1, device=padded.device)
     gy, gx = by[:, None] * BLOCK + offset, bx[:, None] * BLOCK + offset
-    window = padded[pair[:, None, None], gy[:, :, None], gx[:, None, :]]
+    row_start = (pair[:, None] * num_y + gy.clamp(max=num_y - 1)) * num_x
+    window = pick(padded.reshape(-1), row_start[:, :, None] + gx.clamp(max=num_x - 1)[:, None, :])
     row_min = torch.minimum(window[:, :-1], window[:, 1:])
     row_max = torch.maximum(window[:, :-1], window[:, 1:])
     cell_min = torch.minimum(row_min[:, :, :-1], row_min[:, :, 1:])
     cell_max = torch.maximum(row_max[:, :, :-1], row_max[:, :, 1:])
-    empty = (rows.size[gy[:, :-1]] == 0)[:, :, None] | (cols.size[gx[:, :-1]] == 0)[:, None, :]
+    empty_y, empty_x = pick(rows.size, gy[:, :-1]) == 0, pick(cols.size, gx[:, :-1]) == 0
+    empty = empty_y[:, :, None] | empty_x[:, None, :]
     return cell_min.masked_fill_(empty, torch.nan), cell_max.masked_fill_(empty, -torch.inf)
 
 
 def group_overlap(start: Tensor, size: Tensor, edges: Tensor) -> Tensor:
-    """Pixels shared by each group and each segment ``[edges[s], edges[s+1])``: (P, G, S)."""
-    first = start[None, :, None]
-    last = first + size[None, :, None]
-    lo = torch.maximum(first, edges[:, None, :-1])
-    hi = torch.minimum(last, edges[:, None, 1:])
+    """Pixels shared by groups (..., G) and segments ``[edges[s], edges[s+1])`` of edges
+    (..., S + 1), the leading dimensions broadcast: (..., G, S)."""
+    first = start[..., :, None]
+    last = first + size[..., :, None]
+    lo = torch.maximum(first, edges[..., None, :-1])
+    hi = torch.minimum(last, edges[..., None, 1:])
     return (hi - lo).clamp(min=0)
 
 
 @dataclass
 class CellPixels:
-    """The values of K cells' pixels, padded to the largest group: (K, Ry, Rx)."""
+    """The values of K cells' pixels, padded to ``span`` = (Ry, Rx) pixels: (K, Ry, Rx)."""
 
     values: Tensor  # float64
     rows: Tensor  # (K, Ry) output row of each padded row (clamped inside the image)
     cols: Tensor  # (K, Rx)
-    valid: Tensor  # (K, Ry, Rx) bool, False on padding
+    valid: Tensor | None  # (K, Ry, Rx) bool, False on padding; None when there is none
 
 
 def cell_pixels(
-    padded: Tensor, rows: AxisPlan, cols: AxisPlan, pair: Tensor, gy: Tensor, gx: Tensor
+    padded: Tensor,
+    rows: AxisPlan,
+    cols: AxisPlan,
+    pair: Tensor,
+    gy: Tensor,
+    gx: Tensor,
+    span: tuple[int, int] | None = None,
 ) -> CellPixels:
-    """Evaluate cells (``pair``, ``gy``, ``gx``) of ``padded`` (P, h + 1, w + 1) in float64.
+    """Evaluate cells (``pair``, ``gy``, ``gx``) of ``padded`` (P, Gy, Gx) in float64.
 
     The value is ``top + lam_y * (bottom - top)`` with ``top``/``bottom`` interpolated along x the
-    same way: exact on plateaus, never outside the range of the four corners.
+    same way: exact on plateaus, never outside the range of the four corners. ``span`` defaults
+    to the largest groups.
     """
+    span_y, span_x = span or (rows.max_size, cols.max_size)
 
-    def axis(plan: AxisPlan, group: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        offset = torch.arange(plan.max_size, device=group.device)
-        index = plan.start[group, None] + offset
-        valid = offset < plan.size[group, None]
-        index = index.clamp(max=len(plan.lam) - 1)
-        return index, valid, plan.lam[index]
+    def axis(plan: AxisPlan, group: Tensor, span: int) -> tuple[Tensor, Tensor | None, Tensor]:
+        offset = torch.arange(span, device=group.device)
+        size = pick(plan.size, group)[:, None]
+        index = (pick(plan.start, group)[:, None] + offset).clamp_(max=len(plan.lam) - 1)
+        valid = None if bool((size == span).all()) else offset < size
+        return index, valid, pick(plan.lam, index)
 
-    row, row_valid, lam_y = axis(rows, gy)
-    col, col_valid, lam_x = axis(cols, gx)
-    stride = padded.shape[2]
-    base = (pair * padded.shape[1] + gy) * stride + gx
+    row, row_valid, lam_y = axis(rows, gy, span_y)
+    col, col_valid, lam_x = axis(cols, gx, span_x)
+    num_y, num_x = padded.shape[1:]
+    y0, x0 = (pair * num_y + gy) * num_x, gx
+    y1, x1 = y0 + num_x * (gy < num_y - 1), gx + (gx < num_x - 1)
     flat = padded.reshape(-1)
-    a, b, c, d = (flat[base + k].double()[:, None] for k in (0, 1, stride, stride + 1))
+    corners = ((y0, x0), (y0, x1), (y1, x0), (y1, x1))
+    a, b, c, d = (pick(flat, y + x).double()[:, None] for y, x in corners)
     top = a + lam_x * (b - a)
     bottom = c + lam_x * (d - c)
-    values = top[:, None, :] + lam_y[:, :, None] * (bottom - top)[:, None, :]
-    valid = row_valid[:, :, None] & col_valid[:, None, :]
+    values = torch.addcmul(top[:, None, :], lam_y[:, :, None], (bottom - top)[:, None, :])
+    valid = None
+    if row_valid is not None and col_valid is not None:
+        valid = row_valid[:, :, None] & col_valid[:, None, :]
+    elif row_valid is not None or col_valid is not None:
+        valid = (row_valid[:, :, None] if col_valid is None else col_valid[:, None, :]).expand(
+            values.shape
+        )
     return CellPixels(values, row, col, valid)

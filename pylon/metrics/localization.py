@@ -7,6 +7,12 @@ for any of the boxes. IoBB / IoU: the map divided by its maximum and thresholded
 mask; the ground truth is the union of the boxes, each covering rows ``int(y) .. int(y)+int(h)-1``
 and columns ``int(x) .. int(x)+int(w)-1``; a hit if ``|mask & gt| / |mask|`` (IoBB) or
 ``|mask & gt| / |mask | gt|`` (IoU) exceeds the threshold. Vectorised over pairs, in chunks.
+
+The up-sampled map is never materialised (``pylon.metrics.scoring``): its values are computed
+exactly (float64, from torch's float32 sigmoid and torch's own interpolation weights) where they
+matter, so results equal a per-image ``F.interpolate`` loop except for pixels whose value lies
+within float32 rounding of the peak or of the 0.5 threshold, where torch's float32 rounding may
+decide differently (measure zero for real maps; exact ties are handled as torch handles them).
 """
 
 from __future__ import annotations
@@ -24,10 +30,10 @@ from torch import Tensor
 from pylon.metrics.scoring import score_chunk
 
 DEFAULT_THRESHOLDS = (0.1, 0.25, 0.5)
-# Up-sampled float maps per chunk: small enough for the allocator to reuse the block (no page
-# faults on every chunk), large enough to amortise per-call overhead.
+# Source maps per chunk (a float copy, its sigmoid and an edge-padded copy): small enough for
+# the allocator to reuse the blocks, large enough to amortise per-call overhead.
 _CHUNK_BYTES = 24 * 2**20
-_BYTES_PER_PIXEL = 4
+_BYTES_PER_SOURCE_PIXEL = 12
 
 
 @dataclass
@@ -66,6 +72,12 @@ def _as_cams(cams, num_classes: int | None = None) -> Tensor:
 
 def _check_maps(maps: Tensor, images: Tensor, classes: Tensor, apply_sigmoid: bool) -> None:
     """Only the maps that are scored are checked: a NaN elsewhere cannot change the result."""
+    # One cheap pass when all is well: a NaN or infinity anywhere makes the sum non-finite.
+    fine = torch.isfinite(maps.sum(dim=(1, 2))).all()
+    if not apply_sigmoid:
+        fine &= maps.amin() >= 0
+    if bool(fine):
+        return
     bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
     if not apply_sigmoid:
         bad |= (maps < 0).flatten(1).any(dim=1)
@@ -78,6 +90,14 @@ def _check_maps(maps: Tensor, images: Tensor, classes: Tensor, apply_sigmoid: bo
             f"{where} has negative values but apply_sigmoid=False expects probabilities in "
             "[0, 1]; pass raw scores with apply_sigmoid=True"
         )
+
+
+def _gather_maps(cams: Tensor, images: Tensor, classes: Tensor) -> Tensor:
+    """cams[images, classes] as a new float32 tensor (P, h, w), in one copy."""
+    maps = cams.new_empty((len(images), *cams.shape[2:]), dtype=torch.float32)
+    for k, (i, c) in enumerate(zip(images.tolist(), classes.tolist(), strict=True)):
+        maps[k] = cams[i, c]
+    return maps
 
 
 def _as_image_size(image_size) -> tuple[int, int]:
@@ -133,7 +153,7 @@ def score_pairs(
 
     ``cams`` (N, C, h, w) raw scores (or probabilities with ``apply_sigmoid=False``); ``boxes`` a
     list of N lists of ``(x, y, w, h, class_index)`` in input pixels; ``image_size`` = (H, W) of
-    the network input. Maps are up-sampled only for pairs with boxes, ``chunk_pairs`` at a time,
+    the network input. Only the maps of pairs with boxes are scored, ``chunk_pairs`` at a time,
     on the device of ``cams``; the scores come back on the CPU. Only scored maps are validated.
     """
     cams = _as_cams(cams)
@@ -146,18 +166,18 @@ def score_pairs(
     pair_image, pair_class = keys // num_classes, keys % num_classes
     num_pairs = len(keys)
     if chunk_pairs is None:
-        pixels = image_size[0] * image_size[1]
+        pixels = cams.shape[2] * cams.shape[3]
         budget = _CHUNK_BYTES if cams.device.type == "cpu" else 32 * _CHUNK_BYTES
-        chunk_pairs = max(1, budget // (_BYTES_PER_PIXEL * pixels))
+        chunk_pairs = max(1, budget // (_BYTES_PER_SOURCE_PIXEL * pixels))
 
     outputs = []
     for start in range(0, num_pairs, chunk_pairs):
         stop = min(start + chunk_pairs, num_pairs)
         images, classes = pair_image[start:stop], pair_class[start:stop]
-        maps = cams[images, classes].float()
+        maps = _gather_maps(cams, images, classes)
         _check_maps(maps, images, classes, apply_sigmoid)
         if apply_sigmoid:
-            maps = maps.sigmoid()
+            maps = maps.sigmoid_()
         first, last = torch.searchsorted(box_pair, torch.tensor([start, stop])).tolist()
         chunk_boxes = (box_pair[first:last] - start, box_xywh[first:last])
         scores = score_chunk(maps, *(t.to(maps.device) for t in chunk_boxes), image_size)

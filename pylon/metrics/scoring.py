@@ -19,13 +19,17 @@ from pylon.metrics.bilinear import (
     cell_bounds,
     cell_pixels,
     group_overlap,
+    keeps_plateaus,
     pad_edges,
+    pick,
 )
 
 Scores = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]  # peak_row, peak_col, point_hit, iobb, iou
 
 # Pixels evaluated per batch of cells (float64 values and a few same-sized temporaries).
 _PIXELS_PER_BATCH = 2**17
+# Up-sampled float32 maps per batch of pairs scored densely.
+_DENSE_BYTES = 24 * 2**20
 # Float32 bounds are compared against float64 thresholds moved outwards by this much (relative),
 # more than the rounding of either; cells within the margin are evaluated pixel by pixel.
 _MARGIN = 2.0**-20
@@ -125,16 +129,22 @@ def score_dense(
 
 
 def _cell_batches(pair: Tensor, gy: Tensor, gx: Tensor, rows: AxisPlan, cols: AxisPlan):
-    step = max(1, _PIXELS_PER_BATCH // (rows.max_size * cols.max_size))
-    for start in range(0, len(pair), step):
-        yield pair[start : start + step], gy[start : start + step], gx[start : start + step]
+    """Batches (pair, gy, gx, span) of cells; cells of the usual size apart from the others (at
+    the borders), so that most batches need neither padding nor a validity mask."""
+    usual = (pick(rows.size, gy) == rows.usual_size) & (pick(cols.size, gx) == cols.usual_size)
+    for subset, span in ((usual, (rows.usual_size, cols.usual_size)), (~usual, None)):
+        index = subset.nonzero()[:, 0]
+        span = span or (rows.max_size, cols.max_size)
+        step = max(1, _PIXELS_PER_BATCH // (span[0] * span[1]))
+        for batch in index.split(step):
+            yield pick(pair, batch), pick(gy, batch), pick(gx, batch), span
 
 
 def _cells_of_blocks(padded, rows, cols, pair, by, bx, select):
-    """The cells of blocks (pair, by, bx) for which ``select(cell_min, cell_max, k)`` holds."""
+    """The cells of blocks (pair, by, bx) for which ``select(cell_min, cell_max, pair)`` holds."""
     cell_min, cell_max = cell_bounds(padded, rows, cols, pair, by, bx)
     k, i, j = select(cell_min, cell_max, pair).nonzero(as_tuple=True)
-    return pair[k], by[k] * BLOCK + i, bx[k] * BLOCK + j
+    return pick(pair, k), pick(by, k) * BLOCK + i, pick(bx, k) * BLOCK + j
 
 
 def _peaks(padded: Tensor, rows: AxisPlan, cols: AxisPlan, block_max: Tensor, width: int):
@@ -151,31 +161,35 @@ def _peaks(padded: Tensor, rows: AxisPlan, cols: AxisPlan, block_max: Tensor, wi
     cell = top_max.flatten(1).argmax(dim=1)
     gy, gx = (top // num_bx) * BLOCK + cell // BLOCK, (top % num_bx) * BLOCK + cell % BLOCK
     first = cell_pixels(padded, rows, cols, pairs, gy, gx)
-    lower = first.values.masked_fill(~first.valid, -torch.inf).flatten(1).amax(dim=1)
+    if first.valid is not None:
+        first.values.masked_fill_(~first.valid, -torch.inf)
+    lower = first.values.flatten(1).amax(dim=1)
     reach = (lower * (1 - _MARGIN)).float()
     pair, by, bx = (block_max >= reach[:, None, None]).nonzero(as_tuple=True)
-    pair, gy, gx = _cells_of_blocks(
-        padded, rows, cols, pair, by, bx, lambda lo, hi, k: hi >= reach[k][:, None, None]
+    candidates = _cells_of_blocks(
+        padded, rows, cols, pair, by, bx, lambda lo, hi, p: hi >= pick(reach, p)[:, None, None]
     )
 
-    best, where, equal = [], [], []
-    for batch in _cell_batches(pair, gy, gx, rows, cols):
-        pixels = cell_pixels(padded, rows, cols, *batch)
-        flat = pixels.values.masked_fill_(~pixels.valid, -torch.inf).flatten(1)
+    pairs, best, where, equal = [], [], [], []
+    for p, gy, gx, span in _cell_batches(*candidates, rows, cols):
+        pixels = cell_pixels(padded, rows, cols, p, gy, gx, span)
+        if pixels.valid is not None:
+            pixels.values.masked_fill_(~pixels.valid, -torch.inf)
+        flat = pixels.values.flatten(1)
         value = flat.amax(dim=1)
         at_max = flat == value[:, None]
         first_max = at_max.byte().argmax(dim=1)
-        equal.append(at_max.sum(dim=1))
-        num_x = pixels.cols.shape[1]
-        row = pixels.rows.gather(1, (first_max // num_x)[:, None])[:, 0]
-        col = pixels.cols.gather(1, (first_max % num_x)[:, None])[:, 0]
+        row = pixels.rows.gather(1, (first_max // span[1])[:, None])[:, 0]
+        col = pixels.cols.gather(1, (first_max % span[1])[:, None])[:, 0]
+        pairs.append(p)
         best.append(value)
         where.append(row * width + col)
-    best, where, equal = torch.cat(best), torch.cat(where), torch.cat(equal)
+        equal.append(at_max.sum(dim=1))
+    pair, best, where, equal = (torch.cat(t) for t in (pairs, best, where, equal))
 
     peak = torch.full((num_pairs,), -torch.inf, dtype=torch.float64, device=device)
     peak = peak.scatter_reduce_(0, pair, best, reduce="amax")
-    winner = best == peak[pair]
+    winner = best == pick(peak, pair)
     first_pixel = torch.full((num_pairs,), width * len(rows.lam), device=device)
     first_pixel = first_pixel.scatter_reduce_(0, pair[winner], where[winner], reduce="amin")
     at_peak = torch.zeros(num_pairs, dtype=torch.long, device=device)
@@ -236,8 +250,8 @@ def score_cells(
     block_in = block_min > above[:, None, None]
     pair, by, bx = (~block_in & (block_max >= below[:, None, None])).nonzero(as_tuple=True)
     cell_min, cell_max = cell_bounds(padded, rows, cols, pair, by, bx)
-    cell_in = cell_min > above[pair][:, None, None]
-    cell_mixed = ~cell_in & (cell_max >= below[pair][:, None, None])
+    cell_in = cell_min > pick(above, pair)[:, None, None]
+    cell_mixed = ~cell_in & (cell_max >= pick(below, pair)[:, None, None])
 
     x0, x1, y0, y1 = padded_boxes(box_pair, box_xywh, num_pairs, image_size)
     row_edges, col_edges = _edges(y0, y1), _edges(x0, x1)
@@ -258,33 +272,39 @@ def score_cells(
 
     # Cells of undecided blocks lie wholly inside or outside the boxes unless a box edge cuts
     # them; only cut cells need their overlap with the boxes (whole cells) or pixels (mixed).
-    seg_y, cut_y = _segment_of_groups(rows, row_edges)
-    seg_x, cut_x = _segment_of_groups(cols, col_edges)
+    seg_y, cut_y = (t.flatten() for t in _segment_of_groups(rows, row_edges))
+    seg_x, cut_x = (t.flatten() for t in _segment_of_groups(cols, col_edges))
     padded_covered = F.pad(covered, (1, 1, 1, 1)).flatten()
     num_sy, num_sx = covered.shape[1] + 2, covered.shape[2] + 2
+    num_gy, num_gx = len(rows.size), len(cols.size)
 
     def in_boxes_uncut(p: Tensor, gy: Tensor, gx: Tensor) -> tuple[Tensor, Tensor]:
-        whole = padded_covered[(p * num_sy + seg_y[p, gy]) * num_sx + seg_x[p, gx]]
-        cut = cut_y[p, gy] | cut_x[p, gx]
-        return whole & ~cut, cut
+        at_y, at_x = p * num_gy + gy, p * num_gx + gx
+        segment = (p * num_sy + pick(seg_y, at_y)) * num_sx + pick(seg_x, at_x)
+        cut = pick(cut_y, at_y) | pick(cut_x, at_x)
+        return pick(padded_covered, segment) & ~cut, cut
 
     k, i, j = cell_in.nonzero(as_tuple=True)
-    p, gy, gx = pair[k], by[k] * BLOCK + i, bx[k] * BLOCK + j
-    area = (rows.size[gy] * cols.size[gx]).double()
+    p, gy, gx = pick(pair, k), pick(by, k) * BLOCK + i, pick(bx, k) * BLOCK + j
+    area = (pick(rows.size, gy) * pick(cols.size, gx)).double()
     mask_area.index_add_(0, p, area)
     whole, cut = in_boxes_uncut(p, gy, gx)
     inter.index_add_(0, p, area * whole)
     p, gy, gx = p[cut], gy[cut], gx[cut]
-    row_overlap = group_overlap(rows.start, rows.size, row_edges)[p, gy].double()
-    col_overlap = group_overlap(cols.start, cols.size, col_edges)[p, gx].double()
-    overlap = torch.einsum("ks,kst,kt->k", row_overlap, covered[p].double(), col_overlap)
+    row_overlap = group_overlap(rows.start[gy, None], rows.size[gy, None], row_edges[p])[:, 0]
+    col_overlap = group_overlap(cols.start[gx, None], cols.size[gx, None], col_edges[p])[:, 0]
+    overlap = torch.einsum(
+        "ks,kst,kt->k", row_overlap.double(), covered[p].double(), col_overlap.double()
+    )
     inter.index_add_(0, p, overlap)
 
     k, i, j = cell_mixed.nonzero(as_tuple=True)
-    mixed = pair[k], by[k] * BLOCK + i, bx[k] * BLOCK + j
-    for p, gy, gx in _cell_batches(*mixed, rows, cols):
-        pixels = cell_pixels(padded, rows, cols, p, gy, gx)
-        inside = (pixels.values > half[p][:, None, None]) & pixels.valid
+    mixed = pick(pair, k), pick(by, k) * BLOCK + i, pick(bx, k) * BLOCK + j
+    for p, gy, gx, span in _cell_batches(*mixed, rows, cols):
+        pixels = cell_pixels(padded, rows, cols, p, gy, gx, span)
+        inside = pixels.values > pick(half, p)[:, None, None]
+        if pixels.valid is not None:
+            inside &= pixels.valid
         in_mask = inside.flatten(1).sum(dim=1).double()
         mask_area.index_add_(0, p, in_mask)
         whole, cut = in_boxes_uncut(p, gy, gx)
@@ -305,14 +325,18 @@ def score_chunk(
     """Score P probability maps (P, h, w) against their boxes (box_pair indexes into P).
 
     Where the maximum is reached by several pixels (plateaus, the repeated rows and columns past
-    the border), torch's float32 rounding decides which one ``F.interpolate`` reports first:
-    those pairs are scored on torch's own up-sampled map, as a per-image loop would.
+    the border) and torch's kernel for this shape does not keep equal values equal, its float32
+    rounding decides which one ``F.interpolate`` reports first: those pairs are scored on torch's
+    own up-sampled map, as a per-image loop would.
     """
     scores, tied = score_cells(maps, box_pair, box_xywh, image_size)
-    if tied.any():
-        redo = tied.nonzero()[:, 0]
-        keep = tied[box_pair]
-        renumber = torch.cumsum(tied.long(), 0) - 1
+    if not tied.any() or keeps_plateaus(maps.shape[1:], image_size, maps.device):
+        return scores
+    step = max(1, _DENSE_BYTES // (4 * image_size[0] * image_size[1]))
+    for redo in tied.nonzero()[:, 0].split(step):
+        chosen = torch.zeros_like(tied).index_fill_(0, redo, True)
+        keep = chosen[box_pair]
+        renumber = torch.cumsum(chosen.long(), 0) - 1
         dense = score_dense(maps[redo], renumber[box_pair[keep]], box_xywh[keep], image_size)
         for full, part in zip(scores, dense, strict=True):
             full[redo] = part.to(full.dtype)
