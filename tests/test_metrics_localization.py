@@ -242,3 +242,159 @@ def test_bad_cams_raise_clear_errors():
         localization_accuracy(
             -torch.ones(1, 1, 2, 2), [[(0, 0, 1, 1, 0)]], (8, 8), apply_sigmoid=False
         )
+
+
+# --- The cell-wise evaluation (pylon.metrics.bilinear / scoring) against dense references. ---
+
+
+def dense_pair(prob: torch.Tensor, cls_boxes, height: int, width: int):
+    """Like ``naive_pair`` on torch's float32 up-sampled map, with numpy instead of pixel loops."""
+    up = F.interpolate(prob[None, None].float(), size=(height, width), mode="bilinear")[0, 0]
+    up = up.numpy()
+    row, col = divmod(int(np.argmax(up)), width)  # numpy: the first maximum, row-major
+    point_hit = any(x <= col <= x + w and y <= row <= y + h for x, y, w, h, _ in cls_boxes)
+    with np.errstate(invalid="ignore"):  # an all-zero map: 0 / 0, no mask
+        mask = up / up.max() > 0.5
+    gt = np.zeros((height, width), dtype=bool)
+    for x, y, w, h, _ in cls_boxes:
+        x0, y0 = max(int(x), 0), max(int(y), 0)
+        gt[y0 : max(int(y) + int(h), 0), x0 : max(int(x) + int(w), 0)] = True
+    inter, area, union = int((mask & gt).sum()), int(mask.sum()), int((mask | gt).sum())
+    iobb = inter / area if area else math.nan
+    iou = inter / union if union else math.nan
+    return (row, col), point_hit, iobb, iou
+
+
+def assert_matches_dense(probs: torch.Tensor, boxes, height: int, width: int):
+    """score_pairs on probabilities (N, C, h, w) equals dense_pair for every scored pair."""
+    scores = score_pairs(probs, boxes, (height, width), apply_sigmoid=False)
+    assert len(scores) > 0
+    for k in range(len(scores)):
+        i, c = int(scores.image_index[k]), int(scores.class_index[k])
+        cls_boxes = [b for b in boxes[i] if b[4] == c]
+        peak, hit, iobb, iou = dense_pair(probs[i, c], cls_boxes, height, width)
+        where = f"pair {k} (image {i}, class {c})"
+        assert (int(scores.peak_row[k]), int(scores.peak_col[k])) == peak, where
+        assert bool(scores.point_hit[k]) == hit, where
+        np.testing.assert_equal(float(scores.iobb[k]), iobb, err_msg=where)
+        np.testing.assert_equal(float(scores.iou[k]), iou, err_msg=where)
+
+
+def random_boxes(rng, num_images: int, num_classes: int, height: int, width: int):
+    """Boxes of every size: single pixels, zero-size, huge, off the image, the whole image."""
+    boxes = []
+    for _ in range(num_images):
+        image_boxes = []
+        for c in range(num_classes):
+            kind = rng.integers(5)
+            if kind == 0:
+                image_boxes.append((0.0, 0.0, float(width), float(height), c))
+            elif kind == 1:  # small, possibly zero-size or a single pixel
+                x, y = rng.uniform(0, width - 1), rng.uniform(0, height - 1)
+                image_boxes.append((x, y, float(rng.integers(0, 3)), float(rng.integers(0, 3)), c))
+            else:
+                for _ in range(rng.integers(1, 4)):
+                    x, y = rng.uniform(-width / 4, width), rng.uniform(-height / 4, height)
+                    w, h = rng.uniform(0, width), rng.uniform(0, height)
+                    image_boxes.append((x, y, w, h, c))
+        boxes.append(image_boxes)
+    return boxes
+
+
+@pytest.mark.parametrize(
+    "map_size, image_size",
+    [
+        ((13, 11), (50, 29)),  # non-integer ratios, small output (torch's vectorised kernel)
+        ((40, 24), (150, 100)),  # non-integer ratios, large output (torch's generic kernel)
+        ((32, 16), (128, 64)),  # integer ratio, sides a multiple of the block size
+        ((20, 24), (9, 15)),  # down-sampling
+        ((17, 30), (17, 61)),  # identity along y
+        ((1, 6), (5, 40)),  # a single source row
+    ],
+)
+def test_scale_ratios_match_dense_reference(map_size, image_size):
+    rng = np.random.default_rng(sum(map_size) + sum(image_size))
+    probs = torch.from_numpy(rng.normal(0, 2, size=(4, 3, *map_size))).float().sigmoid()
+    boxes = random_boxes(rng, 4, 3, *image_size)
+    assert_matches_dense(probs, boxes, *image_size)
+
+
+@pytest.mark.parametrize("image_size", [(24, 40), (96, 120)])
+@pytest.mark.parametrize("kind", ["constant", "repeated_max", "quantised", "saturated", "zero"])
+def test_plateaus_and_ties_match_dense_reference(kind, image_size):
+    rng = np.random.default_rng(len(kind))
+    raw = torch.from_numpy(rng.normal(0, 1.5, size=(3, 2, 12, 10))).float()
+    if kind == "constant":
+        probs = torch.full_like(raw, 0.3)
+    elif kind == "repeated_max":  # the maximum at several separate pixels and a 2x2 block
+        probs = raw.sigmoid()
+        top = probs.amax() + 0.05
+        probs[:, :, 2, 3] = probs[:, :, 7, 1] = probs[:, :, 4:6, 6:8] = top
+        probs[:, :, 11, 9] = top  # and in the corner repeated past the border
+    elif kind == "quantised":
+        probs = (torch.round(raw * 4) / 4).sigmoid()
+    elif kind == "saturated":  # float32 sigmoid rounds to exactly 1.0
+        probs = (raw * 30).sigmoid()
+    else:
+        probs = torch.zeros_like(raw)
+    boxes = random_boxes(rng, 3, 2, *image_size)
+    assert_matches_dense(probs, boxes, *image_size)
+
+
+def exact_bilinear(source: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Float64 bilinear up-sampling written from the spec (align_corners=False)."""
+
+    def axis(n_in: int, n_out: int):
+        src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0)
+        i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+        return i0, np.minimum(i0 + 1, n_in - 1), src - i0
+
+    y0, y1, ly = axis(source.shape[0], height)
+    x0, x1, lx = axis(source.shape[1], width)
+    top = source[y0][:, x0] * (1 - lx) + source[y0][:, x1] * lx
+    bottom = source[y1][:, x0] * (1 - lx) + source[y1][:, x1] * lx
+    return top * (1 - ly[:, None]) + bottom * ly[:, None]
+
+
+@pytest.mark.parametrize("map_size, image_size", [((7, 9), (37, 53)), ((16, 24), (64, 50))])
+def test_cells_cover_the_image_with_bilinear_values_within_bounds(map_size, image_size):
+    from pylon.metrics.bilinear import (
+        BLOCK,
+        axis_plan,
+        block_bounds,
+        cell_bounds,
+        cell_pixels,
+        pad_edges,
+    )
+
+    rng = np.random.default_rng(0)
+    maps = torch.from_numpy(rng.uniform(0, 1, size=(2, *map_size))).float()
+    rows = axis_plan(map_size[0], image_size[0], maps.device, -2)
+    cols = axis_plan(map_size[1], image_size[1], maps.device, -1)
+    padded = pad_edges(maps, rows, cols)
+    block_min, block_max = block_bounds(padded)
+    pair, by, bx = torch.ones_like(block_min, dtype=torch.bool).nonzero(as_tuple=True)
+    cell_min, cell_max = cell_bounds(padded, rows, cols, pair, by, bx)
+    k, i, j = torch.ones_like(cell_min, dtype=torch.bool).nonzero(as_tuple=True)
+    gy, gx = by[k] * BLOCK + i, bx[k] * BLOCK + j
+    pixels = cell_pixels(padded, rows, cols, pair[k], gy, gx)
+
+    seen = np.zeros((2, *image_size), dtype=int)
+    for n in range(len(k)):
+        valid = np.ones(pixels.values[n].shape, bool)
+        if pixels.valid is not None:
+            valid = pixels.valid[n].numpy()
+        if not valid.any():
+            continue
+        p, r, c = int(pair[k[n]]), pixels.rows[n].numpy(), pixels.cols[n].numpy()
+        values = pixels.values[n].numpy()
+        expected = exact_bilinear(maps[p].double().numpy(), *image_size)[np.ix_(r, c)]
+        # torch's float32 interpolation weights against the spec's float64 ones
+        np.testing.assert_allclose(values[valid], expected[valid], atol=1e-6)
+        assert (values[valid] >= float(cell_min[k[n], i[n], j[n]])).all()
+        assert (values[valid] <= float(cell_max[k[n], i[n], j[n]])).all()
+        assert (values[valid] >= float(block_min[p, by[k[n]], bx[k[n]]])).all()
+        assert (values[valid] <= float(block_max[p, by[k[n]], bx[k[n]]])).all()
+        rr, cc = np.broadcast_arrays(r[:, None], c[None, :])
+        np.add.at(seen[p], (rr[valid], cc[valid]), 1)
+    assert (seen == 1).all()  # every output pixel belongs to exactly one cell

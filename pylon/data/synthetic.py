@@ -20,8 +20,8 @@ from pylon.data.sample import Box, Sample
 
 SPLITS = ("train", "val", "test")
 # Mean and std of the rendered pixels (measured over 2,000 default images), used to normalise.
-PIXEL_MEAN = 0.36
-PIXEL_STD = 0.21
+PIXEL_MEAN = 0.40
+PIXEL_STD = 0.19
 _NOISE_BANK_SIZE = 512
 _ANATOMY_PARAMS = 13
 _SHAPES = ("disc", "lobulated", "ring", "patch")
@@ -266,12 +266,8 @@ def _anatomy(p: Tensor, size: int) -> Tensor:
 
 
 def _placement(col):
-    """Shift (x, y) and zoom of the body from anatomy parameters 10..12.
-
-    Zoomed in, the lungs run past the image edges, so findings also lie at the borders: a CAM
-    peak at a fixed offset from its finding then falls outside the image for some of them.
-    """
-    return 0.3 * col[10], 0.3 * col[11], 1.15 + 0.3 * col[12]
+    """Shift (x, y) and scale of the body from anatomy parameters 10..12."""
+    return 0.2 * col[10], 0.15 * col[11], 1.0 + 0.12 * col[12]
 
 
 def _lung_params(anatomy: np.ndarray) -> np.ndarray:
@@ -288,15 +284,11 @@ def _lung_params(anatomy: np.ndarray) -> np.ndarray:
 
 
 def _point_in_lung(rng: np.random.Generator, lungs: np.ndarray, size: int) -> tuple[float, float]:
-    """A finding centre inside a lung and inside the image (a few tries, then clipped)."""
-    for _ in range(8):
-        lx, ly, rx, ry = lungs[int(rng.integers(0, 2))]
-        radius, angle = 0.9 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)
-        x = ((lx + rx * radius * math.cos(angle)) + 1) / 2 * size
-        y = ((ly + ry * radius * math.sin(angle)) + 1) / 2 * size
-        if 2 <= x <= size - 2 and 2 <= y <= size - 2:
-            break
-    return min(max(x, 2.0), size - 2.0), min(max(y, 2.0), size - 2.0)
+    lx, ly, rx, ry = lungs[int(rng.integers(0, 2))]
+    radius, angle = 0.85 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)
+    x = lx + rx * radius * math.cos(angle)
+    y = ly + ry * radius * math.sin(angle)
+    return (x + 1) / 2 * size, (y + 1) / 2 * size
 
 
 def _shape(shape: str, dx: Tensor, dy: Tensor, radius: Tensor, u: Tensor) -> Tensor:
