@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import os
 import time
@@ -203,20 +202,12 @@ def evaluate_run_posthoc(
     module path (e.g. ``"encoder.layer4"``); default: the encoder's last stage.
     """
     from pylon.models.weights import load_model
-    from pylon.training.config import TrainConfig, apply_overrides
     from pylon.training.datamodule import build_dataset
     from pylon.training.evaluate import write_metrics
-    from pylon.training.runs import RunPaths
+    from pylon.training.runs import open_trained_run
 
     methods = resolve_methods(methods)
-    paths = RunPaths(Path(run_dir))
-    if not paths.config.is_file():
-        raise FileNotFoundError(f"{paths.root} is not a run folder: {paths.config} not found")
-    if not paths.best.is_file():
-        raise FileNotFoundError(f"{paths.best} not found: train the run first (pylon train)")
-    config = TrainConfig.from_yaml(paths.config)
-    if config.phases:  # the final phase's settings describe the saved model
-        config = apply_overrides(dataclasses.replace(config, phases=[]), config.phases[-1])
+    paths, config = open_trained_run(run_dir)
     dataset = build_dataset(config.data, split or config.data.loc_split)
     data = BoxedImages.from_dataset(dataset, max_images)
     model = load_model(paths.best).to(device)

@@ -17,10 +17,10 @@ import torch.distributed as dist
 from pylon.io import write_csv_atomic
 from pylon.metrics import AUROCAccumulator, LocalizationAccumulator, summarize_seeds
 from pylon.models.weights import load_model
-from pylon.training.config import TrainConfig, apply_overrides
+from pylon.training.config import TrainConfig
 from pylon.training.datamodule import build_dataset, eval_loader
 from pylon.training.fit import resolve_precision
-from pylon.training.runs import RunPaths, seed_dirs
+from pylon.training.runs import open_trained_run, seed_dirs
 
 
 class EvalModule(L.LightningModule):
@@ -123,14 +123,7 @@ def evaluate_run(
     ``devices``/``strategy`` override the run's (e.g. ``devices="2", strategy="ddp"``). Returns
     ``{"auc": {...}, "loc": {...}}`` (on every DDP rank; only rank 0 writes files).
     """
-    paths = RunPaths(Path(run_dir))
-    if not paths.config.is_file():
-        raise FileNotFoundError(f"{paths.root} is not a run folder: {paths.config} not found")
-    if not paths.best.is_file():
-        raise FileNotFoundError(f"{paths.best} not found: train the run first (pylon train)")
-    config = TrainConfig.from_yaml(paths.config)
-    if config.phases:  # the final phase's settings describe the saved model
-        config = apply_overrides(dataclasses.replace(config, phases=[]), config.phases[-1])
+    paths, config = open_trained_run(run_dir)
     hardware = {"devices": devices, "strategy": strategy}
     config = dataclasses.replace(config, **{k: v for k, v in hardware.items() if v is not None})
     data = config.data

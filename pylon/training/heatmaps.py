@@ -15,9 +15,8 @@ from pylon.data.images import read_image
 from pylon.figures.heatmaps import HeatmapRow, write_heatmap_pages
 from pylon.metrics import score_pairs
 from pylon.models.weights import load_model
-from pylon.training.config import TrainConfig, apply_overrides
 from pylon.training.datamodule import build_dataset, eval_loader
-from pylon.training.runs import RunPaths
+from pylon.training.runs import RunPaths, open_trained_run
 
 ROWS_PER_PAGE = 10
 
@@ -74,12 +73,7 @@ def heatmap_rows(
     limit: int | None = None,
 ) -> Iterator[HeatmapRow]:
     """Yield one row per (image, class) pair with boxes, in dataset order (streamed)."""
-    paths = RunPaths(Path(run_dir))
-    if not paths.best.is_file():
-        raise FileNotFoundError(f"{paths.best} not found: train the run first (pylon train)")
-    config = TrainConfig.from_yaml(paths.config)
-    if config.phases:
-        config = apply_overrides(dataclasses.replace(config, phases=[]), config.phases[-1])
+    paths, config = open_trained_run(run_dir)
     dataset = build_dataset(config.data, split or config.data.loc_split)
     names = list(dataset.class_names)
     wanted = read_picked(picked, names) if picked else None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pylon.io import write_text_atomic
+from pylon.training.config import TrainConfig, apply_overrides
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,20 @@ def seed_dirs(experiment_dir: str | Path) -> list[Path]:
     experiment_dir = Path(experiment_dir)
     dirs = [p for p in experiment_dir.iterdir() if p.is_dir() and p.name.lstrip("-").isdigit()]
     return sorted(dirs, key=lambda p: int(p.name))
+
+
+def open_trained_run(run_dir: str | Path) -> tuple[RunPaths, TrainConfig]:
+    """The paths of a trained run and the config that describes its best weights.
+
+    For a multi-phase run that is the final phase's config. Raises ``FileNotFoundError`` naming
+    what is missing when ``run_dir`` is not a run folder or has no best weights yet.
+    """
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise FileNotFoundError(f"{paths.root} is not a run folder: {paths.config} not found")
+    if not paths.best.is_file():
+        raise FileNotFoundError(f"{paths.best} not found: train the run first (pylon train)")
+    config = TrainConfig.from_yaml(paths.config)
+    if config.phases:
+        config = apply_overrides(dataclasses.replace(config, phases=[]), config.phases[-1])
+    return paths, config
