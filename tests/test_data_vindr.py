@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from dicom_files import write_dicom
 
 from pylon.data import create_dataset
 from pylon.data.dicom import convert_folder
@@ -21,30 +20,12 @@ ROWS = [
 ] + [f"img{i},No finding,14,R{i},,,," for i in range(3, 10)]
 
 
-def write_dicom(path, rows, cols, seed):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, 1
-    ds.PhotometricInterpretation = "MONOCHROME1"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    pixels = np.random.default_rng(seed).integers(0, 4096, (rows, cols), dtype=np.uint16)
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def make_vindr(root, rows=ROWS, convert=True):
     dicoms = root / "train"
     dicoms.mkdir(parents=True)
     for i in range(10):
-        write_dicom(dicoms / f"img{i}.dicom", 100, 80, i)  # H 100, W 80 -> PNG 50 x 40
+        pixels = np.random.default_rng(i).integers(0, 4096, (100, 80), dtype=np.uint16)
+        write_dicom(dicoms / f"img{i}.dicom", pixels, "MONOCHROME1")  # H 100, W 80 -> PNG 50 x 40
     (root / "train.csv").write_text("\n".join([HEADER, *rows]) + "\n")
     if convert:
         convert_folder(dicoms, root / "train_png", size=50, progress=False)

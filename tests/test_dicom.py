@@ -3,39 +3,16 @@
 import numpy as np
 import pandas as pd
 import pytest
+from dicom_files import write_dicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
 )
 from typer.testing import CliRunner
 
 from pylon.cli.main import app
 from pylon.data.dicom import convert_folder, dicom_to_array
-
-
-def write_dicom(path, pixels, photometric="MONOCHROME2", compress=None):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    if compress is not None:
-        ds.compress(compress)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def ramp(h=40, w=60):

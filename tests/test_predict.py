@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from dicom_files import write_dicom
 from safetensors.torch import save_file
 from torch import nn
 from typer.testing import CliRunner
@@ -98,23 +97,6 @@ def test_peak_lands_on_the_bright_square_in_original_pixels(
     # the same from a file path
     cv2.imwrite(str(tmp_path / "square.png"), image)
     assert predictor.predict(tmp_path / "square.png").peaks == result.peaks
-
-
-def write_dicom(path, pixels, photometric="MONOCHROME1"):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def mixed_folder(folder):
