@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from pylon.cli.app import app
+from pylon.cli.app import app, exit_on_user_error
 
 
 @app.command("convert-dicom")
@@ -21,13 +21,10 @@ def convert_dicom_command(
     from pylon.data.dicom import convert_folder
 
     console = Console()
-    try:
+    with exit_on_user_error(console, code=2):
         report = convert_folder(
             src, dst, size=size, equalize=equalize, workers=workers, overwrite=overwrite
         )
-    except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
     if report.failed:
         console.print(f"[red]{len(report.failed)} file(s) not converted:[/red]")
         for name, reason in report.failed:

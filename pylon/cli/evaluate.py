@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pylon.cli.app import app
+from pylon.cli.app import app, exit_on_user_error
 
 console = Console()
 
@@ -29,11 +29,8 @@ def evaluate_command(
     from pylon.training.evaluate import evaluate_run, summarize_experiment
     from pylon.training.fit import is_rank_zero_process
 
-    try:
+    with exit_on_user_error(console):
         results = evaluate_run(run, devices=devices, strategy=strategy, progress=progress)
-    except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from None
     if not is_rank_zero_process():
         return
     summary = summarize_experiment(Path(run).parent)
@@ -71,13 +68,10 @@ def heatmaps_command(
 
     if picked and all_pairs:
         raise typer.BadParameter("give --picked FILE or --all, not both")
-    try:
+    with exit_on_user_error(console):
         pages = write_run_heatmaps(
             run, out, split=split, picked=picked, limit=None if picked or all_pairs else limit
         )
-    except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from None
     if not pages:
         console.print("no (image, class) pair with ground-truth boxes: nothing written")
         raise typer.Exit(1)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pylon.cli.app import app
+from pylon.cli.app import app, fail
 
 PREDICTIONS_JSONL = "predictions.jsonl"
 PREDICTIONS_CSV = "predictions.csv"
@@ -26,11 +26,6 @@ def _progress(console: Console) -> Progress:
         TimeRemainingColumn(),
         console=console,
     )
-
-
-def _fail(console: Console, err: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {err}", soft_wrap=True, markup=True, highlight=False)
-    return typer.Exit(2)
 
 
 def _csv_row(prediction) -> dict:
@@ -90,9 +85,9 @@ def predict_command(
         )
         items = gather_inputs(inputs, recursive=recursive)
     except (FileNotFoundError, ValueError) as err:
-        raise _fail(console, err) from err
+        raise fail(console, err, code=2) from err
     if not items:
-        raise _fail(console, ValueError(f"no PNG/JPEG/DICOM files found in {inputs}"))
+        raise fail(console, f"no PNG/JPEG/DICOM files found in {inputs}", code=2)
 
     start = time.perf_counter()
     records, rows, failures, n_overlays = [], [], [], 0
@@ -164,9 +159,9 @@ def evaluate_cam_command(
     try:
         names = resolve_methods(methods.split(","))
     except ValueError as err:
-        raise _fail(console, err) from err
+        raise fail(console, err, code=2) from err
     if max_images < 1:
-        raise _fail(console, ValueError(f"--max-images must be >= 1, got {max_images}"))
+        raise fail(console, f"--max-images must be >= 1, got {max_images}", code=2)
     with _progress(console) as progress:
         tasks: dict[str, int] = {}
 
@@ -188,7 +183,7 @@ def evaluate_cam_command(
                 on_chunk=on_chunk,
             )
         except (FileNotFoundError, ValueError) as err:
-            raise _fail(console, err) from err
+            raise fail(console, err, code=2) from err
 
     columns = {
         "point_acc_weighted": "point acc",
@@ -222,5 +217,5 @@ def export_command(
     try:
         path = export_onnx(weights, out, opset=opset)
     except (FileNotFoundError, ValueError, ImportError) as err:
-        raise _fail(console, err) from err
+        raise fail(console, err, code=2) from err
     console.print(f"exported {weights} to {path}", highlight=False)

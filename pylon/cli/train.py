@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pylon.cli.app import app
+from pylon.cli.app import app, exit_on_user_error
 
 console = Console()
 
@@ -61,12 +61,9 @@ def train_command(
             extra.append(f"{key}={value}")
     if no_bf16:
         extra.append("cpu_bf16=false")
-    try:
+    with exit_on_user_error(console):
         config = resolve_config(preset, config_file, extra, seed)
         run_dir = train(config, runs_dir=runs_dir, retrain=retrain)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from None
     if is_rank_zero_process():
         console.print(f"run folder: {run_dir}")
 
@@ -95,7 +92,7 @@ def sweep_command(
     """Run PRESET x SEEDS as subprocesses, one per free GPU, skip finished ones, then summarise."""
     from pylon.training.sweep import parse_seeds, sweep
 
-    try:
+    with exit_on_user_error(console):
         summary = sweep(
             presets,
             parse_seeds(seeds),
@@ -105,9 +102,6 @@ def sweep_command(
             runs_dir=runs_dir,
             evaluate=evaluate,
         )
-    except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from None
     table = Table("experiment", "seed", "status")
     for row in summary:
         table.add_row(row["experiment"], str(row["seed"]), row["status"])
