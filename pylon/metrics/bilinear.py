@@ -98,24 +98,35 @@ def _keeps_plateaus(in_size, out_size, device) -> bool:
     return bool((up[:4] == up[:4, :, :, :1]).all() and (up[4:] == up[4:, :, :1]).all())
 
 
-def block_bounds(maps: Tensor) -> tuple[Tensor, Tensor]:
-    """Min and max over each block's (BLOCK + 1)^2 source pixels (clamped): (P, Hb, Wb) each."""
+def row_bounds(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """Min and max over each run of BLOCK source rows: (P, Gy / BLOCK, Gx) each.
+
+    ``maps`` (P, Gy, Gx) as from ``pad_edges``: the sides are multiples of BLOCK. Cheapest on a
+    few maps still in the cache (``torch.aminmax`` is slower than the two).
+    """
     num, height, width = maps.shape
-    rows_min = maps.new_empty(num, height // BLOCK, width)
-    rows_max = torch.empty_like(rows_min)
-    # A few maps at a time: the second reduction finds them in the cache (torch.aminmax is slower).
-    for start in range(0, num, _MAPS_IN_CACHE):
-        by_rows = maps[start : start + _MAPS_IN_CACHE].reshape(-1, height // BLOCK, BLOCK, width)
-        torch.amin(by_rows, dim=2, out=rows_min[start : start + _MAPS_IN_CACHE])
-        torch.amax(by_rows, dim=2, out=rows_max[start : start + _MAPS_IN_CACHE])
-    bounds = []
-    for sign, rows, pairwise in ((-1, rows_min, torch.minimum), (1, rows_max, torch.maximum)):
-        rows[:, :-1] = pairwise(rows[:, :-1], maps[:, BLOCK::BLOCK])
-        # Reducing the short last dimension: pooling is several times faster than amax/amin.
-        cells = sign * F.max_pool1d(sign * rows, BLOCK)
-        cells[:, :, :-1] = pairwise(cells[:, :, :-1], rows[:, :, BLOCK::BLOCK])
-        bounds.append(cells)
-    return bounds[0], bounds[1]
+    by_rows = maps.reshape(num, height // BLOCK, BLOCK, width)
+    return by_rows.amin(dim=2), by_rows.amax(dim=2)
+
+
+def block_bounds(maps: Tensor, rows: tuple[Tensor, Tensor] | None = None):
+    """Min and max over each block's (BLOCK + 1)^2 source pixels (clamped): (P, Hb, Wb) each.
+
+    ``rows``: ``row_bounds(maps)`` if already known.
+    """
+    if rows is None:
+        parts = [row_bounds(part) for part in maps.split(_MAPS_IN_CACHE)]
+        rows = (torch.cat([low for low, _ in parts]), torch.cat([high for _, high in parts]))
+    rows_min, rows_max = rows
+    next_row = maps[:, BLOCK::BLOCK]
+    rows_min[:, :-1] = torch.minimum(rows_min[:, :-1], next_row)
+    rows_max[:, :-1] = torch.maximum(rows_max[:, :-1], next_row)
+    # Reducing the short last dimension: pooling is several times faster than amax/amin.
+    block_min = F.max_pool1d(rows_min.neg(), BLOCK).neg_()
+    block_min[:, :, :-1] = torch.minimum(block_min[:, :, :-1], rows_min[:, :, BLOCK::BLOCK])
+    block_max = F.max_pool1d(rows_max, BLOCK)
+    block_max[:, :, :-1] = torch.maximum(block_max[:, :, :-1], rows_max[:, :, BLOCK::BLOCK])
+    return block_min, block_max
 
 
 def pick(table: Tensor, index: Tensor) -> Tensor:

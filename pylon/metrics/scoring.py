@@ -225,7 +225,11 @@ def _whole_counts(row_weights: Tensor, inside: Tensor, col_weights: Tensor) -> T
 
 
 def score_cells(
-    maps: Tensor, box_pair: Tensor, box_xywh: Tensor, image_size: tuple[int, int]
+    maps: Tensor,
+    box_pair: Tensor,
+    box_xywh: Tensor,
+    image_size: tuple[int, int],
+    rows_bounds: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Scores, Tensor]:
     """Score P maps (P, h, w) cell by cell; also returns which pairs' maximum is tied.
 
@@ -239,7 +243,7 @@ def score_cells(
     rows = axis_plan(in_height, height, device, -2)
     cols = axis_plan(in_width, width, device, -1)
     padded = pad_edges(maps, rows, cols)
-    block_min, block_max = block_bounds(padded)
+    block_min, block_max = block_bounds(padded, rows_bounds if padded is maps else None)
 
     peak, peak_row, peak_col, tied = _peaks(padded, rows, cols, block_max, width)
     point_hit = _point_hits(peak_row, peak_col, box_pair, box_xywh, num_pairs)
@@ -320,16 +324,22 @@ def score_cells(
 
 
 def score_chunk(
-    maps: Tensor, box_pair: Tensor, box_xywh: Tensor, image_size: tuple[int, int]
+    maps: Tensor,
+    box_pair: Tensor,
+    box_xywh: Tensor,
+    image_size: tuple[int, int],
+    rows_bounds: tuple[Tensor, Tensor] | None = None,
 ) -> Scores:
     """Score P probability maps (P, h, w) against their boxes (box_pair indexes into P).
+
+    ``rows_bounds``: ``bilinear.row_bounds(maps)``, if known (maps with sides multiples of BLOCK).
 
     Where the maximum is reached by several pixels (plateaus, the repeated rows and columns past
     the border) and torch's kernel for this shape does not keep equal values equal, its float32
     rounding decides which one ``F.interpolate`` reports first: those pairs are scored on torch's
     own up-sampled map, as a per-image loop would.
     """
-    scores, tied = score_cells(maps, box_pair, box_xywh, image_size)
+    scores, tied = score_cells(maps, box_pair, box_xywh, image_size, rows_bounds)
     if not tied.any() or keeps_plateaus(maps.shape[1:], image_size, maps.device):
         return scores
     step = max(1, _DENSE_BYTES // (4 * image_size[0] * image_size[1]))
