@@ -8,14 +8,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pylon.cli.app import app
+from pylon.cli.app import app, exit_on_user_error
 
 
 @app.command("demo")
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder (summary.csv, heatmaps/)."),
     images: int | None = typer.Option(
-        None, help="Training images per model (default 5120: about 10 minutes on 2 free CPU cores)."
+        None, help="Training images per model (default 5120: a 9-minute demo on 2 CPU cores)."
     ),
     minutes: float | None = typer.Option(
         None, help="Wall-clock budget instead of --images: sized from a timed probe."
@@ -35,7 +35,7 @@ def demo_command(
     console = Console()
     if images is not None and minutes is not None:
         raise typer.BadParameter("give --images or --minutes, not both")
-    try:
+    with exit_on_user_error(console):
         demo = DemoConfig(
             out=out,
             minutes=minutes,
@@ -48,9 +48,6 @@ def demo_command(
             **({"images": images} if images is not None else {}),
         )
         summary = run_demo(demo, console=console)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from None
 
     table = Table(title=f"pylon demo ({encoder}, synthetic test set of {test_images} images)")
     for column in summary.columns:
