@@ -1,10 +1,20 @@
 """pylon: weakly supervised, high-resolution localization with the Pyramid Localization Network."""
 
-from pylon.inference import Predictor
 from pylon.models import ModelOutput, create_model, list_models
 from pylon.models.weights import freeze_encoder, load_weights, save_weights
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Predictor pulls in the data transforms (albumentations, OpenCV): import it on first use only,
+    # so `import pylon` and every CLI start stay fast.
+    if name == "Predictor":
+        from pylon.inference import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'pylon' has no attribute {name!r}")
+
 
 __all__ = [
     "ModelOutput",
