@@ -47,6 +47,8 @@ def test_recipe_is_identical_for_both_models():
     assert pylon_cfg.model.name == "pylon" and cam_cfg.model.name == "cam"
     # everything but the model name (and the experiment named after it) is shared
     assert pylon_cfg.data == cam_cfg.data and pylon_cfg.optim == cam_cfg.optim
+    assert pylon_cfg.model.head_prior == cam_cfg.model.head_prior == 0.01  # same init for both
+    assert pylon_cfg.optim.equivariance > 0  # and the same equivariance loss (optim is shared)
     assert pylon_cfg.data.split_options["train"]["num_images"] == 640
     assert pylon_cfg.max_epochs == 1  # each training image is seen once
 

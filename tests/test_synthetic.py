@@ -84,8 +84,12 @@ def test_splits_never_share_images():
     assert not keys["val"] & keys["test"]
 
 
-def test_boxes_frame_the_drawn_findings():
-    ds = SyntheticDataset(split="test", augment=False, num_images=64)
+DARK = (FindingSpec("bulla", "disc", 10, 20, prevalence=0.8, contrast=-0.2),)
+
+
+@pytest.mark.parametrize("findings", [DEFAULT_FINDINGS, DARK], ids=["default", "dark"])
+def test_boxes_frame_the_drawn_findings(findings):
+    ds = SyntheticDataset(split="test", augment=False, num_images=64, findings=findings)
     indices = list(range(32))
     batch = ds.generate_batch(indices)
     added = _findings_only(ds, indices)
@@ -96,7 +100,7 @@ def test_boxes_frame_the_drawn_findings():
         # nothing is drawn outside the boxes
         assert added[n][~_box_mask(boxes)].abs().max() < 1e-6
         for x, y, w, h, _ in boxes:
-            inside = added[n, int(y) : int(y + h), int(x) : int(x + w)]
+            inside = added[n, int(y) : int(y + h), int(x) : int(x + w)].abs()
             assert inside.max() > 0.02
             # tight: each edge row and column of the box holds drawn pixels
             for edge in (inside[0], inside[-1], inside[:, 0], inside[:, -1]):
@@ -182,5 +186,7 @@ def test_bad_arguments_raise_clear_errors():
         FindingSpec("x", "star", 3, 5)
     with pytest.raises(ValueError, match="min_size"):
         FindingSpec("x", "disc", 8, 5)
+    with pytest.raises(ValueError, match="contrast"):
+        FindingSpec("x", "disc", 3, 5, contrast=0.0)
     with pytest.raises(ValueError, match="num_images"):
         SyntheticDataset(num_images=0)

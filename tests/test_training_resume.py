@@ -27,6 +27,7 @@ TINY = {
     "data.num_workers": 0,
     "data.split_options": {"train": {"num_images": 6}, "val": {"num_images": 2}},
     "optim.lr": 1e-3,
+    "optim.equivariance": 0.1,  # its random views must be restored on resume too
 }
 
 

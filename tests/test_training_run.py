@@ -36,6 +36,8 @@ TINY = {
         "test": {"num_images": 16},
     },
     "optim.lr": 1e-3,
+    "optim.equivariance": 0.1,
+    "model.head_prior": 0.01,
 }
 
 
@@ -61,6 +63,7 @@ def test_run_folder_has_every_file(tiny_run):
     assert summary["epochs"] == 2 and summary["global_step"] == 4  # 4 images / batch 2 x 2 epochs
     metrics = pd.concat(pd.read_csv(p) for p in (run_dir / "logs/csv").glob("*/metrics.csv"))
     val = metrics["val_loss"].dropna().to_numpy()
+    assert metrics["train_eq_loss_step"].dropna().ge(0).all()  # the equivariance term is on
     assert summary["best_val_loss"] == pytest.approx(val.min(), rel=1e-6)
 
     meta = read_weights_metadata(run_dir / "checkpoints/best.safetensors")

@@ -33,7 +33,8 @@ class FindingSpec:
 
     ``shape`` is one of ``disc``, ``lobulated`` (disc with a wavy edge), ``ring`` (bright rim,
     dark centre) and ``patch`` (large, elongated, textured). ``prevalence`` is the probability
-    that an image holds this class; it then holds 1..``max_count`` instances.
+    that an image holds this class; it then holds 1..``max_count`` instances. ``contrast`` is
+    the brightness a finding adds (negative: a dark, lucent finding).
     """
 
     name: str
@@ -52,6 +53,8 @@ class FindingSpec:
                 f"finding {self.name!r}: expected 1 <= min_size <= max_size, "
                 f"got {self.min_size}, {self.max_size}"
             )
+        if self.contrast == 0:
+            raise ValueError(f"finding {self.name!r}: contrast must be non-zero (< 0: dark)")
         if not 0 <= self.prevalence <= 1 or self.max_count < 1:
             raise ValueError(
                 f"finding {self.name!r}: expected prevalence in [0, 1] and max_count >= 1"
@@ -211,7 +214,7 @@ class SyntheticDataset(Dataset):
         amplitude = spec.contrast * (0.8 + 0.4 * u[:, 0])
         patch = _shape(spec.shape, dx, dy, diameter / 2, u) * amplitude[:, None, None]
 
-        visible = patch > 0  # the box frames every pixel the finding touches
+        visible = patch != 0  # the box frames every pixel the finding touches
         rows, cols = visible.any(dim=2), visible.any(dim=1)
         size, span = self.size, patch.shape[-1]
         for k in range(len(params)):

@@ -39,6 +39,10 @@ class CamBackbone(nn.Module):
         self.encoder = build_encoder(encoder_name, in_channels=in_channels, weights=encoder_weights)
         self.classifier = nn.Conv2d(self.encoder.out_channels[-1], num_classes, kernel_size=1)
 
+    @property
+    def class_head(self) -> nn.Conv2d:
+        return self.classifier
+
     def forward(self, x: Tensor) -> ModelOutput:
         check_input(x, in_channels=self.in_channels, min_size=self.min_size)
         feature = self.encoder(x)[-1]

@@ -45,6 +45,10 @@ class Li2018(nn.Module):
             nn.Conv2d(hidden_channels, num_classes, 1),
         )
 
+    @property
+    def class_head(self) -> nn.Conv2d:
+        return self.head[-1]
+
     def forward(self, x: Tensor) -> ModelOutput:
         check_input(x, in_channels=self.in_channels, min_size=self.min_size)
         feature = self.encoder(x)[-1]

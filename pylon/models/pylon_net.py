@@ -72,6 +72,10 @@ class Pylon(nn.Module):
     def encoder(self) -> nn.Module:
         return self.net.encoder
 
+    @property
+    def class_head(self) -> nn.Conv2d:
+        return self.net.segmentation_head[0]
+
     def forward(self, x: Tensor) -> ModelOutput:
         check_input(x, in_channels=self.in_channels, min_size=self.min_size)
         pa_cells = x.shape[0] * (x.shape[2] // 256) * (x.shape[3] // 256)

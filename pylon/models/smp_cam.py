@@ -27,6 +27,10 @@ class SmpCam(nn.Module):
     def encoder(self) -> nn.Module:
         return self.net.encoder
 
+    @property
+    def class_head(self) -> nn.Conv2d:
+        return self.net.segmentation_head[0]
+
     def forward(self, x: Tensor) -> ModelOutput:
         # smp's own forward would raise a RuntimeError; check_input gives the documented ValueError
         check_input(x, in_channels=self.in_channels, min_size=self.min_size)

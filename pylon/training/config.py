@@ -26,6 +26,8 @@ class ModelConfig:
     init_from: str | None = None  # weights file; tensors matching by name and shape are loaded
     freeze: str | None = None  # "enc" freezes the encoder
     channels_last: bool | None = None  # None: on with bf16 autocast on CPU
+    # start every class-map location at this probability (pylon.models.head); None: default init
+    head_prior: float | None = None
 
 
 @dataclass
@@ -56,6 +58,9 @@ class OptimConfig:
     factor: float = 0.2
     warmup_frac: float = 0.0  # onecycle/cosine: fraction of all steps spent warming up
     lr_term: float = 1e-6  # stop once the learning rate falls below this
+    # weight of the flip/rotation equivariance loss (pylon.training.equivariance); 0: off, as in
+    # the paper. On, every training image is also seen as a flipped/rotated view (2x the compute).
+    equivariance: float = 0.0
 
 
 @dataclass
@@ -86,6 +91,13 @@ class TrainConfig:
             )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}; expected one of {PRECISIONS}")
+        if self.optim.equivariance < 0:
+            raise ValueError(f"optim.equivariance={self.optim.equivariance}; expected >= 0")
+        prior = self.model.head_prior
+        if prior is not None and not 0.0 < prior < 1.0:
+            raise ValueError(
+                f"model.head_prior={prior!r}; expected a probability in (0, 1), or null"
+            )
         if self.model.freeze not in (None, "enc"):
             raise ValueError(f"model.freeze={self.model.freeze!r}; expected 'enc' or null")
         for key in ("max_epochs", "val_every", "num_nodes"):

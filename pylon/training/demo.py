@@ -21,18 +21,21 @@ SUMMARY_COLUMNS = ["model", "auroc_macro", "point_acc_weighted", "point_acc_macr
 
 @dataclass
 class DemoConfig:
-    """The demo recipe. ``images`` is the training budget per model (each image seen once);
-    ``minutes``, when given, replaces it by what fits that wall-clock budget on this machine."""
+    """The demo recipe. ``images`` is the training budget per model (each image seen once, as
+    is and, with ``equivariance`` > 0, as one flipped/rotated view); ``minutes``, when given,
+    replaces it by what fits that wall-clock budget on this machine."""
 
     out: Path = Path("runs/demo")
-    images: int = 5120
+    images: int = 2560
     minutes: float | None = None
     encoder: str = "resnet18"
     seed: int = 0
     models: tuple[str, ...] = ("pylon", "cam")
-    batch_size: int = 32
+    batch_size: int = 16
     lr: float = 1e-3
     warmup_frac: float = 0.1
+    head_prior: float | None = 0.01
+    equivariance: float = 0.1
     val_images: int = 128
     test_images: int = 512
     heatmap_images: int = 20
@@ -47,6 +50,8 @@ class DemoConfig:
             )
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"demo: --minutes must be > 0, got {self.minutes}")
+        if self.equivariance < 0:
+            raise ValueError(f"demo: --equivariance must be >= 0, got {self.equivariance}")
         if self.test_images < 1 or self.val_images < 1:
             raise ValueError("demo: test_images and val_images must be >= 1")
 
@@ -60,7 +65,9 @@ def train_config(demo: DemoConfig, model: str, images: int) -> TrainConfig:
         val_every=1,
         precision=demo.precision,
         progress=demo.progress,
-        model=ModelConfig(name=model, encoder=demo.encoder, channels_last=True),
+        model=ModelConfig(
+            name=model, encoder=demo.encoder, channels_last=True, head_prior=demo.head_prior
+        ),
         data=DataConfig(
             name="synthetic",
             size=256,
@@ -75,7 +82,11 @@ def train_config(demo: DemoConfig, model: str, images: int) -> TrainConfig:
             },
         ),
         optim=OptimConfig(
-            lr=demo.lr, scheduler="onecycle", warmup_frac=demo.warmup_frac, lr_term=0.0
+            lr=demo.lr,
+            scheduler="onecycle",
+            warmup_frac=demo.warmup_frac,
+            lr_term=0.0,
+            equivariance=demo.equivariance,
         ),
     ).validate()
 
@@ -95,12 +106,16 @@ def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> flo
     import torch.nn.functional as F
 
     from pylon.data import create_dataset
+    from pylon.training.equivariance import apply_views, random_views
     from pylon.training.fit import build_model, on_gpu, resolve_precision
 
     config = train_config(demo, model_name, demo.batch_size)
     data = create_dataset("synthetic", split="train", num_images=demo.batch_size, seed=demo.seed)
     device = "cuda" if on_gpu(config) else "cpu"
-    model = build_model(config.model, num_classes=len(data.class_names), in_channels=1).to(device)
+    channels_last = bool(config.model.channels_last)
+    model = build_model(
+        config.model, num_classes=len(data.class_names), in_channels=1, channels_last=channels_last
+    ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=demo.lr)
     precision = resolve_precision(config)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
@@ -109,6 +124,12 @@ def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> flo
         started = time.perf_counter()
         batch = data.generate_batch(range(demo.batch_size))
         images, labels = batch["image"].to(device), batch["labels"].to(device)
+        if demo.equivariance > 0:  # each image also goes through as a flipped/rotated view
+            views = random_views(len(images), square=True, device=device)
+            images = torch.cat([images, apply_views(images, views)])
+            labels = torch.cat([labels, labels])
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(images).logits
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
@@ -133,7 +154,8 @@ def run_demo(demo: DemoConfig, *, console: Any = None) -> pd.DataFrame:
     if console is not None:
         console.print(
             f"demo: {', '.join(demo.models)} on {images} fresh synthetic images each "
-            f"({demo.encoder}, batch {demo.batch_size}, one-cycle lr {demo.lr}), "
+            f"({demo.encoder}, batch {demo.batch_size}, one-cycle lr {demo.lr}, "
+            f"head prior {demo.head_prior}, equivariance {demo.equivariance}), "
             f"tested on {demo.test_images} held-out images"
         )
     rows, per_class = [], []

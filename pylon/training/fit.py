@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from pylon.io import atomic_path, write_text_atomic
 from pylon.models import create_model
+from pylon.models.head import init_class_head
 from pylon.models.speed import cpu_has_native_bf16
 from pylon.models.weights import freeze_encoder, load_weights
 from pylon.training.callbacks import BestWeights, ResumeCheckpoint
@@ -58,6 +59,8 @@ def build_model(
         encoder_weights=config.encoder_weights,
         **config.options,
     )
+    if config.head_prior is not None:
+        init_class_head(model, prior=config.head_prior)
     if config.init_from:
         report = load_weights(model, config.init_from, transfer=True)
         rank_zero_info(f"init_from {config.init_from}: {report.summary()}")

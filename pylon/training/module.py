@@ -1,4 +1,5 @@
-"""The LightningModule: BCE-with-logits on ``output.logits``, Adam, LR schedules, NaN checks.
+"""The LightningModule: BCE-with-logits on ``output.logits`` (optionally plus an equivariance loss),
+Adam, LR schedules, NaN checks.
 
 ReduceLROnPlateau is stepped here, right after validation, instead of by Lightning: Lightning steps
 epoch schedulers after ``on_train_epoch_end``, i.e. after the resume checkpoint is written, so a
@@ -14,6 +15,7 @@ from torch import nn
 
 from pylon.training.checkpoint import capture_rng_states, restore_rng_states
 from pylon.training.config import OptimConfig
+from pylon.training.equivariance import apply_views, equivariance_loss, random_views
 
 
 class ClassifierModule(L.LightningModule):
@@ -39,7 +41,10 @@ class ClassifierModule(L.LightningModule):
         )
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch)
+        if self.optim.equivariance > 0:
+            loss = self._loss_with_views(batch)
+        else:
+            loss = self._loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at global step {self.global_step} "
@@ -58,6 +63,19 @@ class ClassifierModule(L.LightningModule):
         )
         self.log("lr", self.current_lr(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         return loss
+
+    def _loss_with_views(self, batch) -> torch.Tensor:
+        """BCE on each image and on a flipped/rotated view of it, plus ``optim.equivariance``
+        times the disagreement of their class maps (pylon.training.equivariance)."""
+        images, labels = batch["image"], batch["labels"].float()
+        square = images.shape[-1] == images.shape[-2]
+        views = random_views(len(images), square=square, device=images.device)
+        output = self.model(torch.cat([images, apply_views(images, views)]))
+        bce = F.binary_cross_entropy_with_logits(output.logits.float(), torch.cat([labels, labels]))
+        n = len(images)
+        consistency = equivariance_loss(output.cam[:n], output.cam[n:], views, labels)
+        self.log("train_eq_loss", consistency, on_step=True, on_epoch=True, batch_size=n)
+        return bce + self.optim.equivariance * consistency
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if not self.check_gradients:
