@@ -3,8 +3,8 @@
 With PyTorch's default init every location of a fresh class map scores about 0.5, so the max-pooled
 logit of every image starts near "present". Trained from scratch with image-level labels, the
 negatives (most images, full of other classes' findings) then teach each map to be *lowest on
-findings*, and its peak ends up beside the finding instead of on it. Starting every location at a
-small probability ``prior`` lets the positives pull the peak onto the finding instead.
+findings*, and its peak ends up beside the finding rather than on it. Starting every location at
+a small probability ``prior`` lets the positives pull the peak onto the finding.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def init_class_head(model: nn.Module, prior: float = 0.01, weight_std: float = 0
     if weight_std < 0:
         raise ValueError(f"head weight_std must be >= 0, got {weight_std}")
     head = class_head(model)
-    nn.init.normal_(head.weight, std=weight_std)
     if head.bias is None:
         raise ValueError(f"{type(model).__name__}'s class head has no bias to set the prior with")
+    nn.init.normal_(head.weight, std=weight_std)
     nn.init.constant_(head.bias, -math.log((1.0 - prior) / prior))

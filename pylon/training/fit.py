@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -102,6 +104,19 @@ def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> None:
     config.to_yaml(paths.config)
 
 
+def _drop_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet_lightning_notices() -> None:
+    """Drop Lightning's advertising tip and a deprecation warning of its own internals (nothing a
+    user of pylon can act on); every other message stays."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _drop_tips not in logger.filters:
+        logger.addFilter(_drop_tips)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool = False) -> Path:
     """Train (or resume, or skip if finished) the run of ``config``; returns the run folder."""
     config.validate()
@@ -165,6 +180,7 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
     callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last)]
     if config.progress:
         callbacks.append(RichProgressBar())
+    _quiet_lightning_notices()
     trainer = L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
@@ -173,7 +189,7 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
         precision=precision,
         max_epochs=config.max_epochs,
         check_val_every_n_epoch=config.val_every,
-        limit_train_batches=config.limit_train_batches or 1.0,
+        limit_train_batches=config.limit_train_batches,
         num_sanity_val_steps=0,
         callbacks=callbacks,
         # a new version folder per session, so resuming never overwrites earlier logs
