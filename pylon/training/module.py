@@ -74,7 +74,9 @@ class ClassifierModule(L.LightningModule):
         bce = F.binary_cross_entropy_with_logits(output.logits.float(), torch.cat([labels, labels]))
         n = len(images)
         consistency = equivariance_loss(output.cam[:n], output.cam[n:], views, labels)
-        self.log("train_eq_loss", consistency, on_step=True, on_epoch=True, batch_size=n)
+        self.log(
+            "train_eq_loss", consistency, on_step=True, on_epoch=True, batch_size=n, sync_dist=True
+        )
         return bce + self.optim.equivariance * consistency
 
     def on_before_optimizer_step(self, optimizer) -> None:
