@@ -5,6 +5,10 @@ border); the rows with the same ``i0`` form a row group, likewise for columns. A
 column group) lies between the min and max of its four source corners, the 2x2 window at
 ``(i0, j0)`` (indices clamped to the map); a block of BLOCK x BLOCK cells between the min and max
 of its (BLOCK + 1)^2 source pixels. Maps whose sides are not a multiple of BLOCK are edge-padded.
+
+The maps may be raw scores whose sigmoid is the probability (``logits=True``): the sigmoid is
+monotonic, so bounds are the sigmoid of the raw bounds (within float32 rounding, which callers
+allow for), and exact values are needed only at the corners of the cells evaluated.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class AxisPlan:
     lam: Tensor  # (out_size,) float64, the weight torch gives the second source pixel
     max_size: int
     usual_size: int  # the most common group size
+    pixel: Tensor  # (G, max_size) long: start[i] + k, clamped to the output
+    pixel_lam: Tensor  # (G, max_size) float64: lam[pixel]
+    has_empty: bool  # whether some group is empty
 
     def block_groups(self) -> tuple[Tensor, Tensor]:
         """(start, size) of each block of ``BLOCK`` consecutive groups."""
@@ -59,9 +66,14 @@ def axis_plan(in_size: int, out_size: int, device: torch.device, dim: int = -1) 
     lam = torch.where(i1 > i0, weights[i1, torch.arange(out_size)].double(), 0.0)
     counts = torch.bincount(i0, minlength=-(-in_size // BLOCK) * BLOCK)
     start = torch.cumsum(counts, 0) - counts
-    tensors = (t.to(device) for t in (start, counts, lam))
+    max_size = int(counts.max())
+    pixel = (start[:, None] + torch.arange(max_size)).clamp(max=out_size - 1)
     usual = int(torch.bincount(counts)[1:].argmax()) + 1
-    return AxisPlan(*tensors, int(counts.max()), usual)
+    start, counts, lam, pixel, pixel_lam = (
+        t.to(device) for t in (start, counts, lam, pixel, lam[pixel])
+    )
+    has_empty = bool((counts == 0).any())
+    return AxisPlan(start, counts, lam, max_size, usual, pixel, pixel_lam, has_empty)
 
 
 def pad_edges(maps: Tensor, rows: AxisPlan, cols: AxisPlan) -> Tensor:
@@ -99,14 +111,19 @@ def _keeps_plateaus(in_size, out_size, device) -> bool:
 
 
 def row_bounds(maps: Tensor) -> tuple[Tensor, Tensor]:
-    """Min and max over each run of BLOCK source rows: (P, Gy / BLOCK, Gx) each.
+    """Min and max over rows ``k * BLOCK .. (k + 1) * BLOCK`` (clamped), those a block's source
+    pixels span: (P, Gy / BLOCK, Gx) each.
 
     ``maps`` (P, Gy, Gx) as from ``pad_edges``: the sides are multiples of BLOCK. Cheapest on a
     few maps still in the cache (``torch.aminmax`` is slower than the two).
     """
     num, height, width = maps.shape
     by_rows = maps.reshape(num, height // BLOCK, BLOCK, width)
-    return by_rows.amin(dim=2), by_rows.amax(dim=2)
+    low, high = by_rows.amin(dim=2), by_rows.amax(dim=2)
+    next_row = maps[:, BLOCK::BLOCK]
+    low[:, :-1] = torch.minimum(low[:, :-1], next_row)
+    high[:, :-1] = torch.maximum(high[:, :-1], next_row)
+    return low, high
 
 
 def block_bounds(maps: Tensor, rows: tuple[Tensor, Tensor] | None = None):
@@ -118,9 +135,6 @@ def block_bounds(maps: Tensor, rows: tuple[Tensor, Tensor] | None = None):
         parts = [row_bounds(part) for part in maps.split(_MAPS_IN_CACHE)]
         rows = (torch.cat([low for low, _ in parts]), torch.cat([high for _, high in parts]))
     rows_min, rows_max = rows
-    next_row = maps[:, BLOCK::BLOCK]
-    rows_min[:, :-1] = torch.minimum(rows_min[:, :-1], next_row)
-    rows_max[:, :-1] = torch.maximum(rows_max[:, :-1], next_row)
     # Reducing the short last dimension: pooling is several times faster than amax/amin.
     block_min = F.max_pool1d(rows_min.neg(), BLOCK).neg_()
     block_min[:, :, :-1] = torch.minimum(block_min[:, :, :-1], rows_min[:, :, BLOCK::BLOCK])
@@ -129,30 +143,68 @@ def block_bounds(maps: Tensor, rows: tuple[Tensor, Tensor] | None = None):
     return block_min, block_max
 
 
+# Torch's CPU sigmoid evaluates whole SIMD vectors (2 x 16 floats with AVX-512) with a vectorised
+# exp and the rest of each thread's range with the scalar one, which rounds differently. Whole
+# maps go through the vector code, so exact values pad to whole vectors, and pieces stay below
+# torch's grain size (32768), so that no thread split cuts a vector.
+_VECTOR = 64
+_SIGMOID_PIECE = 2**14
+
+
+def exact_sigmoid(x: Tensor) -> Tensor:
+    """``sigmoid(x)`` bit for bit as torch computes it on whole maps (float32 ``x``)."""
+    if x.device.type != "cpu":
+        return x.sigmoid()
+    n = x.numel()
+    out = x.new_zeros(-(-n // _VECTOR) * _VECTOR)
+    out[:n] = x.reshape(-1)
+    for piece in out.split(_SIGMOID_PIECE):
+        piece.sigmoid_()
+    return out[:n].view(x.shape)
+
+
 def pick(table: Tensor, index: Tensor) -> Tensor:
     """``table[index]`` along the first dimension (index_select: far faster than indexing)."""
     return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
 
 
 def cell_bounds(
-    padded: Tensor, rows: AxisPlan, cols: AxisPlan, pair: Tensor, by: Tensor, bx: Tensor
+    padded: Tensor,
+    rows: AxisPlan,
+    cols: AxisPlan,
+    pair: Tensor,
+    by: Tensor,
+    bx: Tensor,
+    *,
+    map_index: Tensor | None = None,
+    logits: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Min and max of the four source corners of every cell of K blocks: (K, BLOCK, BLOCK).
 
-    Empty cells get min NaN and max -inf: no comparison against a threshold selects them.
+    Pair ``p`` is map ``map_index[p]`` of ``padded`` (default: map ``p``); with ``logits`` the
+    bounds are of the maps' sigmoid. Empty cells get min NaN and max -inf: no comparison
+    against a threshold selects them.
     """
     num_y, num_x = padded.shape[1:]
     offset = torch.arange(BLOCK + 1, device=padded.device)
     gy, gx = by[:, None] * BLOCK + offset, bx[:, None] * BLOCK + offset
+    if map_index is not None:
+        pair = pick(map_index, pair)
     row_start = (pair[:, None] * num_y + gy.clamp(max=num_y - 1)) * num_x
     window = pick(padded.reshape(-1), row_start[:, :, None] + gx.clamp(max=num_x - 1)[:, None, :])
     row_min = torch.minimum(window[:, :-1], window[:, 1:])
     row_max = torch.maximum(window[:, :-1], window[:, 1:])
     cell_min = torch.minimum(row_min[:, :, :-1], row_min[:, :, 1:])
     cell_max = torch.maximum(row_max[:, :, :-1], row_max[:, :, 1:])
-    empty_y, empty_x = pick(rows.size, gy[:, :-1]) == 0, pick(cols.size, gx[:, :-1]) == 0
-    empty = empty_y[:, :, None] | empty_x[:, None, :]
-    return cell_min.masked_fill_(empty, torch.nan), cell_max.masked_fill_(empty, -torch.inf)
+    if logits:
+        cell_min.sigmoid_()
+        cell_max.sigmoid_()
+    if rows.has_empty or cols.has_empty:
+        empty_y, empty_x = pick(rows.size, gy[:, :-1]) == 0, pick(cols.size, gx[:, :-1]) == 0
+        empty = empty_y[:, :, None] | empty_x[:, None, :]
+        cell_min.masked_fill_(empty, torch.nan)
+        cell_max.masked_fill_(empty, -torch.inf)
+    return cell_min, cell_max
 
 
 def group_overlap(start: Tensor, size: Tensor, edges: Tensor) -> Tensor:
@@ -183,30 +235,37 @@ def cell_pixels(
     gy: Tensor,
     gx: Tensor,
     span: tuple[int, int] | None = None,
+    *,
+    map_index: Tensor | None = None,
+    logits: bool = False,
 ) -> CellPixels:
     """Evaluate cells (``pair``, ``gy``, ``gx``) of ``padded`` (P, Gy, Gx) in float64.
 
     The value is ``top + lam_y * (bottom - top)`` with ``top``/``bottom`` interpolated along x the
     same way: exact on plateaus, never outside the range of the four corners. ``span`` defaults
-    to the largest groups.
+    to the largest groups; ``map_index`` and ``logits`` as for ``cell_bounds`` (the corners'
+    sigmoid is ``exact_sigmoid``).
     """
     span_y, span_x = span or (rows.max_size, cols.max_size)
 
     def axis(plan: AxisPlan, group: Tensor, span: int) -> tuple[Tensor, Tensor | None, Tensor]:
-        offset = torch.arange(span, device=group.device)
         size = pick(plan.size, group)[:, None]
-        index = (pick(plan.start, group)[:, None] + offset).clamp_(max=len(plan.lam) - 1)
-        valid = None if bool((size == span).all()) else offset < size
-        return index, valid, pick(plan.lam, index)
+        valid = None
+        if not bool((size == span).all()):
+            valid = torch.arange(span, device=group.device) < size
+        return pick(plan.pixel[:, :span], group), valid, pick(plan.pixel_lam[:, :span], group)
 
     row, row_valid, lam_y = axis(rows, gy, span_y)
     col, col_valid, lam_x = axis(cols, gx, span_x)
     num_y, num_x = padded.shape[1:]
+    if map_index is not None:
+        pair = pick(map_index, pair)
     y0, x0 = (pair * num_y + gy) * num_x, gx
     y1, x1 = y0 + num_x * (gy < num_y - 1), gx + (gx < num_x - 1)
-    flat = padded.reshape(-1)
-    corners = ((y0, x0), (y0, x1), (y1, x0), (y1, x1))
-    a, b, c, d = (pick(flat, y + x).double()[:, None] for y, x in corners)
+    corners = pick(padded.reshape(-1), torch.stack([y0 + x0, y0 + x1, y1 + x0, y1 + x1]))
+    if logits:
+        corners = exact_sigmoid(corners)
+    a, b, c, d = corners.double()[:, :, None].unbind(0)
     top = a + lam_x * (b - a)
     bottom = c + lam_x * (d - c)
     values = torch.addcmul(top[:, None, :], lam_y[:, :, None], (bottom - top)[:, None, :])

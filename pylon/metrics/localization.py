@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pylon.metrics.bilinear import BLOCK, row_bounds
+from pylon.metrics.bilinear import BLOCK, block_bounds
 from pylon.metrics.scoring import score_chunk
 
 DEFAULT_THRESHOLDS = (0.1, 0.25, 0.5)
@@ -36,8 +36,11 @@ DEFAULT_THRESHOLDS = (0.1, 0.25, 0.5)
 # the fastest chunk measured on CPU (per-call overhead against cache misses).
 _CHUNK_BYTES = 64 * 2**20
 _BYTES_PER_SOURCE_PIXEL = 12
-# Maps gathered, checked and put through the sigmoid at a time, while they are in the cache.
-_MAPS_IN_CACHE = 8
+# Maps scored in place need no buffer: bounds and per-cell work only.
+_BYTES_PER_SOURCE_PIXEL_IN_PLACE = 2
+# Maps gathered and checked (and bounded, or put through the sigmoid) at a time, while they are
+# in the cache: 4 MiB of 256x256 maps, which on 2 threads is one core's L2 cache each.
+_MAPS_IN_CACHE = 16
 
 
 @dataclass
@@ -96,14 +99,47 @@ def _check_maps(maps: Tensor, images: Tensor, classes: Tensor, apply_sigmoid: bo
         )
 
 
-def _prepare_maps(cams, images, classes, apply_sigmoid: bool, out: Tensor):
-    """The scored maps, checked, as float32 probabilities in ``out`` (P, h, w), and their
-    ``row_bounds`` when the sides are multiples of the block size (else None)."""
+@dataclass
+class _Prepared:
+    """The maps of a chunk's pairs: pair ``p`` is map ``index[p]`` of ``maps`` (M, h, w), raw
+    scores whose sigmoid is the probability if ``logits``; ``bounds`` their ``block_bounds`` (of
+    the values in ``maps``), or None."""
+
+    maps: Tensor
+    index: Tensor | None
+    logits: bool
+    bounds: tuple[Tensor, Tensor] | None
+
+
+def _prepare_maps(cams, images, classes, apply_sigmoid: bool, out: Tensor) -> _Prepared:
+    """The scored maps, checked.
+
+    Float32 maps with sides multiples of the block size stay where they are, raw: only their
+    block bounds are computed (the sigmoid is monotonic) and checked, a few maps at a time in a
+    small buffer that stays in the cache. Other maps are copied into ``out`` (P, h, w) as float32
+    probabilities.
+    """
     flat = cams.flatten(0, 1)
     index = (images * cams.shape[1] + classes).to(cams.device)
-    aligned = cams.shape[2] % BLOCK == 0 and cams.shape[3] % BLOCK == 0
-    bounds = []
-    # A few maps at a time, so that the check, the sigmoid and the bounds find them in the cache.
+    if _in_place(cams):
+        bounds = []
+        scratch = out[:_MAPS_IN_CACHE]
+        for start in range(0, len(index), _MAPS_IN_CACHE):
+            part = slice(start, start + _MAPS_IN_CACHE)
+            maps = torch.index_select(flat, 0, index[part], out=scratch[: len(index[part])])
+            low, high = block_bounds(maps)
+            # A NaN (which amin / amax propagate) or an infinity shows in the bounds, and in their
+            # sum (which may also overflow: then the full check finds nothing wrong).
+            fine = torch.isfinite(low.sum() + high.sum())
+            if not apply_sigmoid:
+                fine &= low.amin() >= 0
+            if not bool(fine):
+                _check_maps(maps, images[part], classes[part], apply_sigmoid)
+            bounds.append((low, high))
+        bounds = (torch.cat([low for low, _ in bounds]), torch.cat([high for _, high in bounds]))
+        return _Prepared(flat, index, apply_sigmoid, bounds)
+
+    # A few maps at a time, so that the check and the sigmoid find them in the cache.
     for start in range(0, len(index), _MAPS_IN_CACHE):
         part = slice(start, start + _MAPS_IN_CACHE)
         if flat.dtype == torch.float32:
@@ -113,11 +149,13 @@ def _prepare_maps(cams, images, classes, apply_sigmoid: bool, out: Tensor):
         _check_maps(maps, images[part], classes[part], apply_sigmoid)
         if apply_sigmoid:
             maps.sigmoid_()
-        if aligned:
-            bounds.append(row_bounds(maps))
-    if not aligned:
-        return out, None
-    return out, (torch.cat([low for low, _ in bounds]), torch.cat([high for _, high in bounds]))
+    return _Prepared(out, None, False, None)
+
+
+def _in_place(cams: Tensor) -> bool:
+    """Whether ``_prepare_maps`` scores the maps where they are (it needs no buffer then)."""
+    aligned = cams.shape[2] % BLOCK == 0 and cams.shape[3] % BLOCK == 0
+    return aligned and cams.dtype == torch.float32
 
 
 def _as_image_size(image_size) -> tuple[int, int]:
@@ -216,26 +254,35 @@ def score_pairs(
     box_pair, box_xywh = box_pair[order], box_xywh[order]
     pair_image, pair_class = keys // num_classes, keys % num_classes
     num_pairs = len(keys)
+    in_place = _in_place(cams)
     if chunk_pairs is None:
         pixels = cams.shape[2] * cams.shape[3]
         budget = _CHUNK_BYTES if cams.device.type == "cpu" else 32 * _CHUNK_BYTES
-        chunk_pairs = max(1, budget // (_BYTES_PER_SOURCE_PIXEL * pixels))
+        per_pixel = _BYTES_PER_SOURCE_PIXEL_IN_PLACE if in_place else _BYTES_PER_SOURCE_PIXEL
+        chunk_pairs = max(1, budget // (per_pixel * pixels))
 
     outputs = []
     # One buffer for every chunk: a fresh one each time would page-fault in its memory again.
-    buffer = cams.new_empty((min(chunk_pairs, num_pairs), *cams.shape[2:]), dtype=torch.float32)
+    buffered = min(_MAPS_IN_CACHE if in_place else chunk_pairs, num_pairs)
+    buffer = cams.new_empty((buffered, *cams.shape[2:]), dtype=torch.float32)
     # Many small tensor operations: inference mode trims their overhead. The results are
     # concatenated outside it, so the caller gets ordinary tensors.
     with torch.inference_mode():
         for start in range(0, num_pairs, chunk_pairs):
             stop = min(start + chunk_pairs, num_pairs)
             images, classes = pair_image[start:stop], pair_class[start:stop]
-            out = buffer[: stop - start]
-            maps, bounds = _prepare_maps(cams, images, classes, apply_sigmoid, out)
+            prepared = _prepare_maps(cams, images, classes, apply_sigmoid, buffer[: stop - start])
             first, last = torch.searchsorted(box_pair, torch.tensor([start, stop])).tolist()
             chunk_boxes = (box_pair[first:last] - start, box_xywh[first:last])
-            chunk_boxes = [t.to(maps.device) for t in chunk_boxes]
-            scores = score_chunk(maps, *chunk_boxes, image_size, bounds)
+            chunk_boxes = [t.to(cams.device) for t in chunk_boxes]
+            scores = score_chunk(
+                prepared.maps,
+                *chunk_boxes,
+                image_size,
+                prepared.bounds,
+                map_index=prepared.index,
+                logits=prepared.logits,
+            )
             outputs.append([t.cpu() for t in scores])
     if outputs:
         peak_row, peak_col, point_hit, iobb, iou = (

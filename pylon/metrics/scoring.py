@@ -7,6 +7,8 @@ cross, are evaluated pixel by pixel (in float64, from torch's float32 weights).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,10 +16,12 @@ from torch import Tensor
 from pylon.metrics.bilinear import (
     BLOCK,
     AxisPlan,
+    CellPixels,
     axis_plan,
     block_bounds,
     cell_bounds,
     cell_pixels,
+    exact_sigmoid,
     group_overlap,
     keeps_plateaus,
     pad_edges,
@@ -33,6 +37,33 @@ _DENSE_BYTES = 24 * 2**20
 # Float32 bounds are compared against float64 thresholds moved outwards by this much (relative),
 # more than the rounding of either; cells within the margin are evaluated pixel by pixel.
 _MARGIN = 2.0**-20
+# Bounds from the sigmoid of raw bounds hold within float32 rounding (a few ulp) only for normal
+# float32 numbers: pairs whose peak is below this are scored densely.
+_SMALLEST_PEAK = 2.0**-100
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The maps being scored: pair ``p`` is map ``map_index[p]`` (default ``p``) of ``padded``,
+    raw scores whose sigmoid is the probability if ``logits``."""
+
+    padded: Tensor
+    rows: AxisPlan
+    cols: AxisPlan
+    map_index: Tensor | None
+    logits: bool
+
+    def bounds(self, pair: Tensor, by: Tensor, bx: Tensor) -> tuple[Tensor, Tensor]:
+        return cell_bounds(
+            self.padded, self.rows, self.cols, pair, by, bx,
+            map_index=self.map_index, logits=self.logits,
+        )  # fmt: skip
+
+    def pixels(self, pair: Tensor, gy: Tensor, gx: Tensor, span=None) -> CellPixels:
+        return cell_pixels(
+            self.padded, self.rows, self.cols, pair, gy, gx, span,
+            map_index=self.map_index, logits=self.logits,
+        )  # fmt: skip
 
 
 def padded_boxes(box_pair: Tensor, box_xywh: Tensor, num_pairs: int, size: tuple[int, int]):
@@ -140,39 +171,40 @@ def _cell_batches(pair: Tensor, gy: Tensor, gx: Tensor, rows: AxisPlan, cols: Ax
             yield pick(pair, batch), pick(gy, batch), pick(gx, batch), span
 
 
-def _cells_of_blocks(padded, rows, cols, pair, by, bx, select):
+def _cells_of_blocks(source: _Source, pair, by, bx, select):
     """The cells of blocks (pair, by, bx) for which ``select(cell_min, cell_max, pair)`` holds."""
-    cell_min, cell_max = cell_bounds(padded, rows, cols, pair, by, bx)
+    cell_min, cell_max = source.bounds(pair, by, bx)
     k, i, j = select(cell_min, cell_max, pair).nonzero(as_tuple=True)
     return pick(pair, k), pick(by, k) * BLOCK + i, pick(bx, k) * BLOCK + j
 
 
-def _peaks(padded: Tensor, rows: AxisPlan, cols: AxisPlan, block_max: Tensor, width: int):
+def _peaks(source: _Source, block_max: Tensor, width: int):
     """Peak value, row, col of each pair (first maximum in row-major order) and whether it is tied.
 
     The best pixel of the most promising cell is a lower bound of the peak; only the blocks, then
     the cells, whose largest corner reaches it can hold the peak, and only those are evaluated.
     """
     num_pairs, _, num_bx = block_max.shape
-    device = padded.device
+    device = block_max.device
+    rows, cols = source.rows, source.cols
     pairs = torch.arange(num_pairs, device=device)
     top = block_max.flatten(1).argmax(dim=1)
-    _, top_max = cell_bounds(padded, rows, cols, pairs, top // num_bx, top % num_bx)
+    _, top_max = source.bounds(pairs, top // num_bx, top % num_bx)
     cell = top_max.flatten(1).argmax(dim=1)
     gy, gx = (top // num_bx) * BLOCK + cell // BLOCK, (top % num_bx) * BLOCK + cell % BLOCK
-    first = cell_pixels(padded, rows, cols, pairs, gy, gx)
+    first = source.pixels(pairs, gy, gx)
     if first.valid is not None:
         first.values.masked_fill_(~first.valid, -torch.inf)
     lower = first.values.flatten(1).amax(dim=1)
     reach = (lower * (1 - _MARGIN)).float()
     pair, by, bx = (block_max >= reach[:, None, None]).nonzero(as_tuple=True)
     candidates = _cells_of_blocks(
-        padded, rows, cols, pair, by, bx, lambda lo, hi, p: hi >= pick(reach, p)[:, None, None]
+        source, pair, by, bx, lambda lo, hi, p: hi >= pick(reach, p)[:, None, None]
     )
 
     pairs, best, where, equal = [], [], [], []
     for p, gy, gx, span in _cell_batches(*candidates, rows, cols):
-        pixels = cell_pixels(padded, rows, cols, p, gy, gx, span)
+        pixels = source.pixels(p, gy, gx, span)
         if pixels.valid is not None:
             pixels.values.masked_fill_(~pixels.valid, -torch.inf)
         flat = pixels.values.flatten(1)
@@ -197,11 +229,11 @@ def _peaks(padded: Tensor, rows: AxisPlan, cols: AxisPlan, block_max: Tensor, wi
     return peak, first_pixel // width, first_pixel % width, tied
 
 
-def _segment_of_groups(plan: AxisPlan, edges: Tensor) -> tuple[Tensor, Tensor]:
+def _segment_of_groups(start: Tensor, size: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
     """Per pair and group (P, G): its segment of the axis cut at ``edges`` (P, S + 1), counted
     from 1 (0 and S + 1: before the first and after the last edge), and whether an edge cuts it."""
-    first = plan.start.expand(len(edges), -1).contiguous()
-    last = first + plan.size
+    first = start.expand(len(edges), -1).contiguous()
+    last = first + size
     before_first = torch.searchsorted(edges, first, right=True)
     before_last = torch.searchsorted(edges, last, right=False)
     return before_first, before_last > before_first
@@ -229,23 +261,35 @@ def score_cells(
     box_pair: Tensor,
     box_xywh: Tensor,
     image_size: tuple[int, int],
-    rows_bounds: tuple[Tensor, Tensor] | None = None,
-) -> tuple[Scores, Tensor]:
-    """Score P maps (P, h, w) cell by cell; also returns which pairs' maximum is tied.
+    bounds: tuple[Tensor, Tensor] | None = None,
+    *,
+    map_index: Tensor | None = None,
+    logits: bool = False,
+) -> tuple[Scores, Tensor, Tensor]:
+    """Score P maps cell by cell (arguments as for ``score_chunk``); also returns which pairs'
+    maximum is tied and which pairs' bounds may be off (tiny peaks of raw maps).
 
     Blocks, then cells, whose source pixels all lie clearly above (below) half the peak count
     whole, their overlap with the boxes by small matrix products; only cells the threshold may
     cross are evaluated pixel by pixel.
     """
-    num_pairs, in_height, in_width = maps.shape
+    _, in_height, in_width = maps.shape
+    num_pairs = len(maps) if map_index is None else len(map_index)
     height, width = image_size
     device = maps.device
     rows = axis_plan(in_height, height, device, -2)
     cols = axis_plan(in_width, width, device, -1)
     padded = pad_edges(maps, rows, cols)
-    block_min, block_max = block_bounds(padded, rows_bounds if padded is maps else None)
+    if bounds is None:
+        if map_index is not None:  # only the scored maps
+            padded, map_index = pick(padded, map_index), None
+        bounds = block_bounds(padded)
+    block_min, block_max = bounds
+    if logits:  # within a few float32 ulp of the bounds of the probabilities (see _MARGIN)
+        block_min, block_max = block_min.sigmoid(), block_max.sigmoid()
+    source = _Source(padded, rows, cols, map_index, logits)
 
-    peak, peak_row, peak_col, tied = _peaks(padded, rows, cols, block_max, width)
+    peak, peak_row, peak_col, tied = _peaks(source, block_max, width)
     point_hit = _point_hits(peak_row, peak_col, box_pair, box_xywh, num_pairs)
 
     # The spec's "scale so the max is 1, then threshold at 0.5": value > peak / 2.
@@ -253,7 +297,7 @@ def score_cells(
     above, below = (half * (1 + _MARGIN)).float(), (half * (1 - _MARGIN)).float()
     block_in = block_min > above[:, None, None]
     pair, by, bx = (~block_in & (block_max >= below[:, None, None])).nonzero(as_tuple=True)
-    cell_min, cell_max = cell_bounds(padded, rows, cols, pair, by, bx)
+    cell_min, cell_max = source.bounds(pair, by, bx)
     cell_in = cell_min > pick(above, pair)[:, None, None]
     cell_mixed = ~cell_in & (cell_max >= pick(below, pair)[:, None, None])
 
@@ -274,38 +318,51 @@ def score_cells(
     mask_area = counts[:, -1, -1].clone()
     inter = (counts[:, :-1, :-1] * covered).sum(dim=(1, 2))
 
-    # Cells of undecided blocks lie wholly inside or outside the boxes unless a box edge cuts
-    # them; only cut cells need their overlap with the boxes (whole cells) or pixels (mixed).
-    seg_y, cut_y = (t.flatten() for t in _segment_of_groups(rows, row_edges))
-    seg_x, cut_x = (t.flatten() for t in _segment_of_groups(cols, col_edges))
+    # Blocks and cells lie wholly inside or outside the boxes unless a box edge cuts them; only
+    # cut ones need their overlap with the boxes (whole cells) or pixels (mixed cells).
     padded_covered = F.pad(covered, (1, 1, 1, 1)).flatten()
     num_sy, num_sx = covered.shape[1] + 2, covered.shape[2] + 2
-    num_gy, num_gx = len(rows.size), len(cols.size)
 
-    def in_boxes_uncut(p: Tensor, gy: Tensor, gx: Tensor) -> tuple[Tensor, Tensor]:
-        at_y, at_x = p * num_gy + gy, p * num_gx + gx
-        segment = (p * num_sy + pick(seg_y, at_y)) * num_sx + pick(seg_x, at_x)
-        cut = pick(cut_y, at_y) | pick(cut_x, at_x)
-        return pick(padded_covered, segment) & ~cut, cut
+    def box_lookup(groups_y, groups_x):
+        """For groups (start, size) along y and x: a function of (pair, group y, group x)
+        telling whether the group lies in the boxes, uncut, and whether an edge cuts it."""
+        seg_y, cut_y = (t.flatten() for t in _segment_of_groups(*groups_y, row_edges))
+        seg_x, cut_x = (t.flatten() for t in _segment_of_groups(*groups_x, col_edges))
+        num_gy, num_gx = len(groups_y[0]), len(groups_x[0])
 
-    k, i, j = cell_in.nonzero(as_tuple=True)
-    p, gy, gx = pick(pair, k), pick(by, k) * BLOCK + i, pick(bx, k) * BLOCK + j
-    area = (pick(rows.size, gy) * pick(cols.size, gx)).double()
-    mask_area.index_add_(0, p, area)
-    whole, cut = in_boxes_uncut(p, gy, gx)
-    inter.index_add_(0, p, area * whole)
-    p, gy, gx = p[cut], gy[cut], gx[cut]
-    row_overlap = group_overlap(rows.start[gy, None], rows.size[gy, None], row_edges[p])[:, 0]
-    col_overlap = group_overlap(cols.start[gx, None], cols.size[gx, None], col_edges[p])[:, 0]
-    overlap = torch.einsum(
-        "ks,kst,kt->k", row_overlap.double(), covered[p].double(), col_overlap.double()
-    )
-    inter.index_add_(0, p, overlap)
+        def lookup(p: Tensor, gy: Tensor, gx: Tensor) -> tuple[Tensor, Tensor]:
+            at_y, at_x = p * num_gy + gy, p * num_gx + gx
+            segment = (p * num_sy + pick(seg_y, at_y)) * num_sx + pick(seg_x, at_x)
+            cut = pick(cut_y, at_y) | pick(cut_x, at_x)
+            return pick(padded_covered, segment) & ~cut, cut
 
+        return lookup
+
+    # Whole cells of undecided blocks: their pixels per block, and per box-grid cell for the
+    # blocks that a box edge cuts (small matrix products, as for whole blocks).
+    def cell_sizes(plan: AxisPlan, block: Tensor) -> tuple[Tensor, Tensor]:
+        group = block[:, None] * BLOCK + torch.arange(BLOCK, device=device)
+        return pick(plan.start, group), pick(plan.size, group)
+
+    row_groups, col_groups = cell_sizes(rows, by), cell_sizes(cols, bx)
+    area = ((cell_in * col_groups[1][:, None, :]).sum(dim=2) * row_groups[1]).sum(dim=1)
+    area = area.double()
+    mask_area.index_add_(0, pair, area)
+    whole, cut = box_lookup(rows.block_groups(), cols.block_groups())(pair, by, bx)
+    inter.index_add_(0, pair, area * whole)
+    part = cut.nonzero()[:, 0]
+    if len(part):
+        p = pick(pair, part)
+        row_weights = weights(*(pick(t, part) for t in row_groups), pick(row_edges, p))
+        col_weights = weights(*(pick(t, part) for t in col_groups), pick(col_edges, p))
+        counts = _whole_counts(row_weights, pick(cell_in, part), col_weights)
+        inter.index_add_(0, p, (counts[:, :-1, :-1] * pick(covered, p)).sum(dim=(1, 2)))
+
+    in_boxes_uncut = box_lookup((rows.start, rows.size), (cols.start, cols.size))
     k, i, j = cell_mixed.nonzero(as_tuple=True)
     mixed = pick(pair, k), pick(by, k) * BLOCK + i, pick(bx, k) * BLOCK + j
     for p, gy, gx, span in _cell_batches(*mixed, rows, cols):
-        pixels = cell_pixels(padded, rows, cols, p, gy, gx, span)
+        pixels = source.pixels(p, gy, gx, span)
         inside = pixels.values > pick(half, p)[:, None, None]
         if pixels.valid is not None:
             inside &= pixels.valid
@@ -320,7 +377,8 @@ def score_cells(
                 pixels.rows[part], pixels.cols[part], x0[q], x1[q], y0[q], y1[q]
             )
             inter.index_add_(0, q, (inside[part] & in_boxes).flatten(1).sum(dim=1).double())
-    return (peak_row, peak_col, point_hit, *_ratios(inter, mask_area, gt_area)), tied
+    unsure = peak < _SMALLEST_PEAK if logits else torch.zeros_like(tied)
+    return (peak_row, peak_col, point_hit, *_ratios(inter, mask_area, gt_area)), tied, unsure
 
 
 def score_chunk(
@@ -328,26 +386,39 @@ def score_chunk(
     box_pair: Tensor,
     box_xywh: Tensor,
     image_size: tuple[int, int],
-    rows_bounds: tuple[Tensor, Tensor] | None = None,
+    bounds: tuple[Tensor, Tensor] | None = None,
+    *,
+    map_index: Tensor | None = None,
+    logits: bool = False,
 ) -> Scores:
-    """Score P probability maps (P, h, w) against their boxes (box_pair indexes into P).
+    """Score P maps against their boxes (box_pair indexes into P).
 
-    ``rows_bounds``: ``bilinear.row_bounds(maps)``, if known (maps with sides multiples of BLOCK).
+    ``maps`` (M, h, w): pair ``p`` is map ``map_index[p]`` (default: M = P, map ``p``), of
+    probabilities, or of raw scores whose sigmoid is the probability if ``logits``.
+    ``bounds``: ``bilinear.block_bounds`` of the P maps' values in ``maps``, if known (maps
+    with sides multiples of BLOCK).
 
     Where the maximum is reached by several pixels (plateaus, the repeated rows and columns past
     the border) and torch's kernel for this shape does not keep equal values equal, its float32
     rounding decides which one ``F.interpolate`` reports first: those pairs are scored on torch's
     own up-sampled map, as a per-image loop would.
     """
-    scores, tied = score_cells(maps, box_pair, box_xywh, image_size, rows_bounds)
-    if not tied.any() or keeps_plateaus(maps.shape[1:], image_size, maps.device):
+    scores, tied, redo = score_cells(
+        maps, box_pair, box_xywh, image_size, bounds, map_index=map_index, logits=logits
+    )
+    if tied.any() and not keeps_plateaus(maps.shape[1:], image_size, maps.device):
+        redo |= tied
+    if not redo.any():
         return scores
     step = max(1, _DENSE_BYTES // (4 * image_size[0] * image_size[1]))
-    for redo in tied.nonzero()[:, 0].split(step):
-        chosen = torch.zeros_like(tied).index_fill_(0, redo, True)
+    for part in redo.nonzero()[:, 0].split(step):
+        chosen = torch.zeros_like(redo).index_fill_(0, part, True)
         keep = chosen[box_pair]
         renumber = torch.cumsum(chosen.long(), 0) - 1
-        dense = score_dense(maps[redo], renumber[box_pair[keep]], box_xywh[keep], image_size)
-        for full, part in zip(scores, dense, strict=True):
-            full[redo] = part.to(full.dtype)
+        probs = pick(maps, part if map_index is None else pick(map_index, part))
+        if logits:
+            probs = exact_sigmoid(probs)
+        dense = score_dense(probs, renumber[box_pair[keep]], box_xywh[keep], image_size)
+        for full, value in zip(scores, dense, strict=True):
+            full[part] = value.to(full.dtype)
     return scores
