@@ -101,21 +101,23 @@ def images_for_minutes(demo: DemoConfig) -> int:
 
 
 def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> float:
-    """Time ``steps`` training steps (after one warm-up step) the way the trainer runs them."""
+    """Time ``steps`` training steps (after one warm-up step) with the trainer's own loss."""
     import torch
-    import torch.nn.functional as F
 
     from pylon.data import create_dataset
-    from pylon.training.equivariance import apply_views, random_views
     from pylon.training.fit import build_model, on_gpu, resolve_precision
+    from pylon.training.module import ClassifierModule
 
     config = train_config(demo, model_name, demo.batch_size)
     data = create_dataset("synthetic", split="train", num_images=demo.batch_size, seed=demo.seed)
     device = "cuda" if on_gpu(config) else "cpu"
-    channels_last = bool(config.model.channels_last)
     model = build_model(
-        config.model, num_classes=len(data.class_names), in_channels=1, channels_last=channels_last
+        config.model,
+        num_classes=len(data.class_names),
+        in_channels=1,
+        channels_last=bool(config.model.channels_last),
     ).to(device)
+    module = ClassifierModule(model, config.optim)
     optimizer = torch.optim.Adam(model.parameters(), lr=demo.lr)
     precision = resolve_precision(config)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
@@ -123,16 +125,9 @@ def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> flo
     for step in range(steps + 1):
         started = time.perf_counter()
         batch = data.generate_batch(range(demo.batch_size))
-        images, labels = batch["image"].to(device), batch["labels"].to(device)
-        if demo.equivariance > 0:  # each image also goes through as a flipped/rotated view
-            views = random_views(len(images), square=True, device=device)
-            images = torch.cat([images, apply_views(images, views)])
-            labels = torch.cat([labels, labels])
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        batch = {"image": batch["image"].to(device), "labels": batch["labels"].to(device)}
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(images).logits
-        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+            loss, _ = module.training_loss(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -40,11 +40,24 @@ class ClassifierModule(L.LightningModule):
             output.logits.float(), batch["labels"].float(), reduction=reduction
         )
 
+    def training_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The loss to minimise on ``batch``, and the equivariance term inside it (None when
+        ``optim.equivariance`` is 0): BCE on each image and, with the term on, also on a
+        flipped/rotated view of it, plus the weight times the disagreement of their class maps
+        (pylon.training.equivariance)."""
+        if self.optim.equivariance <= 0:
+            return self._loss(batch), None
+        images, labels = batch["image"], batch["labels"].float()
+        square = images.shape[-1] == images.shape[-2]
+        views = random_views(len(images), square=square, device=images.device)
+        output = self.model(torch.cat([images, apply_views(images, views)]))
+        bce = F.binary_cross_entropy_with_logits(output.logits.float(), torch.cat([labels, labels]))
+        n = len(images)
+        consistency = equivariance_loss(output.cam[:n], output.cam[n:], views, labels)
+        return bce + self.optim.equivariance * consistency, consistency
+
     def training_step(self, batch, batch_idx):
-        if self.optim.equivariance > 0:
-            loss = self._loss_with_views(batch)
-        else:
-            loss = self._loss(batch)
+        loss, consistency = self.training_loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at global step {self.global_step} "
@@ -61,23 +74,17 @@ class ClassifierModule(L.LightningModule):
             batch_size=n,
             sync_dist=True,
         )
+        if consistency is not None:
+            self.log(
+                "train_eq_loss",
+                consistency,
+                on_step=True,
+                on_epoch=True,
+                batch_size=n,
+                sync_dist=True,
+            )
         self.log("lr", self.current_lr(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         return loss
-
-    def _loss_with_views(self, batch) -> torch.Tensor:
-        """BCE on each image and on a flipped/rotated view of it, plus ``optim.equivariance``
-        times the disagreement of their class maps (pylon.training.equivariance)."""
-        images, labels = batch["image"], batch["labels"].float()
-        square = images.shape[-1] == images.shape[-2]
-        views = random_views(len(images), square=square, device=images.device)
-        output = self.model(torch.cat([images, apply_views(images, views)]))
-        bce = F.binary_cross_entropy_with_logits(output.logits.float(), torch.cat([labels, labels]))
-        n = len(images)
-        consistency = equivariance_loss(output.cam[:n], output.cam[n:], views, labels)
-        self.log(
-            "train_eq_loss", consistency, on_step=True, on_epoch=True, batch_size=n, sync_dist=True
-        )
-        return bce + self.optim.equivariance * consistency
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if not self.check_gradients:
