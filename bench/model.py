@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from pylon.models import create_model, load_model
-from pylon.models.speed import CpuExecution, cpu_has_native_bf16, recommended_cpu_execution
+from pylon.models.precision import Execution, cpu_has_native_bf16, resolve_execution
 
 PATHS = {
-    "fp32": CpuExecution(bf16=False, channels_last=False),
-    "fp32 + channels_last": CpuExecution(bf16=False, channels_last=True),
-    "bf16": CpuExecution(bf16=True, channels_last=False),
-    "bf16 + channels_last": CpuExecution(bf16=True, channels_last=True),
+    "fp32": Execution("cpu", "fp32", channels_last=False),
+    "fp32 + channels_last": Execution("cpu", "fp32", channels_last=True),
+    "bf16": Execution("cpu", "bf16", channels_last=False),
+    "bf16 + channels_last": Execution("cpu", "bf16", channels_last=True),
 }
 
 
@@ -138,9 +138,9 @@ def main() -> None:
         )
     if args.weights:
         _trained_deviations(args)
-    rec = recommended_cpu_execution()
+    rec = resolve_execution("auto", "cpu")
     print(
-        f"\nrecommended on this CPU (pylon.models.speed): bf16={rec.bf16}, "
+        f"\nprecision 'auto' on this CPU (pylon.models.precision): {rec.precision}, "
         f"channels_last={rec.channels_last}"
     )
 

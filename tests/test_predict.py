@@ -17,7 +17,7 @@ from pylon import create_model, save_weights
 from pylon.cli.main import app
 from pylon.inference import Failure, Predictor
 from pylon.models import ModelOutput, register_model
-from pylon.models.speed import BF16_PROB_TOLERANCE
+from pylon.models.precision import BF16_PROB_TOLERANCE
 
 SIZE = 256
 MEAN, STD = 0.5, 0.25

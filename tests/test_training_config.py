@@ -41,7 +41,7 @@ def test_unknown_key_names_the_key_and_file(tmp_path):
     [
         ("optim.scheduler=steps", "optim.scheduler"),
         ("max_epochs=zero", "max_epochs must be int"),
-        ("cpu_bf16=maybe", "cpu_bf16 must be true or false"),
+        ("progress=maybe", "progress must be true or false"),
         ("nosuch.key=1", "'nosuch' is not a config section"),
         ("model.freeze=decoder", "model.freeze"),
     ],

@@ -19,7 +19,7 @@ TINY = {
     "experiment": "ddp",
     "max_epochs": 1,
     "progress": False,
-    "precision": "32",
+    "precision": "fp32",
     "accelerator": "cpu",
     "model.name": "cam",
     "model.encoder": "resnet18",

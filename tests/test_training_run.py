@@ -25,7 +25,7 @@ TINY = {
     "experiment": "tiny",
     "max_epochs": 2,
     "progress": False,
-    "precision": "32",
+    "precision": "fp32",
     "model.name": "pylon",
     "model.encoder": "resnet18",
     "data.batch_size": 2,

@@ -57,7 +57,9 @@ def predict_command(
     batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Search folders recursively."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write overlay PNGs."),
-    precision: str = typer.Option("auto", help="auto (bf16 on capable CPUs), fp32 or bf16."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 on capable CPUs, fp16 on GPU), fp32, bf16 or fp16."
+    ),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
 ) -> None:
     """Predict class probabilities and heatmap peaks (original pixels) for images and DICOMs.

@@ -44,7 +44,9 @@ def train_command(
     num_nodes: int | None = typer.Option(None, help="Number of nodes."),
     strategy: str | None = typer.Option(None, help="Lightning strategy, e.g. ddp."),
     accelerator: str | None = typer.Option(None, help="cpu, gpu or auto."),
-    no_bf16: bool = typer.Option(False, "--no-bf16", help="No bf16 autocast on CPU."),
+    precision: str | None = typer.Option(
+        None, help="auto (fp16 on GPU, bf16 on CPUs with native bf16), fp32, bf16 or fp16."
+    ),
     retrain: bool = typer.Option(False, help="Delete the run folder and train again."),
 ) -> None:
     """Train one run; re-running the same command resumes it, or skips it when finished."""
@@ -56,11 +58,10 @@ def train_command(
         ("num_nodes", num_nodes),
         ("strategy", strategy),
         ("accelerator", accelerator),
+        ("precision", precision),
     ):
         if value is not None:
             extra.append(f"{key}={value}")
-    if no_bf16:
-        extra.append("cpu_bf16=false")
     with exit_on_user_error(console):
         config = resolve_config(preset, config_file, extra, seed)
         run_dir = train(config, runs_dir=runs_dir, retrain=retrain)

@@ -15,13 +15,12 @@ from torch import nn
 from pylon.data.transforms import apply_transform, build_transform
 from pylon.inference.inputs import InputImage, array_input, gather_inputs, load_input
 from pylon.inference.result import Failure, Prediction, peaks_in_original
+from pylon.models.precision import resolve_execution
 from pylon.models.registry import create_model_from_config
-from pylon.models.speed import CpuExecution, recommended_cpu_execution
 from pylon.models.weights import MODEL_METADATA_KEY, load_weights, read_weights_metadata
 
 DATA_METADATA_KEY = "pylon_data"
 DATA_FIELDS = ("class_names", "size", "in_channels", "mean", "std")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,10 @@ class Predictor:
     """Rebuilds a trained model from its weights file alone and predicts on images or files.
 
     ``threshold``: classes whose probability reaches it are ``selected`` (overlays are drawn for
-    them); ``classes`` replaces that choice by a fixed list. ``precision="auto"`` takes
-    ``pylon.models.speed.recommended_cpu_execution()`` on the CPU (bf16 autocast + channels_last
-    where the CPU computes bf16 natively, about 2x faster; override with the environment variable
-    ``PYLON_CPU_PRECISION``) and fp32 on other devices; ``"fp32"``/``"bf16"`` force one.
+    them); ``classes`` replaces that choice by a fixed list. ``precision`` follows the one policy,
+    :func:`pylon.models.precision.resolve_execution` (``"auto"``: bf16 autocast + channels_last on
+    CPUs that compute bf16 natively, about 2x faster, fp16 on CUDA; ``"fp32"``, ``"bf16"``,
+    ``"fp16"`` force one).
     """
 
     def __init__(
@@ -108,18 +107,12 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.classes = self._check_classes(classes)
         self.threshold = float(threshold)
         self.batch_size = batch_size
         self.workers = workers
         self.device = torch.device(device)
-        if precision == "auto" and self.device.type == "cpu":
-            self.execution = recommended_cpu_execution()
-        else:
-            bf16 = precision == "bf16"
-            self.execution = CpuExecution(bf16=bf16, channels_last=bf16)
+        self.execution = resolve_execution(precision, self.device)
         self.model.eval().to(self.device)
         self.execution.prepare_model(self.model)
         self.transform = build_transform(
@@ -177,8 +170,7 @@ class Predictor:
         """Normalised ``(N, C, size, size)`` batch -> (probabilities ``(N, K)``, raw CAM ``(N, K, h,
         w)``), both float32 on the CPU."""
         batch = self.execution.prepare_input(batch.to(self.device))
-        bf16 = self.execution.bf16
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with self.execution.autocast():
             output = self.model(batch)
         return output.logits.float().sigmoid().cpu(), output.cam.float().contiguous().cpu()
 

@@ -1,6 +1,7 @@
 """Models: PYLON and the paper's baselines behind one registry (``create_model``)."""
 
 from pylon.models.output import ModelOutput
+from pylon.models.precision import prepare_for_cpu
 from pylon.models.registry import (
     create_model,
     create_model_from_config,
@@ -8,7 +9,6 @@ from pylon.models.registry import (
     model_options,
     register_model,
 )
-from pylon.models.speed import prepare_for_cpu
 from pylon.models.weights import LoadReport, load_model, read_weights_metadata
 
 __all__ = [

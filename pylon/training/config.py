@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from pylon.io import write_text_atomic
+from pylon.models.precision import normalize_precision
 
 SCHEDULERS = ("plateau", "onecycle", "cosine", "none")
-PRECISIONS = ("auto", "32", "bf16", "16")
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # weights file; tensors matching by name and shape are loaded
     freeze: str | None = None  # "enc" freezes the encoder
-    channels_last: bool | None = None  # None: on with bf16 autocast on CPU
+    channels_last: bool | None = None  # None: on with mixed precision (pylon.models.precision)
     # start every class-map location at this probability (pylon.models.head); None: default init
     head_prior: float | None = None
 
@@ -70,8 +70,7 @@ class TrainConfig:
     max_epochs: int = 40
     val_every: int = 1
     limit_train_batches: int | None = None  # cap on batches per epoch (quick runs)
-    precision: str = "auto"
-    cpu_bf16: bool = True
+    precision: str = "auto"  # auto, fp32, bf16, fp16 (pylon.models.precision)
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1
@@ -89,8 +88,7 @@ class TrainConfig:
             raise ValueError(
                 f"optim.scheduler={self.optim.scheduler!r}; expected one of {SCHEDULERS}"
             )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}; expected one of {PRECISIONS}")
+        self.precision = normalize_precision(self.precision)
         if self.optim.equivariance < 0:
             raise ValueError(f"optim.equivariance={self.optim.equivariance}; expected >= 0")
         prior = self.model.head_prior
@@ -129,6 +127,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        data = dict(data)
+        # configs written before the precision vocabulary: cpu_bf16=false meant fp32 on the CPU
+        if data.pop("cpu_bf16", True) is False and data.get("precision", "auto") == "auto":
+            data["precision"] = "fp32"
         return _build(cls, data, prefix="", source=source).validate()
 
     @classmethod

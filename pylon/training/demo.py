@@ -119,14 +119,13 @@ def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> flo
     ).to(device)
     module = ClassifierModule(model, config.optim)
     optimizer = torch.optim.Adam(model.parameters(), lr=demo.lr)
-    precision = resolve_precision(config)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    execution = resolve_precision(config)
     elapsed = 0.0
     for step in range(steps + 1):
         started = time.perf_counter()
         batch = data.generate_batch(range(demo.batch_size))
         batch = {"image": batch["image"].to(device), "labels": batch["labels"].to(device)}
-        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with execution.autocast():
             loss, _ = module.training_loss(batch)
         optimizer.zero_grad()
         loss.backward()

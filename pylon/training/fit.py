@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from pylon.io import atomic_path, write_text_atomic
 from pylon.models import create_model
 from pylon.models.head import init_class_head
-from pylon.models.speed import cpu_has_native_bf16
+from pylon.models.precision import Execution, resolve_execution
 from pylon.models.weights import freeze_encoder, load_weights
 from pylon.training.callbacks import BestWeights, ResumeCheckpoint
 from pylon.training.checkpoint import AtomicCheckpointIO
@@ -39,15 +39,11 @@ def on_gpu(config: TrainConfig) -> bool:
     return config.accelerator == "auto" and torch.cuda.is_available()
 
 
-def resolve_precision(config: TrainConfig) -> str:
-    """Lightning precision string: bf16 on GPUs that support it, else fp16 with a scaler; on CPU
-    bf16 autocast where the hardware supports it and ``cpu_bf16`` is on, else fp32."""
-    explicit = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
-    if config.precision in explicit:
-        return explicit[config.precision]
-    if on_gpu(config):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if config.cpu_bf16 and cpu_has_native_bf16() else "32-true"
+def resolve_precision(config: TrainConfig) -> Execution:
+    """The run's execution (precision and memory format) through the one policy,
+    :func:`pylon.models.precision.resolve_execution`."""
+    device = "cuda" if on_gpu(config) else "cpu"
+    return resolve_execution(config.precision, device, channels_last=config.model.channels_last)
 
 
 def build_model(
@@ -165,17 +161,15 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
                 f"model.init_from: weights {init_from} not found (train the source run first)"
             )
         model_config = dataclasses.replace(model_config, init_from=init_from)
-    precision = resolve_precision(config)
-    channels_last = config.model.channels_last
-    if channels_last is None:  # auto: with bf16 on CPU, where it measured faster
-        channels_last = precision == "bf16-mixed" and not on_gpu(config)
+    execution = resolve_precision(config)
+    precision = execution.lightning_precision
     model = build_model(
         model_config,
         num_classes=len(info["class_names"]),
         in_channels=info["in_channels"],
-        channels_last=channels_last,
+        channels_last=execution.channels_last,
     )
-    module = ClassifierModule(model, config.optim, check_gradients=precision != "16-mixed")
+    module = ClassifierModule(model, config.optim, check_gradients=execution.precision != "fp16")
     best = BestWeights(paths.best, info)
     callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last)]
     if config.progress:
@@ -220,7 +214,7 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "stop_reason": module.stop_reason or f"max_epochs {config.max_epochs}",
-        "precision": precision,
+        "precision": execution.precision,
         "seconds_this_session": round(time.time() - started, 1),
     }
     write_text_atomic(paths.root / "train_summary.json", json.dumps(summary, indent=2))
