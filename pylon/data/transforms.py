@@ -26,6 +26,13 @@ IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 
 # Cubic for X-rays as in the reference; albumentations' default (linear) for VOC photographs.
 INTERPOLATION: dict[str, int] = {"xray": cv2.INTER_CUBIC, "voc": cv2.INTER_LINEAR}
+# Interpolation names of the preprocessing record (pylon.data.preprocessing) -> OpenCV flags.
+CV2_INTERPOLATION: dict[str, int] = {
+    "cubic": cv2.INTER_CUBIC,
+    "linear": cv2.INTER_LINEAR,
+    "area": cv2.INTER_AREA,
+    "nearest": cv2.INTER_NEAREST,
+}
 
 
 def normalization(kind: TransformKind, in_channels: int) -> tuple[list[float], list[float]]:
@@ -49,11 +56,13 @@ def build_transform(
     in_channels: int = 1,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    interpolation: str | None = None,
 ) -> A.Compose:
     """The reference albumentations pipeline for uint8 HxWxC images with COCO boxes.
 
     Call it with ``image=..., bboxes=[(x, y, w, h), ...], class_indices=[...]``; the result's
-    image is a float CHW tensor. ``mean``/``std`` override the kind's normalisation constants.
+    image is a float CHW tensor. ``mean``/``std`` override the kind's normalisation constants,
+    ``interpolation`` (a :data:`CV2_INTERPOLATION` name) the kind's interpolation.
     """
     default_mean, default_std = normalization(kind, in_channels)
     normalize = A.Normalize(
@@ -61,7 +70,7 @@ def build_transform(
         std=list(std) if std is not None else default_std,
         max_pixel_value=255.0,
     )
-    interpolation = INTERPOLATION[kind]
+    interpolation = CV2_INTERPOLATION[interpolation] if interpolation else INTERPOLATION[kind]
     if not train:
         steps = [A.Resize(size, size, interpolation=interpolation)]
     elif kind == "xray":
