@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from pylon.data.cache import ImageCache
 from pylon.data.images import read_image
+from pylon.data.preprocessing import Preprocessing, make_preprocessing
 from pylon.data.sample import Sample
 from pylon.data.transforms import (
     INTERPOLATION,
@@ -136,6 +137,13 @@ class BoxDataset(Dataset):
                 workers=cache_workers,
                 progress=progress,
             )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How a model trained on this dataset expects its inputs (its evaluation transform)."""
+        return make_preprocessing(
+            self.kind, self.size, self.in_channels, self.mean, self.std, self.class_names
+        )
 
     def __len__(self) -> int:
         return len(self.records)

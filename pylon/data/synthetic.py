@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pylon.data.preprocessing import Preprocessing, make_preprocessing
 from pylon.data.sample import Box, Sample
 
 SPLITS = ("train", "val", "test")
@@ -115,6 +116,13 @@ class SyntheticDataset(Dataset):
         bank_rng = np.random.default_rng([self.seed, 99])
         self._noise_bank = torch.from_numpy(
             bank_rng.standard_normal((_NOISE_BANK_SIZE, _NOISE_BANK_SIZE), dtype=np.float32)
+        )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How a model trained on these images expects its inputs (served as X-rays)."""
+        return make_preprocessing(
+            "xray", self.size, self.in_channels, self.mean, self.std, self.class_names
         )
 
     def __len__(self) -> int:
