@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pylon.cli.main import app
-from pylon.training.demo import SUMMARY_COLUMNS, DemoConfig, images_for_minutes, train_config
+from pylon.evaluation.demo import SUMMARY_COLUMNS, DemoConfig, images_for_minutes, train_config
 
 
 @pytest.mark.slow

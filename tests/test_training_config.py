@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
+from pylon.evaluation.sweep import parse_seeds
 from pylon.models import create_model
 from pylon.training.config import TrainConfig, apply_overrides, parse_override
 from pylon.training.presets import PRESETS, get_preset, list_presets
-from pylon.training.sweep import parse_seeds
 
 
 def test_yaml_round_trip(tmp_path):

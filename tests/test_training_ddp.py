@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from pylon.evaluation.evaluate import read_metrics
 from pylon.training.config import TrainConfig, apply_overrides
-from pylon.training.evaluate import read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from pylon.data import collate, create_dataset
+from pylon.evaluation.evaluate import evaluate_run, read_metrics, summarize_experiment
 from pylon.models.weights import load_model, read_weights_metadata
 from pylon.training.config import TrainConfig, apply_overrides
-from pylon.training.evaluate import evaluate_run, read_metrics, summarize_experiment
 from pylon.training.fit import train
 
 pytestmark = pytest.mark.slow  # one real (tiny) training run shared by the module
@@ -190,7 +190,7 @@ def test_heatmap_pages_all_and_picked(tiny_run, tmp_path):
     picked.write_text(
         f"image_id,class\n{first['image_id']},{names[first['boxes'][0][4]]}\n{second['image_id']}\n"
     )
-    from pylon.training.heatmaps import heatmap_rows
+    from pylon.evaluation.heatmaps import heatmap_rows
 
     rows = list(heatmap_rows(run_dir, picked=picked))
     assert len(rows) == 1 + len({b[4] for b in second["boxes"]})

@@ -40,7 +40,7 @@ def demo_command(
     """Train PYLON and the CAM baseline with the same recipe and budget; print and save a table."""
     import pandas as pd
 
-    from pylon.training.demo import DemoConfig, run_demo
+    from pylon.evaluation.demo import DemoConfig, run_demo
 
     console = Console()
     if images is not None and minutes is not None:

@@ -26,7 +26,7 @@ def evaluate_command(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Evaluate the run's best weights on the test split; write eval_*.csv and seed summaries."""
-    from pylon.training.evaluate import evaluate_run, summarize_experiment
+    from pylon.evaluation.evaluate import evaluate_run, summarize_experiment
     from pylon.training.fit import is_rank_zero_process
 
     with exit_on_user_error(console):
@@ -64,7 +64,7 @@ def heatmaps_command(
     out: Path | None = typer.Option(None, help="Output folder (default RUN/heatmaps/<split>)."),
 ) -> None:
     """Pages (PNG, 10 rows) of original image | heatmap overlay with ground-truth boxes."""
-    from pylon.training.heatmaps import write_run_heatmaps
+    from pylon.evaluation.heatmaps import write_run_heatmaps
 
     if picked and all_pairs:
         raise typer.BadParameter("give --picked FILE or --all, not both")

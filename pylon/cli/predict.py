@@ -155,7 +155,7 @@ def evaluate_cam_command(
 
     Writes posthoc_<method>.csv per method and posthoc_comparison.csv, and prints the table.
     """
-    from pylon.inference.posthoc import OWN_CAM, evaluate_run_posthoc, resolve_methods
+    from pylon.evaluation.posthoc import OWN_CAM, evaluate_run_posthoc, resolve_methods
 
     console = Console()
     try:

@@ -91,7 +91,7 @@ def sweep_command(
     evaluate: bool = typer.Option(True, help="Evaluate finished runs and summarise seeds."),
 ) -> None:
     """Run PRESET x SEEDS as subprocesses, one per free GPU, skip finished ones, then summarise."""
-    from pylon.training.sweep import parse_seeds, sweep
+    from pylon.evaluation.sweep import parse_seeds, sweep
 
     with exit_on_user_error(console):
         summary = sweep(

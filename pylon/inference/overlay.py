@@ -7,7 +7,7 @@ import os
 import cv2
 import numpy as np
 
-from pylon.figures.overlay import overlay_image
+from pylon.evaluation.overlay import overlay_image
 from pylon.io import atomic_path
 
 

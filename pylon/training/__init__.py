@@ -1,4 +1,4 @@
-"""Training on Lightning: typed configs, run folders with resume, evaluation, presets and sweeps."""
+"""Training on Lightning: typed configs, run folders with resume, checkpoints and presets."""
 
 from pylon.training.config import (
     DataConfig,
@@ -8,7 +8,6 @@ from pylon.training.config import (
     apply_overrides,
     parse_override,
 )
-from pylon.training.evaluate import evaluate_run, summarize_experiment
 from pylon.training.fit import train
 from pylon.training.presets import get_preset, list_presets
 from pylon.training.runs import RunPaths
@@ -20,10 +19,8 @@ __all__ = [
     "RunPaths",
     "TrainConfig",
     "apply_overrides",
-    "evaluate_run",
     "get_preset",
     "list_presets",
     "parse_override",
-    "summarize_experiment",
     "train",
 ]

@@ -140,7 +140,7 @@ def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> flo
 def run_demo(demo: DemoConfig, *, console: Any = None) -> pd.DataFrame:
     """Train and evaluate every model of ``demo.models``; write ``summary.csv``, per-class
     accuracies and heatmap pages into ``demo.out``; return the summary table."""
-    from pylon.training.evaluate import evaluate_run
+    from pylon.evaluation.evaluate import evaluate_run
     from pylon.training.fit import train
 
     out = Path(demo.out)
@@ -189,6 +189,6 @@ def _point_acc_per_class(loc: dict[str, float]) -> dict[str, float]:
 def write_demo_heatmaps(run_dir: Path, out_dir: Path, demo: DemoConfig) -> list[Path]:
     """Heatmap pages (10 rows each) of the first ``heatmap_images`` (image, class) test pairs with
     boxes: the same pairs, in the same order, for every model."""
-    from pylon.training.heatmaps import write_run_heatmaps
+    from pylon.evaluation.heatmaps import write_run_heatmaps
 
     return write_run_heatmaps(run_dir, out_dir, limit=demo.heatmap_images)

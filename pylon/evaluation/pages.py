@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pylon.figures.overlay import image_to_rgb, overlay_image
+from pylon.evaluation.overlay import image_to_rgb, overlay_image
 from pylon.io import atomic_path
 
 

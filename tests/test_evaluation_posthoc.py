@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pylon import create_model, save_weights
 from pylon.cli.main import app
 from pylon.data import create_dataset
-from pylon.inference.posthoc import (
+from pylon.evaluation.posthoc import (
     METHODS,
     OWN_CAM,
     BoxedImages,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pylon.figures import HeatmapRow, overlay_image, write_heatmap_pages
+from pylon.evaluation import HeatmapRow, overlay_image, write_heatmap_pages
 
 
 def hot_corner_heatmap(size: int = 64) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from pylon.data.images import read_image
-from pylon.figures.heatmaps import HeatmapRow, write_heatmap_pages
+from pylon.evaluation.pages import HeatmapRow, write_heatmap_pages
 from pylon.metrics import score_pairs
 from pylon.models.weights import load_model
 from pylon.training.datamodule import build_dataset, eval_loader

@@ -9,8 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from pylon.evaluation.evaluate import summarize_experiment
 from pylon.training.config import apply_overrides, parse_override
-from pylon.training.evaluate import summarize_experiment
 from pylon.training.presets import get_preset
 from pylon.training.runs import RunPaths
 

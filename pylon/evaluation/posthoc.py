@@ -201,9 +201,9 @@ def evaluate_run_posthoc(
     (default: the run folder), and returns the comparison table. ``target_layer`` is a dotted
     module path (e.g. ``"encoder.layer4"``); default: the encoder's last stage.
     """
+    from pylon.evaluation.evaluate import write_metrics
     from pylon.models.weights import load_model
     from pylon.training.datamodule import build_dataset
-    from pylon.training.evaluate import write_metrics
     from pylon.training.runs import open_trained_run
 
     methods = resolve_methods(methods)
