@@ -10,7 +10,8 @@ from pylon.metrics import AUROCAccumulator, auroc
 
 def random_scores(seed: int, n: int = 200, c: int = 5):
     rng = np.random.default_rng(seed)
-    labels = (rng.random((n, c)) < 0.3).astype(np.float32)
+    # unequal positive rates per class, so that the weighted mean differs from the macro mean
+    labels = (rng.random((n, c)) < np.linspace(0.05, 0.6, c)).astype(np.float32)
     logits = rng.normal(size=(n, c)) + 1.5 * labels  # informative, with ties impossible
     return logits.astype(np.float32), labels
 
@@ -22,6 +23,7 @@ def test_matches_sklearn(seed):
     got = auroc(torch.from_numpy(logits), torch.from_numpy(labels), names)
     assert got["auroc_micro"] == pytest.approx(roc_auc_score(labels, logits, average="micro"))
     assert got["auroc_macro"] == pytest.approx(roc_auc_score(labels, logits, average="macro"))
+    assert got["auroc_weighted"] == pytest.approx(roc_auc_score(labels, logits, average="weighted"))
     per_class = roc_auc_score(labels, logits, average=None)
     for name, value in zip(names, per_class, strict=True):
         assert got[f"auroc_{name}"] == pytest.approx(value)
@@ -32,7 +34,8 @@ def test_numpy_and_probabilities_give_the_same_result():
     from_logits = auroc(logits, labels)
     from_probs = auroc(torch.from_numpy(logits).double().sigmoid().numpy(), labels)
     assert from_logits == pytest.approx(from_probs)
-    assert set(from_logits) == {"auroc_micro", "auroc_macro"} | {f"auroc_{c}" for c in range(5)}
+    keys = {"auroc_micro", "auroc_macro", "auroc_weighted"}
+    assert set(from_logits) == keys | {f"auroc_{c}" for c in range(5)}
 
 
 def test_single_valued_class_is_omitted_with_warning():
@@ -45,8 +48,21 @@ def test_single_valued_class_is_omitted_with_warning():
     assert got["auroc_macro"] == pytest.approx(
         roc_auc_score(labels[:, kept], logits[:, kept], average="macro")
     )
+    assert got["auroc_weighted"] == pytest.approx(
+        roc_auc_score(labels[:, kept], logits[:, kept], average="weighted")
+    )
     # micro pools every entry, the constant class included, like scikit-learn's "micro"
     assert got["auroc_micro"] == pytest.approx(roc_auc_score(labels, logits, average="micro"))
+
+
+def test_weighted_by_hand():
+    # class 0: 1 positive, AUROC 1; class 1: 3 positives, AUROC 1/3 (2 of 6 pairs ordered right)
+    labels = np.array([[1, 1], [0, 1], [0, 1], [0, 0], [0, 0]], dtype=np.float32)
+    logits = np.array([[5, 0], [1, 1], [2, 5], [3, 4], [4, 2]], dtype=np.float32)
+    got = auroc(logits, labels)
+    assert got["auroc_0"] == 1.0 and got["auroc_1"] == pytest.approx(1 / 3)
+    assert got["auroc_macro"] == pytest.approx((1 + 1 / 3) / 2)
+    assert got["auroc_weighted"] == pytest.approx((1 * 1 + 3 * (1 / 3)) / 4)
 
 
 def test_accumulator_equals_one_shot():

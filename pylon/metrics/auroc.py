@@ -1,8 +1,9 @@
-"""Area under the ROC curve per class, micro- and macro-averaged, via scikit-learn.
+"""Area under the ROC curve per class, micro-, macro- and positive-count-weighted, via scikit-learn.
 
 A class whose labels take a single value in the data has no defined AUROC: it is left out of the
-per-class keys and the macro average (with a warning). The micro average pools every (image, class)
-entry of all classes, as scikit-learn's ``average="micro"`` does.
+per-class keys, the macro and the weighted average (with a warning). The micro average pools every
+(image, class) entry of all classes, as scikit-learn's ``average="micro"`` does; the weighted
+average weighs each class by its number of positives, as ``average="weighted"`` (the reference's).
 """
 
 from __future__ import annotations
@@ -30,8 +31,15 @@ def _as_matrix(values, name: str) -> np.ndarray:
 def auroc(logits, labels, class_names: Sequence[str] | None = None) -> dict[str, float]:
     """AUROC of scores ``logits`` (N, C) against multi-hot ``labels`` (N, C).
 
-    Returns ``auroc_micro``, ``auroc_macro`` and ``auroc_<class>`` (class name, or index when no
-    names are given). Any monotonic score works: logits and probabilities give the same result.
+    Args:
+        logits: scores (N, C), torch or numpy; any monotonic score (logits or probabilities)
+            gives the same result.
+        labels: 0/1 targets (N, C).
+        class_names: C names for the per-class keys (default: the class indices).
+
+    Returns:
+        ``auroc_micro``, ``auroc_macro``, ``auroc_weighted`` (mean over classes weighted by their
+        positive counts) and ``auroc_<class>`` for each class with both label values.
     """
     scores = _as_matrix(logits, "logits")
     targets = _as_matrix(labels, "labels")
@@ -46,12 +54,14 @@ def auroc(logits, labels, class_names: Sequence[str] | None = None) -> dict[str,
         raise ValueError(f"got {len(class_names)} class_names for {num_classes} classes")
 
     per_class: dict[str, float] = {}
+    positives: list[float] = []
     skipped = []
     for c, name in enumerate(class_names):
         if len(np.unique(targets[:, c])) < 2:
             skipped.append(name)
             continue
         per_class[f"auroc_{name}"] = float(roc_auc_score(targets[:, c], scores[:, c]))
+        positives.append(float(targets[:, c].sum()))
     if skipped:
         warnings.warn(
             f"AUROC undefined for classes with a single label value, left out: {skipped}",
@@ -63,8 +73,10 @@ def auroc(logits, labels, class_names: Sequence[str] | None = None) -> dict[str,
         warnings.warn("all labels are equal: micro AUROC is undefined (NaN)", stacklevel=2)
     else:
         micro = float(roc_auc_score(targets.ravel(), scores.ravel()))
-    macro = float(np.mean(list(per_class.values()))) if per_class else math.nan
-    return {"auroc_micro": micro, "auroc_macro": macro, **per_class}
+    values = list(per_class.values())
+    macro = float(np.mean(values)) if values else math.nan
+    weighted = float(np.average(values, weights=positives)) if values else math.nan
+    return {"auroc_micro": micro, "auroc_macro": macro, "auroc_weighted": weighted, **per_class}
 
 
 class AUROCAccumulator:
@@ -76,6 +88,7 @@ class AUROCAccumulator:
         self.labels: list[np.ndarray] = []
 
     def update(self, logits, labels) -> None:
+        """Add one batch of scores (B, C) and 0/1 labels (B, C)."""
         scores, targets = _as_matrix(logits, "logits"), _as_matrix(labels, "labels")
         if scores.shape != targets.shape:
             raise ValueError(f"logits {scores.shape} and labels {targets.shape} differ in shape")
@@ -93,6 +106,7 @@ class AUROCAccumulator:
         return self
 
     def compute(self) -> dict[str, float]:
+        """``auroc`` of every batch added so far (its keys)."""
         if not self.logits:
             raise ValueError("AUROCAccumulator.compute called before any update")
         return auroc(np.concatenate(self.logits), np.concatenate(self.labels), self.class_names)
