@@ -1,7 +1,8 @@
 """pylon: weakly supervised, high-resolution localization with the Pyramid Localization Network."""
 
 from pylon.models import ModelOutput, create_model, list_models
-from pylon.models.weights import freeze_encoder, load_weights, save_weights
+from pylon.models.freeze import freeze_encoder
+from pylon.models.weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 

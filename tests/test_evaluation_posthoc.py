@@ -45,7 +45,7 @@ class TinyEncoder(nn.Module):
 class TinyCam(nn.Module):
     """A CAM backbone small enough that ScoreCAM (one forward per channel) takes a moment."""
 
-    def __init__(self, encoder_name="tiny", in_channels=1, num_classes=4, encoder_weights=None):
+    def __init__(self, encoder="tiny", in_channels=1, num_classes=4, encoder_weights=None):
         super().__init__()
         self.encoder = TinyEncoder(in_channels)
         self.classifier = nn.Conv2d(16, num_classes, 1)

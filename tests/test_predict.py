@@ -29,7 +29,7 @@ class BrightnessCam(nn.Module):
     """CAM = 1x1 conv (weight 1, bias 0) of the 4x4 average-pooled input: it peaks where the
     image is brightest, so the right answer for a bright square is known by construction."""
 
-    def __init__(self, encoder_name="none", in_channels=1, num_classes=2, encoder_weights=None):
+    def __init__(self, encoder="none", in_channels=1, num_classes=2, encoder_weights=None):
         super().__init__()
         self.head = nn.Conv2d(in_channels, num_classes, 1)
         nn.init.constant_(self.head.weight, 1.0 / in_channels)

@@ -1,10 +1,12 @@
 """Weights files: safetensors round trip, safe loading of pickles, transfer, freezing."""
 
+import argparse
 import os
 import pickle
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pylon import freeze_encoder, load_weights, save_weights
 from pylon.models import create_model
@@ -131,18 +133,72 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_weights(model, tmp_path / "list.pt")
 
 
-def test_freeze_encoder_stops_gradients_and_batchnorm_updates():
+def _frozen_train_step(model):
+    bn = model.encoder.bn1
+    before = bn.running_mean.clone()
+    model.train()  # as Lightning does at the start of every epoch
+    out = model(torch.randn(2, 1, 256, 256))
+    out.logits.sum().backward()
+    assert model.net.segmentation_head[0].weight.grad is not None
+    assert model.encoder.conv1.weight.grad is None
+    return before, bn.running_mean
+
+
+def test_freeze_encoder_by_default_only_stops_gradients_as_the_reference():
     model = _model(num_classes=2)
     n_frozen = freeze_encoder(model)
     assert n_frozen == sum(p.numel() for p in model.encoder.parameters())
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.requires_grad for p in model.net.decoder.parameters())
+    before, after = _frozen_train_step(model)
+    assert not torch.equal(after, before)  # BatchNorm statistics keep adapting
 
-    bn = model.encoder.bn1
-    before = bn.running_mean.clone()
-    model.train()
-    out = model(torch.randn(2, 1, 256, 256))
-    out.logits.sum().backward()
-    assert torch.equal(bn.running_mean, before)
-    assert model.net.segmentation_head[0].weight.grad is not None
-    assert model.encoder.conv1.weight.grad is None
+
+def test_freeze_encoder_with_bn_eval_also_keeps_batchnorm_statistics():
+    model = _model(num_classes=2)
+    freeze_encoder(model, bn_eval=True)
+    freeze_encoder(model, bn_eval=True)  # twice: one hook, still frozen
+    before, after = _frozen_train_step(model)
+    assert torch.equal(after, before)
+    assert not model.encoder.bn1.training
+    assert model.net.decoder.pa.mid[0].bn.training  # the decoder trains as usual
+
+
+def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):
+    """safetensors writes its metadata in a random order; save_weights must not."""
+    metadata = {f"key{i}": {"b": i, "a": [i, "x"]} for i in range(12)}
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    save_weights(_model(seed=3), first, metadata=metadata)
+    save_weights(_model(seed=3), second, metadata=dict(reversed(metadata.items())))
+    assert first.read_bytes() == second.read_bytes()
+    assert read_weights_metadata(first)["key5"] == {"b": 5, "a": [5, "x"]}
+    loaded = load_file(first)
+    assert all(torch.equal(loaded[k], v) for k, v in _model(seed=3).state_dict().items())
+    header_size = int.from_bytes(first.read_bytes()[:8], "little")
+    assert header_size % 8 == 0
+
+
+def test_lightning_checkpoint_with_pickled_hyper_parameters_is_refused_for_safety(tmp_path):
+    path = tmp_path / "last.ckpt"
+    state = {f"model.{k}": v for k, v in _model().state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": argparse.Namespace(lr=1e-4)}, path)
+    with pytest.raises(ValueError) as err:
+        load_weights(_model(), path)
+    message = str(err.value)
+    assert "last.ckpt: refused for safety: it holds a pickled Python object" in message
+    assert "argparse.Namespace" in message and "best.safetensors" in message
+    assert "execute" not in message and "\x1b" not in message
+    # without the pickled object the same checkpoint loads (Lightning's "model." prefix removed)
+    torch.save({"state_dict": state, "epoch": 2}, path)
+    assert load_weights(_model(seed=4), path).complete
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".ckpt"])
+def test_pickle_where_safetensors_is_expected_says_what_to_do(tmp_path, suffix):
+    path = tmp_path / f"weights{suffix}"
+    torch.save(_model().state_dict(), path)
+    for read in (read_weights_metadata, load_model):
+        with pytest.raises(ValueError, match=rf"weights\{suffix}: a PyTorch \{suffix} file"):
+            read(path)
+    with pytest.raises(ValueError, match=r"pylon\.load_weights\(model, path\)"):
+        load_model(path)

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import os
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pylon.models.checks import check_input
+from pylon.models.base import ClassMapModel
 from pylon.models.encoder import build_encoder
-from pylon.models.output import ModelOutput
-from pylon.models.pooling import global_max_pool
 from pylon.models.registry import register_model
 
 POOLS = ("max", "avg")
 
 
 @register_model("cam")
-class CamBackbone(nn.Module):
-    """Class map at stride 32. ``pool="max"``: logits = max of the map. ``pool="avg"``: the same
-    1x1 conv applied to the average-pooled feature (equal to the mean of the map)."""
+class CamBackbone(ClassMapModel):
+    """Class map at stride 32 from a 1x1 conv (PyTorch's default init, as the reference).
+
+    Args:
+        encoder: smp encoder name.
+        in_channels: input channels.
+        num_classes: classes (maps).
+        encoder_weights: ``None``, ``"imagenet"`` or a local encoder state-dict file.
+        pool: ``"max"``: logits = max of the map; ``"avg"``: its mean, which equals the 1x1 conv
+            of the average-pooled feature (the reference's average-pooling variant).
+    """
 
     min_size = 32
+    # the reference's BaselineModel: encoder ``net``, 1x1 conv ``out``
+    reference_names = {"net.": "encoder.", "out.": "classifier."}  # noqa: RUF012
 
     def __init__(
         self,
-        encoder_name: str = "resnet50",
+        encoder: str = "resnet50",
         in_channels: int = 1,
         num_classes: int = 14,
         encoder_weights: str | os.PathLike | None = None,
@@ -36,19 +43,14 @@ class CamBackbone(nn.Module):
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         self.in_channels = in_channels
         self.pool = pool
-        self.encoder = build_encoder(encoder_name, in_channels=in_channels, weights=encoder_weights)
+        self.encoder = build_encoder(encoder, in_channels=in_channels, weights=encoder_weights)
         self.classifier = nn.Conv2d(self.encoder.out_channels[-1], num_classes, kernel_size=1)
 
     @property
     def class_head(self) -> nn.Conv2d:
+        """The 1x1 convolution that outputs the class map."""
         return self.classifier
 
-    def forward(self, x: Tensor) -> ModelOutput:
-        check_input(x, in_channels=self.in_channels, min_size=self.min_size)
-        feature = self.encoder(x)[-1]
-        cam = self.classifier(feature)
-        if self.pool == "max":
-            logits = global_max_pool(cam)
-        else:
-            logits = self.classifier(F.adaptive_avg_pool2d(feature, 1)).flatten(1)
-        return ModelOutput(logits, cam)
+    def class_map(self, x: Tensor) -> Tensor:
+        """The class map at stride 32."""
+        return self.classifier(self.encoder(x)[-1])

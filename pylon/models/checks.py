@@ -7,8 +7,17 @@ from torch import Tensor
 
 
 def check_input(x: Tensor, *, in_channels: int, multiple: int = 32, min_size: int = 32) -> None:
-    """Raise ``ValueError`` unless ``x`` is ``(N, in_channels, H, W)`` with H, W multiples of
-    ``multiple`` and at least ``min_size``. Skipped while tracing/exporting (symbolic shapes)."""
+    """Raise ``ValueError`` unless ``x`` is a valid model input.
+
+    Args:
+        x: the input batch; must be ``(N, in_channels, H, W)``.
+        in_channels: the channel count the model was built for.
+        multiple: H and W must be multiples of it.
+        min_size: H and W must be at least this.
+
+    Returns:
+        None. Skipped while tracing/exporting (symbolic shapes).
+    """
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return
     if x.ndim != 4:

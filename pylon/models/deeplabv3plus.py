@@ -11,21 +11,34 @@ from torch import nn
 from pylon.models.registry import register_model
 from pylon.models.smp_cam import SmpCam, use_encoder_weights
 
-OUTPUT_STRIDE = 16  # smp's default for DeepLabV3+
+OUTPUT_STRIDE = 16  # smp's default for DeepLabV3+, as the reference
 
 
 @register_model("deeplabv3plus")
 def deeplabv3plus(
-    encoder_name: str = "resnet50",
+    encoder: str = "resnet50",
     in_channels: int = 1,
     num_classes: int = 14,
     encoder_weights: str | os.PathLike | None = None,
     aspp_pooling: bool = True,
 ) -> SmpCam:
-    """smp DeepLabV3Plus (output stride 16); class map at 1/4. ``aspp_pooling=False`` drops the
-    ASPP image-pooling branch and narrows the projection conv to the remaining four branches."""
+    """smp DeepLabV3Plus (256 channels, output stride 16, rates 12/24/36); class map at 1/4.
+
+    Args:
+        encoder: smp encoder name.
+        in_channels: input channels.
+        num_classes: classes (maps).
+        encoder_weights: ``None``, ``"imagenet"`` or a local encoder state-dict file.
+        aspp_pooling: ``False`` drops the ASPP image-pooling branch and narrows the projection
+            conv to the remaining four branches (the reference's "no GAP" model). Initialisation
+            follows the reference: smp ``initialize()`` with the branch; PyTorch's defaults
+            without it (the reference's custom DeepLabV3+ does not call ``initialize()``).
+
+    Returns:
+        The model.
+    """
     net = smp.DeepLabV3Plus(
-        encoder_name,
+        encoder,
         encoder_weights=None,
         encoder_output_stride=OUTPUT_STRIDE,
         in_channels=in_channels,
@@ -39,5 +52,14 @@ def deeplabv3plus(
         aspp.project[0] = nn.Conv2d(
             project.out_channels * len(aspp.convs), project.out_channels, 1, bias=False
         )
-    use_encoder_weights(net, encoder_name, in_channels, encoder_weights, OUTPUT_STRIDE)
-    return SmpCam(net, in_channels)
+        _pytorch_default_init(net.decoder)
+        _pytorch_default_init(net.segmentation_head)
+    use_encoder_weights(net, encoder, in_channels, encoder_weights, OUTPUT_STRIDE)
+    batchnorm_1x1 = (0, "ASPP image-pooling branch") if aspp_pooling else None
+    return SmpCam(net, in_channels, batchnorm_1x1=batchnorm_1x1)
+
+
+def _pytorch_default_init(module: nn.Module) -> None:
+    for child in module.modules():
+        if isinstance(child, nn.Conv2d | nn.Linear | nn.modules.batchnorm._BatchNorm):
+            child.reset_parameters()

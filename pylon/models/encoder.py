@@ -15,6 +15,8 @@ from segmentation_models_pytorch.encoders import get_encoder
 from segmentation_models_pytorch.encoders._utils import patch_first_conv
 from torch import nn
 
+from pylon.models.state_dict import match_state_dict, read_state_dict
+
 logger = logging.getLogger(__name__)
 
 _LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".pkl", ".bin")
@@ -90,8 +92,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _encoder_from_file(name, in_channels, path, depth, output_stride) -> nn.Module:
-    from pylon.models.weights import match_state_dict, read_state_dict
-
     state = read_state_dict(path)
     for channels in dict.fromkeys((3, in_channels)):
         encoder = _get_encoder(name, channels, None, depth, output_stride)

@@ -8,36 +8,61 @@ import os
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pylon.models.checks import check_input
+from pylon.models.base import ClassMapModel
 from pylon.models.encoder import build_encoder
-from pylon.models.output import ModelOutput
-from pylon.models.pooling import mil_logit
 from pylon.models.registry import register_model
+
+POOLS = ("mil", "max")
 
 
 @register_model("li2018")
-class Li2018(nn.Module):
-    """``cam`` is the ``(N, C, grid, grid)`` patch scores; ``logits`` their MIL pooling."""
+class Li2018(ClassMapModel):
+    """``cam`` is the ``(N, C, grid, grid)`` patch scores; ``logits`` their MIL pooling.
+
+    The last feature is resized to ``grid_size`` with bilinear interpolation, align_corners=True
+    (the reference's ``nn.UpsamplingBilinear2d``); the head keeps PyTorch's default init.
+
+    Args:
+        encoder: smp encoder name.
+        in_channels: input channels.
+        num_classes: classes (maps).
+        encoder_weights: ``None``, ``"imagenet"`` or a local encoder state-dict file.
+        grid_size: side of the patch grid (20).
+        hidden_channels: channels of the 3x3 conv (512).
+        mil_floor: floor of the MIL pooling (0.98), in [0, 1).
+        pool: ``"mil"`` (the paper) or ``"max"`` (the reference's max-pooling variant).
+    """
 
     min_size = 32
+    # the reference's Li2018: encoder ``net``; ``out`` = [upsample, conv, BN, ReLU, conv]
+    reference_names = {  # noqa: RUF012
+        "net.": "encoder.",
+        "out.1.": "head.0.",
+        "out.2.": "head.1.",
+        "out.4.": "head.3.",
+    }
 
     def __init__(
         self,
-        encoder_name: str = "resnet50",
+        encoder: str = "resnet50",
         in_channels: int = 1,
         num_classes: int = 14,
         encoder_weights: str | os.PathLike | None = None,
         grid_size: int = 20,
         hidden_channels: int = 512,
         mil_floor: float = 0.98,
+        pool: str = "mil",
     ):
         super().__init__()
         if not 0.0 <= mil_floor < 1.0:
             raise ValueError(f"mil_floor must be in [0, 1), got {mil_floor}")
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         self.in_channels = in_channels
         self.grid_size = grid_size
         self.mil_floor = mil_floor
-        self.encoder = build_encoder(encoder_name, in_channels=in_channels, weights=encoder_weights)
+        self.pool = pool
+        self.encoder = build_encoder(encoder, in_channels=in_channels, weights=encoder_weights)
         self.head = nn.Sequential(
             nn.Conv2d(self.encoder.out_channels[-1], hidden_channels, 3, padding=1),
             nn.BatchNorm2d(hidden_channels),
@@ -47,12 +72,12 @@ class Li2018(nn.Module):
 
     @property
     def class_head(self) -> nn.Conv2d:
+        """The last 1x1 convolution, which outputs the patch scores."""
         return self.head[-1]
 
-    def forward(self, x: Tensor) -> ModelOutput:
-        check_input(x, in_channels=self.in_channels, min_size=self.min_size)
+    def class_map(self, x: Tensor) -> Tensor:
+        """The ``grid_size`` x ``grid_size`` patch scores."""
         feature = self.encoder(x)[-1]
         grid = (self.grid_size, self.grid_size)
-        feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
-        cam = self.head(feature)
-        return ModelOutput(mil_logit(cam, self.mil_floor), cam)
+        feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=True)
+        return self.head(feature)

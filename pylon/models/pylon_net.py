@@ -6,18 +6,22 @@ from __future__ import annotations
 import os
 
 from segmentation_models_pytorch.base import SegmentationHead
+from segmentation_models_pytorch.base import initialization as smp_init
 from torch import Tensor, nn
 
-from pylon.models.checks import check_input
+from pylon.models.base import ClassMapModel
 from pylon.models.encoder import build_encoder
-from pylon.models.output import ModelOutput
-from pylon.models.pooling import global_max_pool
 from pylon.models.pylon_decoder import PylonDecoder
 from pylon.models.registry import register_model
 
 
 class PylonCore(nn.Module):
-    """Encoder -> decoder -> head conv; returns the raw class map."""
+    """Encoder -> decoder -> head conv; returns the raw class map.
+
+    Initialised as the reference's ``SegmentationModel.initialize()``: smp's
+    ``initialize_decoder`` (convs Kaiming-uniform fan-in ReLU, zero bias; BatchNorm 1 / 0) and
+    ``initialize_head`` (Xavier-uniform, zero bias). The encoder keeps its own weights.
+    """
 
     def __init__(
         self, encoder: nn.Module, decoder: PylonDecoder, num_classes: int, seg_kern_size: int = 1
@@ -28,20 +32,37 @@ class PylonCore(nn.Module):
         self.segmentation_head = SegmentationHead(
             decoder.out_channels, num_classes, kernel_size=seg_kern_size
         )
+        smp_init.initialize_decoder(self.decoder)
+        smp_init.initialize_head(self.segmentation_head)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The raw class map of ``x``."""
         return self.segmentation_head(self.decoder(self.encoder(x)))
 
 
 @register_model("pylon")
-class Pylon(nn.Module):
-    """PYLON. Input H and W must be multiples of 32 and at least 256 (the PA block pools the
-    stride-32 map three times; 32 with ``use_pa=False``). State-dict names match the released
-    checkpoints (``net.*``)."""
+class Pylon(ClassMapModel):
+    """PYLON. State-dict names match the released checkpoints (``net.*``).
+
+    Input H and W must be multiples of 32 and at least 256 (the PA block max-pools the stride-32
+    map three times; 32 with ``use_pa=False``).
+
+    Args:
+        encoder: smp encoder name.
+        in_channels: input channels.
+        num_classes: classes (maps).
+        encoder_weights: ``None``, ``"imagenet"`` or a local encoder state-dict file.
+        n_up: number of UP modules (0..3); the map is at stride ``32 / 2**n_up``.
+        up_type: ``"2layer"`` (default) or ``"1layer"`` convs in each UP module.
+        up_kernel_size: kernel of the UP convs (odd).
+        use_pa: use the pyramid attention (else only its 1x1 middle branch).
+        n_dec_ch: decoder channels (128).
+        seg_kern_size: kernel of the head conv (odd).
+    """
 
     def __init__(
         self,
-        encoder_name: str = "resnet50",
+        encoder: str = "resnet50",
         in_channels: int = 1,
         num_classes: int = 14,
         encoder_weights: str | os.PathLike | None = None,
@@ -57,32 +78,29 @@ class Pylon(nn.Module):
             raise ValueError(f"seg_kern_size must be a positive odd integer, got {seg_kern_size}")
         self.in_channels = in_channels
         self.min_size = 256 if use_pa else 32
-        encoder = build_encoder(encoder_name, in_channels=in_channels, weights=encoder_weights)
+        # the attention branch's third max pool leaves one cell per 256 x 256 input pixels
+        self.batchnorm_1x1 = (256, "pyramid attention block") if use_pa else None
+        backbone = build_encoder(encoder, in_channels=in_channels, weights=encoder_weights)
         decoder = PylonDecoder(
-            encoder.out_channels,
+            backbone.out_channels,
             n_dec_ch=n_dec_ch,
             n_up=n_up,
             up_type=up_type,
             up_kernel_size=up_kernel_size,
             use_pa=use_pa,
         )
-        self.net = PylonCore(encoder, decoder, num_classes, seg_kern_size)
+        self.net = PylonCore(backbone, decoder, num_classes, seg_kern_size)
 
     @property
     def encoder(self) -> nn.Module:
+        """The smp encoder."""
         return self.net.encoder
 
     @property
     def class_head(self) -> nn.Conv2d:
+        """The head convolution, which outputs the class map."""
         return self.net.segmentation_head[0]
 
-    def forward(self, x: Tensor) -> ModelOutput:
-        check_input(x, in_channels=self.in_channels, min_size=self.min_size)
-        pa_cells = x.shape[0] * (x.shape[2] // 256) * (x.shape[3] // 256)
-        if self.training and self.net.decoder.pa.use_attention and pa_cells == 1:
-            raise ValueError(
-                "PYLON in training mode needs a batch of at least 2 images below 512 px: the PA "
-                f"block batch-normalises a 1x1 map there; got input {tuple(x.shape)}"
-            )
-        cam = self.net(x)
-        return ModelOutput(global_max_pool(cam), cam)
+    def class_map(self, x: Tensor) -> Tensor:
+        """The class map at stride ``32 / 2**n_up`` (1/4 by default)."""
+        return self.net(x)

@@ -21,30 +21,35 @@ _BUILTIN_MODULES = (
     "pylon.models.deeplabv3plus",
     "pylon.models.pan",
 )
-_COMMON_ARGS = ("encoder_name", "in_channels", "num_classes", "encoder_weights")
+_COMMON_ARGS = ("encoder", "in_channels", "num_classes", "encoder_weights")
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str | Callable | None = None) -> Callable:
-    """Register a model class or builder function under ``name`` (default: its lower-cased name).
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a model class or builder function under ``name``.
 
-    The builder must accept ``encoder_name, in_channels, num_classes, encoder_weights`` as keywords;
-    its other keyword parameters are the model's options. Use as ``@register_model`` or
-    ``@register_model("name")``.
+    Args:
+        name: the name :func:`create_model` takes. Names starting with ``_`` are private
+            (test doubles); the model-contract tests skip them.
+
+    Returns:
+        The decorator; it returns the builder unchanged. The builder must accept ``encoder,
+        in_channels, num_classes, encoder_weights`` as keywords (its other keyword parameters,
+        with defaults, are the model's options) and should return a
+        :class:`~pylon.models.base.ClassMapModel`.
     """
+    if not isinstance(name, str) or not name:
+        raise TypeError('use @register_model("name") with the model\'s name')
 
-    def decorator(builder: Callable, key: str | None = None) -> Callable:
-        key = key or builder.__name__.lower()
+    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         params = inspect.signature(builder).parameters
         missing = [arg for arg in _COMMON_ARGS if arg not in params]
         if missing:
-            raise TypeError(f"model builder {key!r} must accept {missing}")
-        _REGISTRY[key] = builder
+            raise TypeError(f"model builder {name!r} must accept {missing}")
+        _REGISTRY[name] = builder
         return builder
 
-    if callable(name):
-        return decorator(name)
-    return lambda builder: decorator(builder, name)
+    return decorator
 
 
 def _load_builtins() -> None:
@@ -53,13 +58,14 @@ def _load_builtins() -> None:
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`, sorted."""
+    """Return the names accepted by :func:`create_model`, sorted."""
     _load_builtins()
     return sorted(_REGISTRY)
 
 
 def model_options(name: str) -> dict[str, Any]:
-    """The options (beyond encoder, channels, classes, weights) of model ``name`` with defaults."""
+    """Return the options of model ``name`` (its builder's keyword parameters beyond encoder,
+    channels, classes and weights) with their defaults."""
     params = inspect.signature(_builder(name)).parameters
     return {k: p.default for k, p in params.items() if k not in _COMMON_ARGS}
 
@@ -80,11 +86,20 @@ def create_model(
     encoder_weights: str | os.PathLike | None = None,
     **options: Any,
 ) -> nn.Module:
-    """Build model ``name`` (see :func:`list_models`) on an smp encoder.
+    """Build model ``name`` on an smp encoder.
 
-    ``encoder_weights``: ``None``, ``"imagenet"`` or a local encoder state-dict file.
-    ``options`` are the model's variants (e.g. ``pool="avg"`` for ``cam``). The model gets a
-    ``pylon_config`` dict from which :func:`create_model_from_config` rebuilds it.
+    Args:
+        name: a name of :func:`list_models`.
+        encoder: smp encoder name (``resnet50``, ``resnet18``, ``efficientnet-b0``, ...).
+        in_channels: input channels (1 for X-rays, 3 for RGB).
+        num_classes: classes (class maps).
+        encoder_weights: ``None`` (random), ``"imagenet"`` or a local encoder state-dict file.
+        options: the model's variants (e.g. ``pool="avg"`` for ``cam``; see
+            :func:`model_options`).
+
+    Returns:
+        The model, with a ``pylon_config`` dict from which :func:`create_model_from_config`
+        rebuilds it.
     """
     builder = _builder(name)
     defaults = model_options(name)
@@ -97,7 +112,7 @@ def create_model(
             f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}"
         )
     model = builder(
-        encoder_name=encoder,
+        encoder=encoder,
         in_channels=in_channels,
         num_classes=num_classes,
         encoder_weights=encoder_weights,
@@ -116,7 +131,14 @@ def create_model(
 
 
 def create_model_from_config(config: dict[str, Any]) -> nn.Module:
-    """Rebuild a model (random weights) from its ``pylon_config``."""
+    """Rebuild a model (random weights) from its ``pylon_config``.
+
+    Args:
+        config: ``{"name", "encoder", "in_channels", "num_classes", "options"}``.
+
+    Returns:
+        The model (see :func:`create_model`).
+    """
     try:
         return create_model(
             config["name"],

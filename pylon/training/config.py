@@ -26,7 +26,7 @@ class ModelConfig:
     init_from: str | None = None  # weights file; tensors matching by name and shape are loaded
     freeze: str | None = None  # "enc" freezes the encoder
     channels_last: bool | None = None  # None: on with mixed precision (pylon.models.precision)
-    # start every class-map location at this probability (pylon.models.head); None: default init
+    # start every class-map location at this probability (pylon.models.head_prior); None: off
     head_prior: float | None = None
 
 

@@ -19,9 +19,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from pylon.io import atomic_path, write_text_atomic
 from pylon.models import create_model
-from pylon.models.head import init_class_head
+from pylon.models.freeze import freeze_encoder
+from pylon.models.head_prior import init_head_prior
 from pylon.models.precision import Execution, resolve_execution
-from pylon.models.weights import freeze_encoder, load_weights
+from pylon.models.weights import load_weights
 from pylon.training.callbacks import BestWeights, ResumeCheckpoint
 from pylon.training.checkpoint import AtomicCheckpointIO
 from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
@@ -58,7 +59,7 @@ def build_model(
         **config.options,
     )
     if config.head_prior is not None:
-        init_class_head(model, prior=config.head_prior)
+        init_head_prior(model, prior=config.head_prior)
     if config.init_from:
         report = load_weights(model, config.init_from, transfer=True)
         rank_zero_info(f"init_from {config.init_from}: {report.summary()}")
