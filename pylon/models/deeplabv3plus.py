@@ -30,12 +30,12 @@ def deeplabv3plus(
         num_classes: classes (maps).
         encoder_weights: ``None``, ``"imagenet"`` or a local encoder state-dict file.
         aspp_pooling: ``False`` drops the ASPP image-pooling branch and narrows the projection
-            conv to the remaining four branches (the reference's "no GAP" model). Initialisation
-            follows the reference: smp ``initialize()`` with the branch; PyTorch's defaults
-            without it (the reference's custom DeepLabV3+ does not call ``initialize()``).
+            conv to the remaining four branches (the reference's "no GAP" model).
 
     Returns:
-        The model.
+        The model. Its decoder and head keep PyTorch's default init: smp's DeepLabV3Plus does not
+        call ``initialize()`` (neither in the version the reference used nor now), nor does the
+        reference's no-GAP variant.
     """
     net = smp.DeepLabV3Plus(
         encoder,
@@ -52,14 +52,6 @@ def deeplabv3plus(
         aspp.project[0] = nn.Conv2d(
             project.out_channels * len(aspp.convs), project.out_channels, 1, bias=False
         )
-        _pytorch_default_init(net.decoder)
-        _pytorch_default_init(net.segmentation_head)
     use_encoder_weights(net, encoder, in_channels, encoder_weights, OUTPUT_STRIDE)
     batchnorm_1x1 = (0, "ASPP image-pooling branch") if aspp_pooling else None
     return SmpCam(net, in_channels, batchnorm_1x1=batchnorm_1x1)
-
-
-def _pytorch_default_init(module: nn.Module) -> None:
-    for child in module.modules():
-        if isinstance(child, nn.Conv2d | nn.Linear | nn.modules.batchnorm._BatchNorm):
-            child.reset_parameters()
