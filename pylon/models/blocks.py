@@ -19,4 +19,5 @@ class ConvBnRelu(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Return ``relu(bn(conv(x)))``."""
         return self.relu(self.bn(self.conv(x)))

@@ -36,12 +36,21 @@ def build_encoder(
     depth: int = 5,
     output_stride: int = 32,
 ) -> nn.Module:
-    """Return ``segmentation_models_pytorch.encoders.get_encoder(name, ...)`` with ``weights``.
+    """Build an smp encoder (``segmentation_models_pytorch.encoders.get_encoder``).
 
-    ``weights`` is ``None`` (random init), a name smp knows for this encoder (``"imagenet"``,
-    downloaded from the Hugging Face hub or taken from its cache), or the path of a local state dict
-    (``.safetensors``/``.pth``/``.pt``/``.pkl``) of the 3-channel encoder (the first conv is then
-    adapted to ``in_channels`` the way smp adapts pretrained weights) or of an ``in_channels`` one.
+    Args:
+        name: smp encoder name.
+        in_channels: input channels.
+        weights: ``None`` (random init), a name smp knows for this encoder (``"imagenet"``,
+            downloaded from the Hugging Face hub or taken from its cache), or the path of a local
+            state dict (``.safetensors``/``.pth``/``.pt``/``.pkl``) of the 3-channel encoder (the
+            first conv is then adapted to ``in_channels`` the way smp adapts pretrained weights)
+            or of an ``in_channels`` one.
+        depth: number of stages (5).
+        output_stride: 32, or 16/8 for a dilated last stage(s).
+
+    Returns:
+        The encoder; ``EncoderWeightsUnavailable`` when downloaded weights cannot be had.
     """
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")

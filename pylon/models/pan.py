@@ -22,6 +22,7 @@ class NoGlobalBranch(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Tensor:
+        """Return zeros ``(N, out_channels, 1, 1)`` for the FPA input ``x``."""
         return x.new_zeros(x.shape[0], self.out_channels, 1, 1)
 
 
@@ -30,6 +31,7 @@ class NoChannelAttention(nn.Module):
     GAU = up(high-level) + conv(low-level)."""
 
     def forward(self, y: Tensor) -> Tensor:
+        """Return ones ``(N, C, 1, 1)`` for the high-level feature ``y`` ``(N, C, h, w)``."""
         return y.new_ones(y.shape[0], y.shape[1], 1, 1)
 
 

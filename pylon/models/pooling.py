@@ -12,15 +12,28 @@ POOLS = ("max", "avg", "mil")
 
 
 def global_max_pool(cam: Tensor) -> Tensor:
-    """Return ``(N, C)``: the maximum score of each class map of ``cam`` ``(N, C, h, w)``."""
+    """Global max pooling.
+
+    Args:
+        cam: ``(N, C, h, w)`` class maps.
+
+    Returns:
+        ``(N, C)``: the maximum score of each map.
+    """
     return cam.amax(dim=(2, 3))
 
 
 def global_avg_pool(cam: Tensor) -> Tensor:
-    """Return ``(N, C)``: the mean score of each class map of ``cam`` ``(N, C, h, w)``.
+    """Global average pooling.
 
-    For a map made by a 1x1 convolution this equals the convolution of the average-pooled
-    feature, which is how the reference computes its average-pooling CAM baseline."""
+    Args:
+        cam: ``(N, C, h, w)`` class maps.
+
+    Returns:
+        ``(N, C)``: the mean score of each map. For a map made by a 1x1 convolution this equals
+        the convolution of the average-pooled feature, which is how the reference computes its
+        average-pooling CAM baseline.
+    """
     return cam.mean(dim=(2, 3))
 
 

@@ -32,6 +32,8 @@ class UpBlock(nn.Module):
             raise ValueError(f"up_type must be one of {UP_TYPES}, got {up_type!r}")
 
     def forward(self, skip: Tensor, y: Tensor) -> Tensor:
+        """Return ``y`` (decoder map) up-sampled to the size of ``skip`` (encoder feature) plus
+        the convolved ``skip``."""
         y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=True)
         return y + self.conv1(skip)
 
@@ -64,6 +66,7 @@ class PylonDecoder(nn.Module):
             self.add_module(name, UpBlock(skip, n_dec_ch, up_type, up_kernel_size))
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
+        """Return the decoder map of the encoder ``features`` (strides 1..32, smp order)."""
         x = self.pa(features[-1])
         for i, name in enumerate(("up3", "up2", "up1")[: self.n_up]):
             x = getattr(self, name)(features[-2 - i], x)

@@ -33,6 +33,7 @@ class PyramidAttention(nn.Module):
             self.conv1 = ConvBnRelu(1, 1, 7)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Return ``attention(x) * mid(x)`` (or ``mid(x)``) for the stride-32 feature ``x``."""
         mid = self.mid(x)
         if not self.use_attention:
             return mid

@@ -64,8 +64,15 @@ def list_models() -> list[str]:
 
 
 def model_options(name: str) -> dict[str, Any]:
-    """Return the options of model ``name`` (its builder's keyword parameters beyond encoder,
-    channels, classes and weights) with their defaults."""
+    """The options of a model.
+
+    Args:
+        name: a name of :func:`list_models`.
+
+    Returns:
+        ``{option: default}``: the builder's keyword parameters beyond encoder, channels,
+        classes and weights.
+    """
     params = inspect.signature(_builder(name)).parameters
     return {k: p.default for k, p in params.items() if k not in _COMMON_ARGS}
 

@@ -193,7 +193,14 @@ def match_state_dict(model: nn.Module, state: Mapping[str, Tensor]) -> LoadRepor
 
 
 def existing_file(path: str | os.PathLike) -> Path:
-    """Return ``path`` as a ``Path``; ``FileNotFoundError`` naming it unless it is a file."""
+    """Check that a weights file exists.
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``path`` as a ``Path``; ``FileNotFoundError`` naming it unless it is a file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
