@@ -77,5 +77,30 @@ def test_bad_inputs_are_named(tmp_path):
     root = make_csv(tmp_path / "d", rows=["img/0.png,train,1,0", "img/9.png,train,0,0"])
     with pytest.raises(FileNotFoundError, match="9.png"):
         csvds(root)
-    with pytest.raises(ValueError, match="split 'holdout' contains no images"):
+    with pytest.raises(ValueError, match="unknown split 'holdout'"):
         csvds(make_csv(tmp_path / "e"), "holdout")
+
+
+def test_unknown_split_value_is_named(tmp_path):
+    rows = ["img/0.png,train,1,0", "img/1.png,trian,0,1", "img/2.png,test,1,1"]
+    with pytest.raises(
+        ValueError, match=r"labels.csv, line 3, column 'split': unknown split 'trian'"
+    ):
+        csvds(make_csv(tmp_path, rows=rows), "test")
+
+
+def test_duplicate_rows_are_named(tmp_path):
+    rows = ["img/0.png,train,1,0", "img/1.png,train,0,1", "img/0.png,test,1,1"]
+    with pytest.raises(
+        ValueError, match=r"labels.csv, line 4.*'img/0.png' is already listed on line 2"
+    ):
+        csvds(make_csv(tmp_path, rows=rows), "test")
+
+
+def test_boxes_of_unknown_images_are_named(tmp_path):
+    root = make_csv(tmp_path, boxes=["img/4.png,Nodule,4,8,10,6,,,", "img/7.png,Mass,0,0,4,4,,,"])
+    with pytest.raises(ValueError, match=r"boxes.csv, line 3: image 'img/7.png' is not listed"):
+        csvds(root, "test", boxes="boxes.csv")
+    # a box of an image of another split is not an error: it is simply not in this split
+    root = make_csv(tmp_path / "b", boxes=["img/0.png,Nodule,4,8,10,6,,,"])
+    assert all(csvds(root, "test", boxes="boxes.csv")[i]["boxes"] == [] for i in range(2))

@@ -205,3 +205,107 @@ def test_empty_split_is_an_error(tmp_path):
     root = make_nih(tmp_path, test=[])
     with pytest.raises(ValueError, match="split 'test' contains no images"):
         nih(root, "test")
+
+
+# --- the reference implementation's split files (cmb-chula/pylon data/nih14/) -------------------
+
+SPLIT_HEADER = "Image Index," + ",".join(NIH14_CLASSES)
+
+
+def label_row(name, labels):
+    return ",".join([name, *(str(int(v)) for v in labels)])
+
+
+def write_split_files(folder, parts):
+    """``parts``: split -> [(name, 14 labels)]; bbox_only.csv gets the unnamed index column."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"train": "original_split_train.csv", "val": "original_split_val.csv"}
+    files |= {"test": "original_split_test.csv"}
+    for split, rows in parts.items():
+        if split == "bbox":
+            lines = ["," + SPLIT_HEADER] + [
+                f"{10 * k + 3},{label_row(n, lab)}" for k, (n, lab) in enumerate(rows)
+            ]
+            (folder / "bbox_only.csv").write_text("\n".join(lines) + "\n")
+        else:
+            lines = [SPLIT_HEADER] + [label_row(n, lab) for n, lab in rows]
+            (folder / files[split]).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_reference_split_files_give_the_split_and_its_labels(tmp_path):
+    root = make_nih(tmp_path / "nih")
+    table = {n: expected_labels(lab) for n, lab, _ in ENTRIES}
+    # val shares patient 1 with train, as the reference's val does; labels differ from the
+    # Data_Entry file on purpose so the test shows which one is read.
+    odd = np.zeros(14, np.float32)
+    odd[NIH14_CLASSES.index("Hernia")] = 1
+    parts = {
+        "train": [("00000001_000.png", odd), ("00000002_000.png", table["00000002_000.png"])],
+        "val": [("00000001_001.png", table["00000001_001.png"])],
+        "test": [(n, table[n]) for n in TEST_IMAGES],
+        "bbox": [(n, table[n]) for n in reversed(TEST_IMAGES)],
+    }
+    folder = write_split_files(tmp_path / "splits", parts)
+    for split, rows in parts.items():
+        ds = nih(root, split, split_files=folder)
+        assert [r.image_id for r in ds.records] == [n for n, _ in rows]
+        for i, (_, labels) in enumerate(rows):
+            np.testing.assert_array_equal(ds[i]["labels"].numpy(), labels)
+    bbox = nih(root, "bbox", split_files=folder)
+    assert len(bbox[1]["boxes"]) == 1 and len(bbox[0]["boxes"]) == 2  # from BBox_List_2017.csv
+    # a folder relative to root works too
+    assert len(nih(root, "val", split_files="../splits")) == 1
+
+
+def test_reference_split_file_naming_a_missing_image(tmp_path):
+    root = make_nih(tmp_path / "nih")
+    zeros = np.zeros(14)
+    folder = write_split_files(
+        tmp_path / "s", {"train": [("00000001_000.png", zeros), ("99999999_000.png", zeros)]}
+    )
+    with pytest.raises(ValueError, match=r"original_split_train.csv, line 3.*'99999999_000.png'"):
+        nih(root, "train", split_files=folder)
+    (root / "images" / "00000001_000.png").unlink()
+    folder = write_split_files(tmp_path / "t", {"train": [("00000001_000.png", zeros)]})
+    with pytest.raises(FileNotFoundError, match=r"original_split_train.csv, line 2.*00000001_000"):
+        nih(root, "train", split_files=folder)
+    with pytest.raises(FileNotFoundError, match="original_split_val.csv"):
+        nih(root, "val", split_files=folder)
+
+
+# --- bad list and box files (issue 11.13) -------------------------------------------------------
+
+
+def test_byte_order_mark_in_list_files_is_stripped(tmp_path):
+    root = make_nih(tmp_path)
+    for name in ("test_list.txt", "train_val_list.txt"):
+        path = root / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert [r.image_id for r in nih(root, "test").records] == TEST_IMAGES
+    assert len(nih(root, "train")) + len(nih(root, "val")) == len(ENTRIES) - len(TEST_IMAGES)
+
+
+def test_image_in_train_val_and_test_lists_is_leakage(tmp_path):
+    root = make_nih(tmp_path)
+    path = root / "train_val_list.txt"
+    path.write_text(path.read_text() + "00000008_000.png\n")
+    for split in ("train", "test"):
+        with pytest.raises(ValueError, match=r"'00000008_000.png' is listed in both"):
+            nih(root, split)
+
+
+def test_image_index_with_stray_spaces_blames_the_csv_row(tmp_path):
+    entries = [*ENTRIES[:3], (" 00000003_000.png", "Hernia", 3), *ENTRIES[4:]]
+    root = tmp_path
+    make_nih(root, entries=entries)
+    (root / "images" / " 00000003_000.png").rename(root / "images" / "00000003_000.png")
+    with pytest.raises(ValueError, match=r"Data_Entry_2017.csv, line 5, column 'Image Index'"):
+        nih(root, "test")
+
+
+def test_duplicate_box_rows_are_kept_once_with_a_warning(tmp_path):
+    root = make_nih(tmp_path, box_rows=[*BOX_ROWS, BOX_ROWS[1]])
+    with pytest.warns(UserWarning, match=r"line 5: duplicate of the box on line 3"):
+        ds = nih(root, "bbox")
+    assert [len(r.boxes) for r in ds.records] == [1, 2]

@@ -89,7 +89,10 @@ def parse_fractions(spec: str | Sequence[float], where: str) -> list[float]:
 class BoxDataset(Dataset):
     """Images on disk with labels and boxes, decoded (or read from the cache) and augmented.
 
-    Subclasses build the ``records`` for their split from their official files.
+    Subclasses build the ``records`` for their split from their official files. With
+    ``labels_from_boxes`` a sample's labels are the classes of the boxes that survive its
+    transform (VOC, as the reference: an object cropped away loses its label); otherwise
+    they are the record's labels.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class BoxDataset(Dataset):
         cache_size: int | None = None,
         cache_workers: int | None = None,
         progress: bool = True,
+        labels_from_boxes: bool = False,
     ):
         if not records:
             raise ValueError(f"{name}: split {split!r} contains no images")
@@ -122,6 +126,7 @@ class BoxDataset(Dataset):
         self.num_classes = len(self.class_names)
         self.name, self.split, self.size = name, split, size
         self.augment, self.kind, self.in_channels = augment, kind, in_channels
+        self.labels_from_boxes = labels_from_boxes
         self.mean, self.std = normalization(kind, in_channels)
         self.transform = build_transform(kind, size, augment, in_channels=in_channels)
         self.cache: ImageCache | None = None
@@ -163,9 +168,14 @@ class BoxDataset(Dataset):
         record = self.records[index]
         image, boxes = self.load(index)
         tensor, out_boxes = apply_transform(self.transform, image, boxes)
+        if self.labels_from_boxes:
+            labels = torch.zeros(self.num_classes, dtype=torch.float32)
+            labels[[box[4] for box in out_boxes]] = 1.0
+        else:
+            labels = torch.as_tensor(record.labels, dtype=torch.float32)
         return {
             "image": tensor,
-            "labels": torch.as_tensor(record.labels, dtype=torch.float32),
+            "labels": labels,
             "boxes": out_boxes,
             "image_id": record.image_id,
         }

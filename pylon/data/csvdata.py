@@ -11,8 +11,17 @@ import numpy as np
 import pandas as pd
 
 from pylon.data.base import BoxDataset, Record, parse_fractions, seeded_split
-from pylon.data.nih import attach_boxes, read_box_file, read_csv_checked
+from pylon.data.tables import (
+    attach_boxes,
+    check_box_images,
+    check_ids,
+    label_matrix,
+    read_box_file,
+    read_csv_checked,
+)
 from pylon.data.transforms import TransformKind
+
+SPLIT_VALUES = ("train", "val", "test")
 
 
 class CSVDataset(BoxDataset):
@@ -21,11 +30,13 @@ class CSVDataset(BoxDataset):
     ``label_columns``). The class names are the label column names.
 
     ``root`` is the CSV file or the folder containing ``csv`` (default ``labels.csv``). With a
-    ``split`` column, the dataset keeps the rows whose value equals ``split``; without one,
+    ``split`` column (values ``train``, ``val`` or ``test``; anything else is an error naming the
+    row), the dataset keeps the rows whose value equals ``split``; without one,
     splits ``train/val/test`` are drawn with ``split_fractions`` (default "80/10/10") and
     ``seed``. ``split="all"`` keeps every row. ``boxes`` names a box CSV in the NIH format
     (``Image Index,Finding Label,Bbox [x,y,w,h]``) whose ``Image Index`` is the value in
-    ``image_column`` (or its file name) and whose labels are class names.
+    ``image_column`` (or its file name) and whose labels are class names. Image values must be
+    unique, and every box must belong to a listed image.
     """
 
     def __init__(
@@ -58,35 +69,27 @@ class CSVDataset(BoxDataset):
             label_columns = [c for c in frame.columns if c not in (image_column, split_column)]
         if not label_columns:
             raise ValueError(f"{path}: no label columns besides {image_column!r}")
-        labels = _label_matrix(frame, label_columns, path)
+        labels = label_matrix(frame, label_columns, path)
+        names = check_ids(frame[image_column].tolist(), path, image_column)
+        if split != "all" and split not in SPLIT_VALUES:
+            raise ValueError(
+                f"csv: unknown split {split!r}; expected {', '.join(SPLIT_VALUES)} or all"
+            )
         rows = np.arange(len(frame))
-        if split != "all":
-            if has_split:
-                rows = rows[frame[split_column].astype(str).str.strip().to_numpy() == split]
-            else:
-                fractions = parse_fractions(split_fractions, "csv split_fractions")
-                if split not in ("train", "val", "test"):
-                    raise ValueError(
-                        f"csv: unknown split {split!r}; expected train, val, test or all"
-                    )
-                parts = seeded_split([str(i) for i in rows], fractions, seed)
-                rows = np.array(
-                    sorted(int(i) for i in parts[("train", "val", "test").index(split)]), dtype=int
-                )
+        if split != "all" and has_split:
+            values = _split_values(frame[split_column], path, split_column)
+            rows = rows[values == split]
+        elif split != "all":
+            fractions = parse_fractions(split_fractions, "csv split_fractions")
+            parts = seeded_split([str(i) for i in rows], fractions, seed)
+            rows = np.array(sorted(int(i) for i in parts[SPLIT_VALUES.index(split)]), dtype=int)
         base = path.parent
-        records = []
-        for i in rows:
-            name = frame[image_column].iloc[i]
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError(f"{path}, line {i + 2}, column {image_column!r}: empty image path")
-            records.append(Record(name, base / name.strip(), labels[i]))
+        records = [Record(names[i], base / names[i], labels[i]) for i in rows]
         if boxes is not None:
             box_file = Path(boxes) if Path(boxes).is_absolute() else base / boxes
             by_name = read_box_file(box_file, label_columns)
-            for record in records:
-                file_name = Path(record.image_id).name
-                if record.image_id not in by_name and file_name in by_name:
-                    by_name[record.image_id] = by_name.pop(file_name)
+            _match_file_names(by_name, names, box_file)
+            check_box_images(by_name, set(names), box_file, f"{path} (column {image_column!r})")
             attach_boxes(records, by_name, box_file)
         if in_channels is None:
             in_channels = 3 if kind == "voc" else 1
@@ -103,17 +106,29 @@ class CSVDataset(BoxDataset):
         )
 
 
-def _label_matrix(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> np.ndarray:
-    """(N, C) float labels; every value must be 0 or 1."""
-    matrix = np.zeros((len(frame), len(columns)), dtype=np.float32)
-    for j, column in enumerate(columns):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = ~values.isin([0.0, 1.0])
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
+def _match_file_names(by_name: dict, names: list[str], box_file: Path) -> None:
+    """Re-key boxes given by file name (``0001.png``) to the image column's value."""
+    known = set(names)
+    by_file_name: dict[str, list[str]] = {}
+    for name in names:
+        by_file_name.setdefault(Path(name).name, []).append(name)
+    for name in [n for n in by_name if n not in known and n in by_file_name]:
+        matches = by_file_name[name]
+        if len(matches) > 1:
             raise ValueError(
-                f"{path}, line {i + 2}, column {column!r}: expected a 0/1 label, "
-                f"got {frame[column].iloc[i]!r}"
+                f"{box_file}, line {by_name[name][0][0]}: image {name!r} is ambiguous; it is "
+                f"the file name of {', '.join(map(repr, matches[:3]))}: give the full value"
             )
-        matrix[:, j] = values.to_numpy(dtype=np.float32)
-    return matrix
+        by_name[matches[0]] = by_name.pop(name)
+
+
+def _split_values(column: pd.Series, path: Path, name: str) -> np.ndarray:
+    """The split column's values, stripped; each must be one of train, val, test."""
+    values = column.fillna("").astype(str).str.strip().to_numpy()
+    for i, value in enumerate(values):
+        if value not in SPLIT_VALUES:
+            raise ValueError(
+                f"{path}, line {i + 2}, column {name!r}: unknown split {column.iloc[i]!r}; "
+                f"expected one of {', '.join(SPLIT_VALUES)}"
+            )
+    return values

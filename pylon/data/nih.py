@@ -1,18 +1,25 @@
-"""NIH ChestX-ray14 from its official files: 14 labels, patient-wise val split, bbox split."""
+"""NIH ChestX-ray14 from its official files: 14 labels, patient-wise val split, bbox split;
+or the reference implementation's fixed split files (``split_files``)."""
 
 from __future__ import annotations
 
-import csv
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pylon.data.base import BoxDataset, Record, check_box, seeded_split
-from pylon.data.images import image_size
+from pylon.data.base import BoxDataset, Record, seeded_split
+from pylon.data.tables import (
+    attach_boxes,
+    check_box_images,
+    check_ids,
+    read_box_file,
+    read_csv_checked,
+    read_label_table,
+    read_list,
+)
 
 NIH14_CLASSES: tuple[str, ...] = (
     "Atelectasis",
@@ -34,89 +41,13 @@ NIH14_SPLITS = ("train", "val", "test", "bbox")
 # The box file spells some findings differently from the label file.
 BOX_LABEL_ALIASES = {"Infiltrate": "Infiltration"}
 _ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
-
-
-def read_csv_checked(path: Path, required: Sequence[str], **kwargs: Any) -> pd.DataFrame:
-    """``pd.read_csv`` with a clear error for a missing file, a parse error or missing columns."""
-    if not path.is_file():
-        raise FileNotFoundError(f"CSV file not found: {path}")
-    try:
-        frame = pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot parse CSV file {path}: {err}") from err
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: missing required column(s) {missing}; found columns {list(frame.columns)}"
-        )
-    return frame
-
-
-def read_box_file(
-    path: Path, class_names: Sequence[str]
-) -> dict[str, list[tuple[int, float, float, float, float, int]]]:
-    """Parse a box file in the NIH format (``Image Index,Finding Label,Bbox [x,y,w,h],,,``).
-
-    Returns ``{image name: [(line number, x, y, w, h, class index), ...]}``.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"box file not found: {path}")
-    index = {name: i for i, name in enumerate(class_names)}
-    boxes: dict[str, list[tuple[int, float, float, float, float, int]]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = csv.reader(fh)
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header[:2]] != ["Image Index", "Finding Label"]:
-            raise ValueError(
-                f"{path}: expected a header starting 'Image Index,Finding Label,Bbox [x,y,w,h]', "
-                f"got {','.join(header or [])!r}"
-            )
-        for line, row in enumerate(rows, start=2):
-            fields = [f.strip() for f in row]
-            while fields and fields[-1] == "":
-                fields.pop()  # the official file has trailing empty columns
-            if not fields:
-                continue
-            if len(fields) != 6:
-                raise ValueError(
-                    f"{path}, line {line}: expected 6 fields (image, label, x, y, w, h), "
-                    f"got {len(fields)}"
-                )
-            name, label = fields[0], BOX_LABEL_ALIASES.get(fields[1], fields[1])
-            if label not in index:
-                raise ValueError(
-                    f"{path}, line {line}: unknown class {fields[1]!r}; "
-                    f"expected one of {', '.join(class_names)}"
-                )
-            try:
-                x, y, w, h = (float(v) for v in fields[2:6])
-            except ValueError as err:
-                raise ValueError(f"{path}, line {line}: box coordinates must be numbers") from err
-            boxes.setdefault(name, []).append((line, x, y, w, h, index[label]))
-    return boxes
-
-
-def attach_boxes(
-    records: list[Record],
-    boxes: dict[str, list[tuple[int, float, float, float, float, int]]],
-    box_file: Path,
-) -> None:
-    """Check each record's boxes against its image size (from the header) and attach them."""
-    for record in records:
-        entries = boxes.get(record.image_id)
-        if not entries:
-            continue
-        height, width = image_size(record.path)
-        for line, x, y, w, h, cls in entries:
-            where = f"{box_file}, line {line} ({record.image_id})"
-            record.boxes.append((*check_box((x, y, w, h), height, width, where), cls))
-
-
-def _read_list(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"split list not found: {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+# The reference implementation's split files (``data/nih14/`` of cmb-chula/pylon), per split.
+REFERENCE_SPLIT_FILES = {
+    "train": "original_split_train.csv",
+    "val": "original_split_val.csv",
+    "test": "original_split_test.csv",
+    "bbox": "bbox_only.csv",
+}
 
 
 class NIH14Dataset(BoxDataset):
@@ -125,6 +56,8 @@ class NIH14Dataset(BoxDataset):
 
     Splits: ``train`` and ``val`` (train_val divided by patient, ``val_fraction`` of the
     patients, reproducible from ``seed``), ``test`` and ``bbox`` (the images that have boxes).
+    With ``split_files`` (a folder, absolute or relative to ``root``), each split and its labels
+    are read from the reference's files instead (:data:`REFERENCE_SPLIT_FILES`).
     """
 
     def __init__(
@@ -136,6 +69,7 @@ class NIH14Dataset(BoxDataset):
         *,
         val_fraction: float = 0.1,
         seed: int = 0,
+        split_files: str | os.PathLike | None = None,
         in_channels: int = 1,
         **options: Any,
     ):
@@ -150,14 +84,17 @@ class NIH14Dataset(BoxDataset):
         root = Path(root)
         entries, entry_file = self._read_entries(root)
         box_file = root / "BBox_List_2017.csv"
-        boxes = read_box_file(box_file, NIH14_CLASSES)
-        names = self._split_names(root, split, entries, entry_file, boxes, val_fraction, seed)
-        unknown = [n for n in boxes if n not in entries.index]
-        if unknown:
-            raise ValueError(f"{box_file}: image {unknown[0]!r} is not listed in {entry_file}")
-        labels = _multi_hot(entries, entry_file)
+        boxes = read_box_file(box_file, NIH14_CLASSES, BOX_LABEL_ALIASES)
+        check_box_images(boxes, entries.index, box_file, str(entry_file))
         images = root / "images"
-        records = [Record(n, images / n, labels[entries.index.get_loc(n)]) for n in names]
+        if split_files is not None:
+            records = _records_from_split_file(
+                _split_file(root, split_files, split), entries, entry_file, images
+            )
+        else:
+            names = _split_names(root, split, entries, entry_file, boxes, val_fraction, seed)
+            labels = _multi_hot(entries, entry_file)
+            records = [Record(n, images / n, labels[entries.index.get_loc(n)]) for n in names]
         attach_boxes(records, boxes, box_file)
         super().__init__(
             records,
@@ -170,7 +107,7 @@ class NIH14Dataset(BoxDataset):
             in_channels=in_channels,
             **options,
         )
-        self.patient_ids = [str(entries.at[n, "Patient ID"]) for n in names]
+        self.patient_ids = [str(entries.at[r.image_id, "Patient ID"]) for r in records]
 
     @staticmethod
     def _read_entries(root: Path) -> tuple[pd.DataFrame, Path]:
@@ -178,39 +115,75 @@ class NIH14Dataset(BoxDataset):
         if path is None:
             raise FileNotFoundError(f"nih14: none of {', '.join(_ENTRY_FILES)} found in {root}")
         frame = read_csv_checked(
-            path, ["Image Index", "Finding Labels", "Patient ID"], dtype={"Patient ID": str}
+            path,
+            ["Image Index", "Finding Labels", "Patient ID"],
+            dtype={"Image Index": str, "Patient ID": str},
         )
         frame["Finding Labels"] = frame["Finding Labels"].fillna("")
-        if frame["Image Index"].duplicated().any():
-            dup = frame.loc[frame["Image Index"].duplicated(), "Image Index"].iloc[0]
-            raise ValueError(f"{path}: image {dup!r} appears more than once")
+        check_ids(frame["Image Index"].tolist(), path, "Image Index")
         return frame.set_index("Image Index", drop=False), path
 
-    @staticmethod
-    def _split_names(
-        root: Path,
-        split: str,
-        entries: pd.DataFrame,
-        entry_file: Path,
-        boxes: dict,
-        val_fraction: float,
-        seed: int,
-    ) -> list[str]:
-        if split == "bbox":
-            return sorted(boxes)
-        list_file = root / ("test_list.txt" if split == "test" else "train_val_list.txt")
-        names = _read_list(list_file)
+
+def _split_names(
+    root: Path,
+    split: str,
+    entries: pd.DataFrame,
+    entry_file: Path,
+    boxes: dict,
+    val_fraction: float,
+    seed: int,
+) -> list[str]:
+    """Image names of ``split`` from the official lists; train/val divided by patient."""
+    if split == "bbox":
+        return sorted(boxes)
+    train_val_file, test_file = root / "train_val_list.txt", root / "test_list.txt"
+    lists = {train_val_file: read_list(train_val_file), test_file: read_list(test_file)}
+    for list_file, names in lists.items():
         for line, name in enumerate(names, start=1):
             if name not in entries.index:
                 raise ValueError(f"{list_file}, line {line}: image {name!r} is not in {entry_file}")
-        if split == "test":
-            return names
-        patients = entries.loc[names, "Patient ID"].astype(str)
-        train_p, val_p = seeded_split(
-            sorted(set(patients)), (1.0 - val_fraction, val_fraction), seed
+    leaked = sorted(set(lists[train_val_file]) & set(lists[test_file]))
+    if leaked:
+        raise ValueError(
+            f"nih14: image {leaked[0]!r} is listed in both {train_val_file} and {test_file} "
+            f"({len(leaked)} image(s) in both); a test image must not be trained on"
         )
-        keep = set(val_p if split == "val" else train_p)
-        return [n for n, p in zip(names, patients, strict=True) if p in keep]
+    if split == "test":
+        return lists[test_file]
+    names = lists[train_val_file]
+    patients = entries.loc[names, "Patient ID"].astype(str)
+    train_p, val_p = seeded_split(sorted(set(patients)), (1.0 - val_fraction, val_fraction), seed)
+    keep = set(val_p if split == "val" else train_p)
+    return [n for n, p in zip(names, patients, strict=True) if p in keep]
+
+
+def _split_file(root: Path, split_files: str | os.PathLike, split: str) -> Path:
+    folder = Path(split_files)
+    if not folder.is_absolute() and not folder.is_dir():
+        folder = root / folder
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"nih14: split_files folder {split_files} not found (relative paths are tried "
+            f"from the working directory and from {root})"
+        )
+    return folder / REFERENCE_SPLIT_FILES[split]
+
+
+def _records_from_split_file(
+    path: Path, entries: pd.DataFrame, entry_file: Path, images: Path
+) -> list[Record]:
+    """Records of a reference split file; labels are the file's columns, as the reference's."""
+    table = read_label_table(path, NIH14_CLASSES)
+    records = []
+    for image_id, labels, line in zip(table.ids, table.labels, table.lines, strict=True):
+        if image_id not in entries.index:
+            raise ValueError(f"{path}, line {line}: image {image_id!r} is not in {entry_file}")
+        if not (images / image_id).is_file():
+            raise FileNotFoundError(
+                f"{path}, line {line}: image {image_id!r} not found at {images / image_id}"
+            )
+        records.append(Record(image_id, images / image_id, labels))
+    return records
 
 
 def _multi_hot(entries: pd.DataFrame, entry_file: Path) -> np.ndarray:

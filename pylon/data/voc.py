@@ -86,8 +86,9 @@ def parse_annotation(path: Path) -> tuple[list[tuple[float, float, float, float,
 class VOCDataset(BoxDataset):
     """VOC 2012 under ``root`` (``JPEGImages``, ``Annotations``, ``ImageSets/Main/<split>.txt``).
 
-    Labels are the classes present among an image's objects; all objects' boxes are kept.
-    Uses the VOC transform (ImageNet mean/std, colour jitter) on 3-channel images.
+    Labels are the classes of the objects whose boxes survive the sample's transform (all of
+    them at eval; an object an augmentation crops away loses its label, as in the reference);
+    ``records`` hold the labels of all objects. Uses the VOC transform on 3-channel images.
     """
 
     def __init__(
@@ -122,5 +123,6 @@ class VOCDataset(BoxDataset):
             augment=augment,
             kind="voc",
             in_channels=3,
+            labels_from_boxes=True,
             **options,
         )
