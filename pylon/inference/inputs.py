@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from pylon.data.dicom import DICOM_SUFFIXES, dicom_to_array
+from pylon.data.dicom import DICOM_SUFFIXES, PLAIN_CONVERSION, dicom_to_array
 from pylon.data.images import read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -69,13 +69,14 @@ def is_dicom(path: Path) -> bool:
 
 
 def read_dicom(path: Path, channels: int) -> np.ndarray:
-    """A DICOM converted as ``pylon convert-dicom`` does (MONOCHROME1 inverted, min-max to uint8),
+    """A DICOM converted as ``pylon convert-dicom --no-reference`` does (MONOCHROME1 inverted,
+    min-max to uint8, no equalisation),
     kept at its native resolution so that peaks are reported in the DICOM's own pixels."""
     header = pydicom.dcmread(path, stop_before_pixels=True)
     rows, columns = header.get("Rows"), header.get("Columns")
     if not rows or not columns:
         raise ValueError(f"{path}: DICOM header lacks Rows/Columns (no image in this file?)")
-    image, _, _ = dicom_to_array(path, size=max(int(rows), int(columns)))
+    image, _, _ = dicom_to_array(path, max(int(rows), int(columns)), PLAIN_CONVERSION)
     image = image[:, :, None]
     return np.repeat(image, channels, axis=2) if channels == 3 else image
 
