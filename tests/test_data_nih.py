@@ -309,3 +309,17 @@ def test_duplicate_box_rows_are_kept_once_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match=r"line 5: duplicate of the box on line 3"):
         ds = nih(root, "bbox")
     assert [len(r.boxes) for r in ds.records] == [1, 2]
+
+
+def test_read_picked_accepts_the_reference_files(tmp_path):
+    from pylon.data import read_picked
+
+    write_split_files(tmp_path, {"bbox": [("b.png", np.zeros(14)), ("a.png", np.ones(14))]})
+    (tmp_path / "bbox_only.csv").rename(tmp_path / "picked.csv")  # the same format
+    assert read_picked(tmp_path / "picked.csv") == ["b.png", "a.png"]
+    vin = tmp_path / "v1_picked.csv"
+    vin.write_text("image_id,Aortic enlargement,No finding\nabc,1,0\ndef,0,1\n")
+    assert read_picked(vin) == ["abc", "def"]
+    vin.write_text("name,Aortic enlargement\nabc,1\n")
+    with pytest.raises(ValueError, match="'Image Index' or 'image_id'"):
+        read_picked(vin)

@@ -108,3 +108,82 @@ def test_box_outside_image_and_missing_column(tmp_path):
     (root / "train.csv").write_text(text)
     with pytest.raises(ValueError, match="rad_id"):
         vindr(root)
+
+
+# --- the reference implementation's files (cmb-chula/pylon data/vin/) ---------------------------
+
+SPLIT_HEADER = "image_id," + ",".join(VINDR_CLASSES)  # 14 findings, then "No finding"
+
+
+def write_vin_split(folder, version, split, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [SPLIT_HEADER] + [",".join([i, *(str(v) for v in lab)]) for i, lab in rows]
+    (folder / f"vin_cls_{version}_{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def onehot(*classes):
+    vec = [0] * 15
+    for c in classes:
+        vec[c] = 1
+    return vec
+
+
+def test_reference_split_files_and_versions(tmp_path):
+    root = make_vindr(tmp_path / "vin")
+    folder = tmp_path / "splits"
+    v3 = {
+        "train": [("img3", onehot(14)), ("img0", onehot(0, 8)), ("img2", onehot(10))],
+        "val": [("img1", onehot(14))],
+        "test": [("img4", onehot(5))],  # a label train.csv does not have: the file's is used
+    }
+    for split, rows in v3.items():
+        write_vin_split(folder, "v3", split, rows)
+    write_vin_split(folder, "v1", "train", [("img9", onehot(14))])
+    for split, rows in v3.items():
+        ds = vindr(root, split, split_files=folder)
+        assert [r.image_id for r in ds.records] == [i for i, _ in rows]
+        for k, (_, labels) in enumerate(rows):
+            np.testing.assert_array_equal(ds[k]["labels"].numpy(), labels)
+    assert len(vindr(root, "train", split_files=folder)[1]["boxes"]) == 3  # img0's, from train.csv
+    assert [
+        r.image_id for r in vindr(root, "train", split_files=folder, split_version="v1").records
+    ] == ["img9"]
+    fourteen = vindr(root, "test", split_files=folder, include_no_finding=False)
+    np.testing.assert_array_equal(fourteen[0]["labels"].numpy(), onehot(5)[:14])
+    with pytest.raises(FileNotFoundError, match="vin_cls_v2_train.csv"):
+        vindr(root, "train", split_files=folder, split_version="v2")
+    with pytest.raises(ValueError, match="unknown split_version 'v4'"):
+        vindr(root, "train", split_files=folder, split_version="v4")
+    with pytest.raises(ValueError, match="split_version"):
+        vindr(root, "train", split_version="v1")
+
+
+def test_reference_split_file_naming_a_missing_image(tmp_path):
+    root = make_vindr(tmp_path / "vin")
+    write_vin_split(tmp_path / "s", "v3", "train", [("img0", onehot(0)), ("nope", onehot(14))])
+    with pytest.raises(ValueError, match=r"vin_cls_v3_train.csv, line 3: image 'nope'"):
+        vindr(root, "train", split_files=tmp_path / "s")
+    (root / "train_png" / "img0.png").unlink()
+    write_vin_split(tmp_path / "t", "v3", "train", [("img0", onehot(0))])
+    with pytest.raises(FileNotFoundError, match=r"vin_cls_v3_train.csv, line 2: image 'img0'"):
+        vindr(root, "train", split_files=tmp_path / "t")
+
+
+def test_reference_ratio_file_gives_the_same_boxes(tmp_path):
+    ours = vindr(make_vindr(tmp_path / "a"))
+    root = make_vindr(tmp_path / "b", convert=False)
+    convert_folder(root / "train", root / "images", size=50, progress=False)
+    (root / "images" / "ratios.csv").unlink()
+    # as the reference's scripts/convert_dcm_to_png.py writes it: <png folder>_ratio.csv
+    rows = "\n".join(f"img{i},0.5" for i in range(10))
+    (root / "images_ratio.csv").write_text(f"image_id,resize_ratio\n{rows}\n")
+    theirs = vindr(root, images_dir="images")
+    assert [r.image_id for r in theirs.records] == [r.image_id for r in ours.records]
+    for a, b in zip(ours.records, theirs.records, strict=True):
+        np.testing.assert_allclose(a.boxes, b.boxes, rtol=1e-9)
+    assert sum(len(r.boxes) for r in theirs.records) == 4
+    (root / "images_ratio.csv").write_text("image_id,scale\nimg0,0.5\n")
+    with pytest.raises(ValueError, match="resize_ratio"):
+        vindr(root, images_dir="images")
+    with pytest.raises(FileNotFoundError, match="ratio_file"):
+        vindr(root, images_dir="images", ratio_file="elsewhere.csv")

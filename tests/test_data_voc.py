@@ -1,7 +1,9 @@
 """Pascal VOC 2012: XML boxes (1-based, inclusive) to labels and COCO boxes, 3 channels."""
 
+import albumentations as A
 import numpy as np
 import pytest
+from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
 from pylon.data import create_dataset
@@ -81,3 +83,30 @@ def test_unknown_class_and_missing_files(tmp_path):
         create_dataset("voc", root, "train", cache=False)
     with pytest.raises(FileNotFoundError, match="VOC2012"):
         create_dataset("voc", tmp_path / "nowhere", "train")
+
+
+def test_a_box_cropped_away_loses_its_label(tmp_path):
+    # cat in the top-left corner, dog on the right: cropping the right half keeps only the dog
+    images = {"2008_000001": [("cat", 1, 1, 20, 20), ("dog", 40, 10, 60, 40)]}
+    root = make_voc(tmp_path, images=images, train=("2008_000001",), val=())
+    ds = create_dataset("voc", root, "train", size=32, cache=False)
+    cat, dog = VOC_CLASSES.index("cat"), VOC_CLASSES.index("dog")
+    assert ds.records[0].labels[[cat, dog]].tolist() == [1, 1]
+    ds.transform = A.Compose(
+        [A.Crop(x_min=32, y_min=0, x_max=64, y_max=48), A.Normalize(), ToTensorV2()],
+        bbox_params=A.BboxParams(format="coco", label_fields=["class_indices"], clip=True),
+    )
+    sample = ds[0]
+    expected = np.zeros(20, np.float32)
+    expected[dog] = 1
+    np.testing.assert_array_equal(sample["labels"].numpy(), expected)
+    assert [b[4] for b in sample["boxes"]] == [dog]
+    # the real training pipeline: labels are always the classes of the boxes that survive
+    ds = create_dataset("voc", root, "train", size=32, cache=False)
+    for _ in range(20):
+        sample = ds[0]
+        survivors = {b[4] for b in sample["boxes"]}
+        assert set(np.flatnonzero(sample["labels"].numpy())) == survivors
+    # at eval every object is kept
+    val = create_dataset("voc", root, "train", size=32, augment=False, cache=False)
+    assert set(np.flatnonzero(val[0]["labels"].numpy())) == {cat, dog}
