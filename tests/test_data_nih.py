@@ -272,6 +272,8 @@ def test_reference_split_file_naming_a_missing_image(tmp_path):
         nih(root, "train", split_files=folder)
     with pytest.raises(FileNotFoundError, match="original_split_val.csv"):
         nih(root, "val", split_files=folder)
+    with pytest.raises(FileNotFoundError, match="split_files folder nowhere not found"):
+        nih(root, "val", split_files="nowhere")
 
 
 # --- bad list and box files (issue 11.13) -------------------------------------------------------

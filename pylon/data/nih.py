@@ -15,6 +15,7 @@ from pylon.data.tables import (
     attach_boxes,
     check_box_images,
     check_ids,
+    find_folder,
     read_box_file,
     read_csv_checked,
     read_label_table,
@@ -158,15 +159,7 @@ def _split_names(
 
 
 def _split_file(root: Path, split_files: str | os.PathLike, split: str) -> Path:
-    folder = Path(split_files)
-    if not folder.is_absolute() and not folder.is_dir():
-        folder = root / folder
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"nih14: split_files folder {split_files} not found (relative paths are tried "
-            f"from the working directory and from {root})"
-        )
-    return folder / REFERENCE_SPLIT_FILES[split]
+    return find_folder(root, split_files, "nih14: split_files") / REFERENCE_SPLIT_FILES[split]
 
 
 def _records_from_split_file(

@@ -65,6 +65,20 @@ def check_ids(values: Sequence[Any], path: Path, column: str, first_line: int = 
     return ids
 
 
+def find_folder(root: Path, folder: str | os.PathLike, what: str) -> Path:
+    """``folder`` as given (absolute, or relative to the working directory), else below ``root``;
+    ``what`` names the option in the error when neither exists."""
+    path = Path(folder)
+    if not path.is_absolute() and not path.is_dir():
+        path = Path(root) / path
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{what} folder {folder} not found (relative paths are tried from the working "
+            f"directory and from {root})"
+        )
+    return path
+
+
 def read_list(path: Path) -> list[str]:
     """Names listed one per line (blank lines skipped, spaces and a byte-order mark stripped)."""
     path = Path(path)

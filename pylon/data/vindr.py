@@ -12,7 +12,7 @@ import numpy as np
 from pylon.data.base import BoxDataset, Record, check_box, parse_fractions, seeded_split
 from pylon.data.dicom import RATIO_COLUMNS, RATIO_FILE
 from pylon.data.images import image_size
-from pylon.data.tables import read_csv_checked, read_label_table
+from pylon.data.tables import find_folder, read_csv_checked, read_label_table
 
 # Index = the Kaggle ``class_id``; "No finding" (class_id 14) is the 15th output by default.
 VINDR_CLASSES: tuple[str, ...] = (
@@ -147,15 +147,7 @@ def _split_file(
         )
     if split == "all":
         raise ValueError("vindr: split 'all' cannot be read from split_files; use train/val/test")
-    folder = Path(split_files)
-    if not folder.is_absolute() and not folder.is_dir():
-        folder = root / folder
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"vindr: split_files folder {split_files} not found (relative paths are tried "
-            f"from the working directory and from {root})"
-        )
-    return folder / f"vin_cls_{version}_{split}.csv"
+    return find_folder(root, split_files, "vindr: split_files") / f"vin_cls_{version}_{split}.csv"
 
 
 def _find_ratio_file(root: Path, images_dir: Path, ratio_file: str | os.PathLike | None) -> Path:
