@@ -192,19 +192,20 @@ def _score_chunk(up: Tensor, pair: Tensor, slot: Tensor, extents: Tensor):
     up.gt_(half_peak_threshold(peak)[:, None, None])  # the mask, as 0.0 / 1.0
     mask_area = up.sum(dim=(1, 2), dtype=count_dtype)
 
+    # The union of a map's boxes: (rows in its k-th box) x (columns in it), summed over k, clipped
+    # to 1 (small integers: exact in float32). Most maps have one box: a single outer product.
+    slots = int(slot.max()) + 1
     r = torch.arange(height, device=up.device)
     c = torch.arange(width, device=up.device)
-    in_rows = ((r >= extents[:, :1]) & (r < extents[:, 1:2])).float()
-    in_cols = ((c >= extents[:, 2:3]) & (c < extents[:, 3:4])).float()
-    gt = None
-    for k in range(int(slot.max()) + 1 if len(slot) else 0):
-        mine = slot == k
-        box = in_rows[mine][:, :, None] * in_cols[mine][:, None, :]
-        if k == 0:  # every pair has a first box, in pair order
-            gt = box
-        else:
-            index = pair[mine]
-            gt[index] = torch.maximum(gt[index], box)
+    in_rows = up.new_zeros(num, slots, height)
+    in_cols = up.new_zeros(num, slots, width)
+    in_rows[pair, slot] = ((r >= extents[:, :1]) & (r < extents[:, 1:2])).float()
+    in_cols[pair, slot] = ((c >= extents[:, 2:3]) & (c < extents[:, 3:4])).float()
+    gt = in_rows[:, 0, :, None] * in_cols[:, 0, None, :]
+    for k in range(1, slots):
+        gt.addcmul_(in_rows[:, k, :, None], in_cols[:, k, None, :])
+    if slots > 1:
+        gt.clamp_(max=1)
     gt_area = gt.sum(dim=(1, 2), dtype=count_dtype)
     intersection = gt.mul_(up).sum(dim=(1, 2), dtype=count_dtype)
     return tuple(t.long().cpu() for t in (rows, cols, mask_area, intersection, gt_area))
