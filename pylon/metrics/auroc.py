@@ -83,6 +83,7 @@ class AUROCAccumulator:
     """Collects logits and labels batch by batch (they are small); ``compute`` calls ``auroc``."""
 
     def __init__(self, class_names: Sequence[str] | None = None):
+        """An empty accumulator; ``class_names`` as for ``auroc``."""
         self.class_names = list(class_names) if class_names is not None else None
         self.logits: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
@@ -100,7 +101,7 @@ class AUROCAccumulator:
         self.labels.append(targets)
 
     def merge(self, other: AUROCAccumulator) -> AUROCAccumulator:
-        """Append ``other``'s batches; returns ``self``."""
+        """Append ``other``'s batches (another ``AUROCAccumulator``); returns ``self``."""
         self.logits.extend(other.logits)
         self.labels.extend(other.labels)
         return self

@@ -30,9 +30,15 @@ def summarize_seeds(
 ) -> pd.DataFrame:
     """Summarise runs (one metric dict, Series or DataFrame row per seed) per metric.
 
-    Returns a DataFrame with columns ``metric, mean, std, n`` in first-seen metric order; ``std``
-    is the sample standard deviation (ddof=1, NaN for a single run) and ``n`` counts the runs that
-    report the metric with a non-NaN value. Columns in ``exclude`` are skipped.
+    Args:
+        runs: a DataFrame with one row per run, or an iterable of dicts, Series or DataFrames.
+        exclude: columns that are not metrics (skipped).
+
+    Returns:
+        A DataFrame with columns ``metric, mean, std, n`` in first-seen metric order; ``std`` is
+        the sample standard deviation (ddof=1, NaN for a single run) and ``n`` counts the runs that
+        report the metric with a non-NaN value. Raises ``ValueError`` for no runs or a value that
+        is not a number.
     """
     rows = _rows(runs)
     if not rows:
