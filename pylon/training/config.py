@@ -13,6 +13,7 @@ import yaml
 
 from pylon.io import write_text_atomic
 from pylon.models.precision import normalize_precision
+from pylon.training.names import check_experiment_name
 
 SCHEDULERS = ("plateau", "onecycle", "cosine", "none")
 
@@ -106,10 +107,7 @@ class TrainConfig:
                 f"data.batch_size={self.data.batch_size}, data.size={self.data.size}; "
                 "expected batch_size >= 1 and size >= 32"
             )
-        if not self.experiment or "/" in self.experiment:
-            raise ValueError(
-                f"experiment={self.experiment!r}; expected a non-empty name without '/'"
-            )
+        check_experiment_name(self.experiment)
         for i, phase in enumerate(self.phases):
             if not isinstance(phase, dict):
                 raise ValueError(f"phases[{i}] must be a mapping of dotted keys to values")

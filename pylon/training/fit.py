@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from pylon.io import atomic_path, write_text_atomic
+from pylon.io import atomic_path, remove_stale_temp_files, write_text_atomic
 from pylon.models import create_model
 from pylon.models.freeze import freeze_encoder
 from pylon.models.head_prior import init_head_prior
@@ -87,10 +87,17 @@ def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> None:
     if not is_rank_zero_process():
         return
     if retrain and paths.root.exists():
+        if not paths.config.is_file():
+            raise ValueError(
+                f"--retrain: {paths.root} exists but is not a pylon run (no config.yaml); "
+                "refusing to delete it"
+            )
         shutil.rmtree(paths.root)
+    remove_stale_temp_files(paths.checkpoints, paths.last.name)
     if paths.config.is_file():
         previous = TrainConfig.from_yaml(paths.config)
-        if _comparable(previous) != _comparable(config):
+        # a run that failed before its first checkpoint holds nothing to resume: start it afresh
+        if _comparable(previous) != _comparable(config) and paths.has_checkpoint():
             old, new = _comparable(previous), _comparable(config)
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(

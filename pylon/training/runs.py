@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pylon.io import write_text_atomic
 from pylon.training.config import TrainConfig, apply_overrides
+from pylon.training.names import check_experiment_name
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,20 @@ class RunPaths:
 
     @classmethod
     def of(cls, runs_dir: str | Path, experiment: str, seed: int) -> RunPaths:
-        return cls(Path(runs_dir) / experiment / str(seed))
+        """``runs_dir/experiment/seed``, refusing any name that would leave ``runs_dir``."""
+        check_experiment_name(experiment)
+        if int(seed) < 0:
+            raise ValueError(f"seed={seed}; expected an integer >= 0")
+        runs = Path(runs_dir).resolve()
+        root = (runs / experiment / str(int(seed))).resolve()
+        if runs not in root.parents:
+            raise ValueError(f"run folder {root} would lie outside the runs directory {runs}")
+        return cls(Path(runs_dir) / experiment / str(int(seed)))
+
+    def has_checkpoint(self) -> bool:
+        """True once the run (or any of its phases) wrote a checkpoint or best weights."""
+        patterns = ("**/last.ckpt", "**/best.safetensors")
+        return self.root.is_dir() and any(any(self.root.glob(p)) for p in patterns)
 
     @property
     def config(self) -> Path:

@@ -1,0 +1,81 @@
+"""Run folders stay inside --runs-dir, --retrain deletes only pylon runs, stale temp files go,
+and a run that failed before its first checkpoint does not block a corrected config."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pylon.cli.main import app
+from pylon.training.config import TrainConfig, apply_overrides
+from pylon.training.fit import prepare_run
+from pylon.training.runs import RunPaths
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../x", "/abs", "a\\b", "-x", " x"])
+def test_unsafe_experiment_names_are_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="run folder name must be"):
+        apply_overrides(TrainConfig(), {"experiment": name})
+    with pytest.raises(ValueError, match="run folder name must be"):
+        RunPaths.of(tmp_path / "runs", name, 0)
+
+
+def test_negative_seed_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="seed=-1"):
+        RunPaths.of(tmp_path, "x", -1)
+
+
+def test_retrain_with_escaping_name_touches_nothing_beside_the_runs_dir(tmp_path):
+    sentinel = tmp_path / "x" / "0" / "keep.txt"
+    sentinel.parent.mkdir(parents=True)
+    sentinel.write_text("precious")
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "synthetic-cam",
+            "--set",
+            "experiment=..",
+            "--retrain",
+            "--runs-dir",
+            str(tmp_path / "x" / "runs"),
+        ],
+    )
+    assert result.exit_code != 0
+    assert "run folder name must be" in result.output
+    assert sentinel.read_text() == "precious"
+    assert sorted(p.name for p in (tmp_path / "x" / "0").iterdir()) == ["keep.txt"]
+
+
+def test_retrain_refuses_a_folder_that_is_not_a_run(tmp_path):
+    config = apply_overrides(TrainConfig(), {"experiment": "e"})
+    paths = RunPaths.of(tmp_path, "e", 0)
+    paths.root.mkdir(parents=True)
+    (paths.root / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not a pylon run"):
+        prepare_run(config, paths, retrain=True)
+    assert (paths.root / "notes.txt").is_file()
+
+
+def test_stale_checkpoint_temp_files_are_removed_on_start(tmp_path):
+    config = apply_overrides(TrainConfig(), {"experiment": "e"})
+    paths = RunPaths.of(tmp_path, "e", 0)
+    paths.checkpoints.mkdir(parents=True)
+    stale = paths.checkpoints / ".last.ckpt.k2j3.tmp"
+    stale.write_bytes(b"\0" * 100)
+    prepare_run(config, paths, retrain=False)
+    assert not stale.exists()
+
+
+def test_failed_before_first_checkpoint_does_not_block_a_corrected_config(tmp_path):
+    first = apply_overrides(TrainConfig(), {"experiment": "e", "optim.lr": 1.0})
+    paths = RunPaths.of(tmp_path, "e", 0)
+    prepare_run(first, paths, retrain=False)  # wrote config.yaml, then (say) crashed
+    corrected = apply_overrides(first, {"optim.lr": 1e-4})
+    prepare_run(corrected, paths, retrain=False)
+    assert TrainConfig.from_yaml(paths.config) == corrected
+    # once a checkpoint exists, a different config is refused
+    paths.checkpoints.mkdir(parents=True)
+    paths.last.write_bytes(b"ckpt")
+    with pytest.raises(ValueError, match="different config"):
+        prepare_run(first, paths, retrain=False)
