@@ -73,7 +73,7 @@ def test_every_preset_builds_a_valid_config():
         "nih256-pylon",
         "nih256-deeplabv3plus-nogap",
         "nih256-pan-nogap",
-        "nih256-fpn-bn",
+        "nih256-fpn-gn",
         "nih512-li2018",
         "vindr-pylon-twophase",
         "vindr-cam-transfer",
@@ -82,7 +82,9 @@ def test_every_preset_builds_a_valid_config():
         assert required in names
 
 
-@pytest.mark.parametrize("name", ["nih256-fpn-bn", "nih256-deeplabv3plus-nogap", "voc-li2018"])
+@pytest.mark.parametrize(
+    "name", ["nih256-fpn-gn", "nih256-deeplabv3plus-nogap", "voc-li2018", "nih256-pan"]
+)
 def test_preset_models_construct(name):
     config = get_preset(name).model
     in_channels = 3 if name.startswith("voc") else 1

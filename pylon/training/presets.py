@@ -18,13 +18,13 @@ class Preset:
     overrides: dict[str, Any]
 
 
-# Baselines: model name and the options selecting the variant.
+# Baselines: model name and the options selecting the variant (the reference's model configs).
 MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "pylon": ("pylon", {}, "PYLON (pyramid attention + 3 UP modules)"),
     "cam": ("cam", {}, "CAM backbone, global max pooling"),
     "li2018": ("li2018", {}, "Li et al. 2018, MIL pooling"),
-    "fpn": ("fpn", {}, "FPN, GroupNorm segmentation blocks"),
-    "fpn-bn": ("fpn", {"norm": "batchnorm"}, "FPN, BatchNorm segmentation blocks"),
+    "fpn": ("fpn", {"norm": "batchnorm", "dropout": 0.0}, "FPN, BatchNorm segmentation blocks"),
+    "fpn-gn": ("fpn", {"norm": "groupnorm", "dropout": 0.0}, "FPN, GroupNorm (smp's original)"),
     "unet": ("unet", {}, "U-Net, decoder 256-128-64-64-64"),
     "deeplabv3plus": ("deeplabv3plus", {}, "DeepLabV3+, ASPP with global pooling"),
     "deeplabv3plus-nogap": (
@@ -32,40 +32,58 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
         {"aspp_pooling": False},
         "DeepLabV3+ without ASPP GAP",
     ),
-    "pan": ("pan", {}, "PAN, with global pooling branch"),
-    "pan-nogap": ("pan", {"gap": False}, "PAN without global pooling branch"),
+    "pan": ("pan", {}, "PAN (128 channels, stride 32), with global pooling"),
+    "pan-nogap": ("pan", {"gap": False}, "PAN without global pooling branch and GAU attention"),
 }
 
+# The reference's Config defaults (utils/exp_base.py): Adam lr 1e-4, ReduceLROnPlateau on the
+# validation loss (patience 1, factor 0.2), stop below lr 1e-6, fp16 autocast (``auto`` is fp16
+# on CUDA; on a CPU, which has no fast fp16, bf16 or fp32), best validation loss kept.
+RECIPE = {
+    "optim.lr": 1e-4,
+    "optim.scheduler": "plateau",
+    "optim.patience": 1,
+    "optim.factor": 0.2,
+    "optim.lr_term": 1e-6,
+    "precision": "auto",
+    "model.encoder": "resnet50",
+    "model.encoder_weights": "imagenet",
+    "data.batch_size": 64,
+}
+
+
+def _cache(size: int) -> dict[str, Any]:
+    """Cache at twice the input size (at most the 1024 px originals), so that random crops are
+    as sharp as the reference's crops of the full-size image."""
+    return {"data.size": size, "data.options": {"cache_size": min(2 * size, 1024)}}
+
+
 NIH = {
+    **RECIPE,
     "data.name": "nih14",
     "data.root": "data/nih14",
     "data.loc_split": "bbox",
-    "data.batch_size": 64,
-    "model.encoder": "resnet50",
-    "model.encoder_weights": "imagenet",
     "max_epochs": 40,
+    "val_every": 1,
 }
 VINDR = {
+    **RECIPE,
     "data.name": "vindr",
     "data.root": "data/vindr",
-    "data.size": 512,
-    "data.batch_size": 64,
-    "model.encoder": "resnet50",
-    "model.encoder_weights": "imagenet",
     "max_epochs": 100,
     "val_every": 3,
 }
 VOC = {
+    **RECIPE,
     "data.name": "voc",
     "data.root": "data/VOCdevkit",
     "data.test_split": "val",
     "data.val_split": "val",
     "data.loc_split": "val",
-    "data.batch_size": 64,
-    "model.encoder": "resnet50",
-    "model.encoder_weights": "imagenet",
-    "max_epochs": 100,
+    "max_epochs": 40,
+    "val_every": 1,
 }
+
 SYNTHETIC = {
     "data.name": "synthetic",
     "data.batch_size": 16,
@@ -105,23 +123,24 @@ def _build() -> dict[str, Preset]:
         return {"model.name": name, "model.options": dict(options)}
 
     for key, (_, _, text) in MODELS.items():
-        add(f"nih256-{key}", f"NIH ChestX-ray14, 256 px: {text}", NIH, model(key))
+        add(f"nih256-{key}", f"NIH ChestX-ray14, 256 px: {text}", NIH, _cache(256), model(key))
     for key in ("cam", "li2018", "fpn", "pylon"):
         add(
             f"nih512-{key}",
             f"NIH ChestX-ray14, 512 px: {MODELS[key][2]}",
             NIH,
-            {"data.size": 512, "data.batch_size": 32},
+            _cache(512),
             model(key),
         )
     for key in ("cam", "li2018", "fpn", "pylon"):
-        add(f"vindr-{key}", f"VinDr-CXR, 512 px: {MODELS[key][2]}", VINDR, model(key))
+        add(f"vindr-{key}", f"VinDr-CXR, 256 px: {MODELS[key][2]}", VINDR, _cache(256), model(key))
     for key in ("cam", "pylon"):
         add(
             f"vindr-{key}-transfer",
             f"VinDr-CXR, {key.upper() if key == 'cam' else 'PYLON'} initialised from "
             f"runs/nih256-{key}/<seed> (all but the head)",
             VINDR,
+            _cache(256),
             model(key),
             {"model.init_from": f"runs/nih256-{key}/{{seed}}/checkpoints/best.safetensors"},
         )
@@ -129,16 +148,20 @@ def _build() -> dict[str, Preset]:
         "vindr-pylon-twophase",
         "VinDr-CXR PYLON from runs/nih256-pylon/<seed>: frozen encoder, then full fine-tuning",
         VINDR,
+        _cache(256),
         model("pylon"),
         {"model.init_from": "runs/nih256-pylon/{seed}/checkpoints/best.safetensors"},
         {"phases": _two_phase()},
     )
     for key in ("cam", "li2018", "fpn"):
-        add(f"voc-{key}", f"Pascal VOC 2012, 256 px: {MODELS[key][2]}", VOC, model(key))
+        add(
+            f"voc-{key}", f"Pascal VOC 2012, 256 px: {MODELS[key][2]}", VOC, _cache(256), model(key)
+        )
     add(
         "voc-pylon-twophase",
         "Pascal VOC 2012 PYLON: frozen ImageNet encoder, then full fine-tuning",
         VOC,
+        _cache(256),
         model("pylon"),
         {"phases": _two_phase()},
     )
