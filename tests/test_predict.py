@@ -200,7 +200,7 @@ def test_weights_without_metadata_give_clear_errors(tmp_path):
     model = create_model("_test_brightness_cam", num_classes=2)
     no_data = tmp_path / "no_data.safetensors"
     save_weights(model, no_data)
-    with pytest.raises(ValueError, match="pylon_data.*pylon train"):
+    with pytest.raises(ValueError, match="pylon_preprocessing.*pylon train"):
         Predictor(no_data)
     bare = tmp_path / "bare.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bare))
@@ -237,3 +237,37 @@ def test_pylon_model_fast_path_stays_close_to_fp32(tmp_path):
         assert fast.probabilities[name] == pytest.approx(
             exact.probabilities[name], abs=BF16_PROB_TOLERANCE / 4
         )
+
+
+def test_voc_model_is_served_with_its_own_preprocessing(tmp_path):
+    """A 3-channel VOC-style model trained with ImageNet statistics and cubic resizing: Predictor
+    rebuilds exactly that input from the weights' record, not the X-ray preprocessing."""
+    from pylon.data.preprocessing import make_preprocessing
+    from pylon.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    size = 64
+    record = make_preprocessing(
+        "voc", size, 3, IMAGENET_MEAN, IMAGENET_STD, ["cat", "dog"], "cubic"
+    )
+    model = create_model("_test_brightness_cam", in_channels=3, num_classes=2)
+    path = tmp_path / "voc.safetensors"
+    save_weights(model, path, metadata=record.to_metadata())
+    predictor = Predictor(path, precision="fp32")
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    # the definition, written out: cubic resize to 64x64, [0, 1], per-channel ImageNet statistics
+    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    expected = (resized / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    expected = torch.from_numpy(expected.astype(np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        want = torch.sigmoid(model.eval()(expected).logits)[0]
+    got = predictor.predict(image).probabilities
+    assert [got["cat"], got["dog"]] == pytest.approx(want.tolist(), abs=1e-5)
+
+    # the X-ray preprocessing (one channel's statistics repeated) would give another answer
+    xray = (resized / 255.0 - 0.4984) / 0.2483
+    xray = torch.from_numpy(xray.astype(np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        other = torch.sigmoid(model(xray).logits)[0]
+    assert abs(other[0].item() - got["cat"]) > 1e-3

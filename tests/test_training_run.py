@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from pylon.data import collate, create_dataset
+from pylon.data.preprocessing import Preprocessing
 from pylon.evaluation.evaluate import evaluate_run, read_metrics, summarize_experiment
 from pylon.models.weights import load_model, read_weights_metadata
 from pylon.training.config import TrainConfig, apply_overrides
@@ -68,11 +69,11 @@ def test_run_folder_has_every_file(tiny_run):
 
     meta = read_weights_metadata(run_dir / "checkpoints/best.safetensors")
     assert meta["model"]["name"] == "pylon" and meta["model"]["encoder"] == "resnet18"
-    data = meta["pylon_data"]
+    record = Preprocessing.from_metadata(meta, "best")
     dataset = create_dataset("synthetic", split="test", num_images=1)
-    assert data["class_names"] == dataset.class_names
-    assert (data["size"], data["in_channels"]) == (256, 1)
-    assert data["mean"] == pytest.approx(dataset.mean) and data["std"] == pytest.approx(dataset.std)
+    assert record == dataset.preprocessing  # class names, size, channels, mean/std, transform
+    assert record.model == meta["model"]
+    assert Preprocessing.read_run(run_dir) == record
 
     last = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
     assert {"optimizer_states", "pylon_rng", "pylon_plateau", "state_dict"} <= set(last)

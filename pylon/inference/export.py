@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from pylon.data.preprocessing import Preprocessing
 from pylon.io import atomic_path
 from pylon.models.registry import create_model_from_config
 from pylon.models.weights import load_weights, read_weights_metadata
@@ -41,8 +42,9 @@ def export_onnx(
     Input ``image`` is ``(batch, in_channels, size, size)`` float32, normalised as in training;
     outputs ``logits`` ``(batch, C)`` and ``cam`` ``(batch, C, h, w)``
     (raw scores; apply a sigmoid).
-    The batch axis is dynamic. The weights' metadata (``pylon_model``, ``pylon_data``: class
-    names, input size, normalisation) is copied into the ONNX ``metadata_props``.
+    The batch axis is dynamic. The weights' metadata (``pylon_model``, ``pylon_preprocessing``:
+    transform, class names, input size, normalisation) is copied into the ONNX
+    ``metadata_props``.
     """
     try:
         import onnx
@@ -61,8 +63,8 @@ def export_onnx(
             f"{weights_path}: no 'pylon_model' metadata (the architecture); save the weights with "
             "pylon.save_weights(model, path) from a model built by pylon.create_model"
         )
-    data = metadata.get("pylon_data") or {}
-    size = int(data.get("size") or 256)
+    record = Preprocessing.from_metadata(metadata, weights_path)
+    size = record.size
     model = create_model_from_config(config)
     load_weights(model, weights_path, strict=True)
     wrapper = _TupleOutput(model).eval()
@@ -80,7 +82,9 @@ def export_onnx(
         verbose=False,
     )
     proto = program.model_proto
-    props = {"pylon_model": json.dumps(config), "pylon_data": json.dumps(data)}
+    data = record.to_dict()
+    data.pop("model")
+    props = {"pylon_model": json.dumps(config), **record.with_model(config).to_metadata()}
     props.update({k: json.dumps(v) for k, v in data.items()})
     for key, value in props.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))

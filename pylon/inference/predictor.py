@@ -5,66 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from pylon.data.transforms import apply_transform, build_transform
+from pylon.data.preprocessing import Preprocessing
+from pylon.data.transforms import apply_transform
 from pylon.inference.inputs import InputImage, array_input, gather_inputs, load_input
 from pylon.inference.result import Failure, Prediction, peaks_in_original
 from pylon.models.precision import resolve_execution
 from pylon.models.registry import create_model_from_config
 from pylon.models.weights import MODEL_METADATA_KEY, load_weights, read_weights_metadata
-
-DATA_METADATA_KEY = "pylon_data"
-DATA_FIELDS = ("class_names", "size", "in_channels", "mean", "std")
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """How the model's inputs were made in training (the ``pylon_data`` weights metadata)."""
-
-    class_names: list[str]
-    size: int
-    in_channels: int
-    mean: list[float]
-    std: list[float]
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, Any], path: Path) -> DataInfo:
-        data = metadata.get(DATA_METADATA_KEY)
-        example = (
-            'save_weights(model, path, metadata={"pylon_data": {"class_names": [...], '
-            '"size": 256, "in_channels": 1, "mean": [0.4984], "std": [0.2483]}})'
-        )
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"{path}: no '{DATA_METADATA_KEY}' metadata (class names, input size, "
-                f"normalisation); weights written by `pylon train` carry it, otherwise re-save "
-                f"them with {example}"
-            )
-        missing = [k for k in DATA_FIELDS if data.get(k) is None]
-        if missing:
-            raise ValueError(
-                f"{path}: '{DATA_METADATA_KEY}' metadata lacks {', '.join(missing)}; "
-                f"re-save with {example}"
-            )
-        info = cls(
-            class_names=[str(c) for c in data["class_names"]],
-            size=int(data["size"]),
-            in_channels=int(data["in_channels"]),
-            mean=[float(v) for v in data["mean"]],
-            std=[float(v) for v in data["std"]],
-        )
-        if len(info.mean) != info.in_channels or len(info.std) != info.in_channels:
-            raise ValueError(
-                f"{path}: '{DATA_METADATA_KEY}' has mean {info.mean} and std {info.std}; "
-                f"expected {info.in_channels} value(s) each (one per input channel)"
-            )
-        return info
 
 
 class Predictor:
@@ -95,7 +48,7 @@ class Predictor:
                 f"{path}: no '{MODEL_METADATA_KEY}' metadata (the architecture); save the weights "
                 "with pylon.save_weights(model, path) from a model built by pylon.create_model"
             )
-        self.data = DataInfo.from_metadata(metadata, path)
+        self.data = Preprocessing.from_metadata(metadata, path)
         self.model: nn.Module = create_model_from_config(metadata["model"])
         load_weights(self.model, path, strict=True)
         num_classes = metadata["model"]["num_classes"]
@@ -115,18 +68,12 @@ class Predictor:
         self.execution = resolve_execution(precision, self.device)
         self.model.eval().to(self.device)
         self.execution.prepare_model(self.model)
-        self.transform = build_transform(
-            "xray",
-            self.data.size,
-            train=False,
-            in_channels=self.data.in_channels,
-            mean=self.data.mean,
-            std=self.data.std,
-        )
+        self.transform = self.data.eval_transform()
 
     @property
     def class_names(self) -> list[str]:
-        return self.data.class_names
+        """The model's classes, in output order."""
+        return list(self.data.class_names)
 
     def _check_classes(self, classes: Sequence[str] | None) -> list[str] | None:
         if classes is None:

@@ -9,19 +9,20 @@ from typing import Any
 
 import lightning as L
 
+from pylon.data.preprocessing import Preprocessing
 from pylon.models.weights import save_weights
 
 
 class BestWeights(L.Callback):
     """After each validation, saves the model to ``path`` when the validation loss improved.
 
-    The file is a plain safetensors model (``pylon.save_weights``) carrying ``pylon_data`` so
-    that inference needs nothing else.
+    The file is a plain safetensors model (``pylon.save_weights``) carrying the run's
+    :class:`~pylon.data.preprocessing.Preprocessing` record, so that inference needs nothing else.
     """
 
-    def __init__(self, path: Path, data_info: dict[str, Any], monitor: str = "val_loss"):
+    def __init__(self, path: Path, preprocessing: Preprocessing, monitor: str = "val_loss"):
         self.path = Path(path)
-        self.data_info = data_info
+        self.preprocessing = preprocessing
         self.monitor = monitor
         self.best = math.inf
         self.best_epoch = -1
@@ -38,7 +39,7 @@ class BestWeights(L.Callback):
             self.best, self.best_epoch = value, trainer.current_epoch
             if trainer.is_global_zero:
                 metadata = {
-                    "pylon_data": json.dumps(self.data_info),
+                    **self.preprocessing.to_metadata(),
                     "val_loss": json.dumps(value),
                     "epoch": json.dumps(trainer.current_epoch),
                 }

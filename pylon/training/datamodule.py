@@ -7,8 +7,6 @@ state, worker count or where a resumed run restarted.
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import numpy as np
 import torch
@@ -52,19 +50,6 @@ class SeededItems(Dataset):
         if self._reseed is None and hasattr(self.dataset, "__getitems__"):
             return self.dataset.__getitems__([index for index, _ in keys])
         return [self[key] for key in keys]
-
-
-def dataset_info(dataset: Any) -> dict[str, Any]:
-    """The ``pylon_data`` metadata stored with trained weights (what predict needs)."""
-    mean = getattr(dataset, "mean", None)
-    std = getattr(dataset, "std", None)
-    return {
-        "class_names": list(dataset.class_names),
-        "size": int(dataset.size),
-        "in_channels": int(dataset.in_channels),
-        "mean": [float(v) for v in mean] if mean is not None else None,
-        "std": [float(v) for v in std] if std is not None else None,
-    }
 
 
 def build_dataset(config: DataConfig, split: str, *, augment: bool = False):

@@ -26,7 +26,7 @@ from pylon.models.weights import load_weights
 from pylon.training.callbacks import BestWeights, ResumeCheckpoint
 from pylon.training.checkpoint import AtomicCheckpointIO
 from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
-from pylon.training.datamodule import PylonDataModule, dataset_info
+from pylon.training.datamodule import PylonDataModule
 from pylon.training.module import ClassifierModule
 from pylon.training.runs import RunPaths
 
@@ -160,7 +160,7 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = PylonDataModule(config.data, config.seed)
     datamodule.setup("fit")
-    info = dataset_info(datamodule.train_set)
+    record = datamodule.train_set.preprocessing
     model_config = config.model
     if model_config.init_from:
         init_from = model_config.init_from.replace("{seed}", str(config.seed))
@@ -173,12 +173,15 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
     precision = execution.lightning_precision
     model = build_model(
         model_config,
-        num_classes=len(info["class_names"]),
-        in_channels=info["in_channels"],
+        num_classes=len(record.class_names),
+        in_channels=record.in_channels,
         channels_last=execution.channels_last,
     )
+    record = record.with_model(model.pylon_config)
+    if is_rank_zero_process():
+        record.write(paths.root)
     module = ClassifierModule(model, config.optim, check_gradients=execution.precision != "fp16")
-    best = BestWeights(paths.best, info)
+    best = BestWeights(paths.best, record)
     callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last)]
     if config.progress:
         callbacks.append(RichProgressBar())
