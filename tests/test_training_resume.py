@@ -82,3 +82,32 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     summary = json.loads((run / "train_summary.json").read_text())
     for key in ("best_val_loss", "best_epoch", "epochs", "global_step"):
         assert summary[key] == ref_summary[key], key
+
+
+def test_sigterm_saves_exits_nonzero_is_not_done_and_resumes(tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    apply_overrides(TrainConfig(), TINY).to_yaml(config_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = tmp_path / "runs"
+    victim = subprocess.Popen(
+        _command(config_path, runs), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    run = runs / "resume" / "0"
+    deadline = time.time() + 300
+    while not (run / "checkpoints/last.ckpt").exists():
+        assert victim.poll() is None, "training ended before writing checkpoints/last.ckpt"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(0.5)
+    victim.send_signal(signal.SIGTERM)  # as SLURM or Kubernetes stop a job
+    output = victim.communicate(timeout=120)[0].decode()
+    assert victim.returncode == 143, output[-3000:]
+    assert "terminated (SIGTERM)" in output and "Traceback" not in output
+    assert not (run / "DONE").exists()
+    state = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert state["epoch"] < 2
+
+    resumed = subprocess.run(_command(config_path, runs), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored all states from the checkpoint" in resumed.stderr
+    assert (run / "DONE").is_file()

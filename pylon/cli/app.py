@@ -34,3 +34,8 @@ def exit_on_user_error(console: Console, code: int = 1) -> Iterator[None]:
         yield
     except USER_ERRORS as err:
         raise fail(console, err, code) from None
+    except RuntimeError as err:  # an interrupted run (SIGTERM) carries its own exit code
+        exit_code = getattr(err, "exit_code", None)
+        if exit_code is None:
+            raise
+        raise fail(console, err, exit_code) from None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pylon.evaluation.evaluate import summarize_experiment
 from pylon.training.config import apply_overrides, parse_override
+from pylon.training.fit import TrainingInterrupted
 from pylon.training.presets import get_preset
 from pylon.training.runs import RunPaths
 
@@ -93,6 +94,9 @@ def sweep(
             with open(log, "a") as out:
                 for command in commands:
                     result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+                    if result.returncode == TrainingInterrupted.exit_code:
+                        row["status"] = f"interrupted (SIGTERM; rerun to resume, see {log})"
+                        break
                     if result.returncode != 0:
                         row["status"] = f"failed (see {log})"
                         break

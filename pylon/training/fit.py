@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pylon.io import atomic_path, remove_stale_temp_files, write_text_atomic
 from pylon.models import create_model
@@ -29,6 +30,13 @@ from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
 from pylon.training.datamodule import PylonDataModule
 from pylon.training.module import ClassifierModule
 from pylon.training.runs import RunPaths
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training was stopped by SIGTERM before it finished; the run folder resumes on restart."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+
 
 # Keys that may differ when a run is resumed (hardware and display, not the experiment).
 RESUMABLE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "progress")
@@ -211,7 +219,16 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
         log_every_n_steps=1,
     )
     resume = paths.last if paths.last.is_file() else None
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:
+        # Lightning stops on SIGTERM with SystemExit(None), i.e. status 0: a SLURM or Kubernetes
+        # stop would then look finished. last.ckpt holds the last completed epoch; the
+        # interrupted epoch runs again on resume, so the result equals an uninterrupted run.
+        raise TrainingInterrupted(
+            f"training of {paths.root} was terminated (SIGTERM); the last completed epoch is in "
+            f"{paths.last}: run the same command again to resume"
+        ) from None
     if not trainer.is_global_zero:
         return
     if not paths.best.is_file():
