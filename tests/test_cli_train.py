@@ -44,3 +44,14 @@ def test_sweep_skips_finished_runs(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.count("skipped (finished)") == 2
     assert (tmp_path / "synthetic-cam" / "summary_auc.csv").is_file()
+
+
+def test_train_without_preset_or_config_prints_help_and_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from pylon.cli.main import app
+
+    result = CliRunner().invoke(app, ["train", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "Usage:" in result.output and "pylon presets" in result.output
+    assert not (tmp_path / "runs").exists()

@@ -33,6 +33,7 @@ def resolve_config(
 
 @app.command("train")
 def train_command(
+    ctx: typer.Context,
     preset: str | None = typer.Argument(None, help="Preset name (see `pylon presets`)."),
     config_file: Path | None = typer.Option(
         None, "--config", help="YAML config, e.g. RUN/config.yaml."
@@ -52,6 +53,11 @@ def train_command(
     """Train one run; re-running the same command resumes it, or skips it when finished."""
     from pylon.training.fit import is_rank_zero_process, train
 
+    if preset is None and config_file is None:
+        # no experiment named: show what to run instead of starting a default 40-epoch run
+        typer.echo(ctx.get_help())
+        typer.echo("\nerror: give a PRESET (see `pylon presets`) or --config FILE", err=True)
+        raise typer.Exit(2)
     extra = list(overrides)
     for key, value in (
         ("devices", devices),

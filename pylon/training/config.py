@@ -16,6 +16,7 @@ from pylon.models.precision import normalize_precision
 from pylon.training.names import check_experiment_name
 
 SCHEDULERS = ("plateau", "onecycle", "cosine", "none")
+LOC_SPLITS = ("test", "val", "bbox", "train")  # splits that carry ground-truth boxes
 
 
 @dataclass
@@ -102,11 +103,39 @@ class TrainConfig:
         for key in ("max_epochs", "val_every", "num_nodes"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)}; expected an integer >= 1")
-        if self.data.batch_size < 1 or self.data.size < 32:
+        if self.data.batch_size < 1 or self.data.size < 32 or self.data.size % 32:
             raise ValueError(
                 f"data.batch_size={self.data.batch_size}, data.size={self.data.size}; "
-                "expected batch_size >= 1 and size >= 32"
+                "expected batch_size >= 1 and size a multiple of 32 (>= 32)"
             )
+        rules = [
+            ("seed", self.seed, self.seed >= 0, "an integer >= 0"),
+            ("optim.lr", self.optim.lr, self.optim.lr > 0, "> 0"),
+            ("optim.factor", self.optim.factor, 0 < self.optim.factor < 1, "in (0, 1)"),
+            ("optim.patience", self.optim.patience, self.optim.patience >= 0, "an integer >= 0"),
+            ("optim.lr_term", self.optim.lr_term, self.optim.lr_term >= 0, ">= 0"),
+            (
+                "limit_train_batches",
+                self.limit_train_batches,
+                self.limit_train_batches is None or self.limit_train_batches >= 1,
+                "an integer >= 1, or null",
+            ),
+            (
+                "data.num_workers",
+                self.data.num_workers,
+                self.data.num_workers is None or self.data.num_workers >= 0,
+                "an integer >= 0",
+            ),
+            (
+                "data.loc_split",
+                self.data.loc_split,
+                self.data.loc_split in LOC_SPLITS,
+                f"one of {', '.join(LOC_SPLITS)}",
+            ),
+        ]
+        for key, value, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"{key}={value!r}; expected {rule}")
         check_experiment_name(self.experiment)
         for i, phase in enumerate(self.phases):
             if not isinstance(phase, dict):

@@ -129,9 +129,41 @@ def _quiet_lightning_notices() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+def check_model_config(config: TrainConfig) -> None:
+    """Refuse, before any run folder exists, a model that cannot be built or an input size it
+    cannot take (``ValueError`` naming the key). The model is built on the meta device: no
+    weights are allocated or downloaded."""
+    options = dict(config.model.options)
+    try:
+        with torch.device("meta"):
+            model = create_model(
+                config.model.name,
+                encoder=config.model.encoder,
+                in_channels=3 if config.data.name == "voc" else 1,
+                num_classes=2,
+                encoder_weights=None,
+                **options,
+            )
+    except (KeyError, ValueError, TypeError) as err:
+        message = str(err).strip("'\"")
+        raise ValueError(
+            f"model.name={config.model.name!r}, model.encoder={config.model.encoder!r}: {message}"
+        ) from None
+    sizes = [config.data.size] + [
+        phase["data.size"] for phase in config.phases if "data.size" in phase
+    ]
+    for size in sizes:
+        if size < model.min_size:
+            raise ValueError(
+                f"data.size={size}; model {config.model.name!r} needs inputs of at least "
+                f"{model.min_size} px"
+            )
+
+
 def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool = False) -> Path:
     """Train (or resume, or skip if finished) the run of ``config``; returns the run folder."""
     config.validate()
+    check_model_config(config)
     paths = RunPaths.of(runs_dir, config.experiment, config.seed)
     prepare_run(config, paths, retrain=retrain)
     if paths.is_done():
