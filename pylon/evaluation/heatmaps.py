@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pylon.data import read_picked as read_reference_picked
 from pylon.data.images import read_image
 from pylon.evaluation.pages import HeatmapRow, write_heatmap_pages
 from pylon.metrics import score_pairs
@@ -22,11 +23,24 @@ ROWS_PER_PAGE = 10
 
 
 def read_picked(path: str | Path, class_names: list[str]) -> dict[str, set[int] | None]:
-    """Parse a picked list: one ``image_id`` or ``image_id,class_name`` per line (an optional
-    ``image_id[,class]`` header and ``#`` comments are skipped). ``None`` means every class."""
+    """Parse a picked list.
+
+    Args:
+        path: either one ``image_id`` or ``image_id,class_name`` per line (an optional
+            ``image_id[,class]`` header and ``#`` comments are skipped), or the reference's
+            ``picked.csv`` / ``v*_picked.csv`` (``Image Index,<classes>`` with an unnamed index
+            column, or ``image_id,<classes>``), whose images are shown for every class with boxes.
+        class_names: the run's classes.
+
+    Returns:
+        ``{image_id: class indices}``; ``None`` means every class that has boxes.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"picked list {path} not found")
+    header = [c.strip() for c in path.read_text().split("\n", 1)[0].split(",")]
+    if "Image Index" in header or (header[:1] == ["image_id"] and len(header) > 2):
+        return dict.fromkeys(read_reference_picked(path))
     picked: dict[str, set[int] | None] = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         parts = [p.strip() for p in line.split(",")]
