@@ -26,7 +26,8 @@ class ModelConfig:
     encoder_weights: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # weights file; tensors matching by name and shape are loaded
-    freeze: str | None = None  # "enc" freezes the encoder
+    freeze: str | None = None  # "enc" turns the encoder's gradients off (as the reference)
+    freeze_bn: bool = False  # with freeze: also keep the encoder's BatchNorm statistics fixed
     channels_last: bool | None = None  # None: on with mixed precision (pylon.models.precision)
     # start every class-map location at this probability (pylon.models.head_prior); None: off
     head_prior: float | None = None

@@ -72,7 +72,7 @@ def build_model(
         report = load_weights(model, config.init_from, transfer=True)
         rank_zero_info(f"init_from {config.init_from}: {report.summary()}")
     if config.freeze == "enc":
-        freeze_encoder(model)
+        freeze_encoder(model, bn_eval=config.freeze_bn)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
