@@ -76,3 +76,30 @@ def heatmaps_command(
         console.print("no (image, class) pair with ground-truth boxes: nothing written")
         raise typer.Exit(1)
     console.print(f"{len(pages)} page(s) in {pages[0].parent}")
+
+
+@app.command("summarize")
+def summarize_command(
+    experiments: list[Path] = typer.Argument(..., help="Experiment folders, e.g. runs/nih256-*."),
+    out: Path | None = typer.Option(None, help="Also write the table to this CSV."),
+) -> None:
+    """Paper-style table: AUROC macro / weighted and point localization, mean +- std over seeds,
+    with the published values beside ours where they are known."""
+    from pylon.evaluation.paper_table import COLUMNS, paper_table
+    from pylon.io import write_csv_atomic
+
+    with exit_on_user_error(console):
+        frame = paper_table(experiments)
+    table = Table("experiment", "n", *COLUMNS, title="mean +- std over seeds (published)")
+    for row in frame.to_dict("records"):
+        cells = []
+        for metric in COLUMNS:
+            cell = f"{_fmt(row[metric + '_mean'])} +- {_fmt(row[metric + '_std'])}"
+            if not math.isnan(row[metric + "_published"]):
+                cell += f" ({row[metric + '_published']:.3f})"
+            cells.append(cell)
+        table.add_row(row["experiment"], str(row["n"]), *cells)
+    console.print(table)
+    if out is not None:
+        write_csv_atomic(frame, out)
+        console.print(f"wrote {out}")
