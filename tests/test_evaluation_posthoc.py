@@ -155,6 +155,6 @@ def test_evaluate_cam_writes_every_method_file(tmp_path):
 
 def test_evaluate_cam_rejects_bad_input(tmp_path):
     result = CliRunner().invoke(app, ["evaluate-cam", str(tmp_path), "--methods", "gradcam"])
-    assert result.exit_code == 2 and "config.yaml" in result.output
+    assert result.exit_code == 1 and "config.yaml" in result.output  # failed work
     result = CliRunner().invoke(app, ["evaluate-cam", str(tmp_path), "--methods", "magic"])
     assert result.exit_code == 2 and "magic" in result.output

@@ -61,5 +61,14 @@ def test_export_refuses_weights_without_architecture(tmp_path):
     bare = tmp_path / "bare.safetensors"
     save_file({"w": torch.zeros(1)}, str(bare))
     result = CliRunner().invoke(app, ["export", str(bare), str(tmp_path / "x.onnx")])
-    assert result.exit_code == 2 and "pylon_model" in result.output
+    assert result.exit_code == 1 and "pylon_model" in result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_to_an_unwritable_path_is_a_clear_message(exported, tmp_path):
+    weights = exported[1].parent / "pylon.safetensors"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["export", str(weights), str(blocker / "x.onnx")])
+    assert result.exit_code == 1, result.output
+    assert "cannot write" in result.output and "Traceback" not in result.output

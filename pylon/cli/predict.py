@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from pylon.cli.app import app, fail
 
@@ -132,92 +131,3 @@ def predict_command(
     )
     if not records:
         raise typer.Exit(1)
-
-
-@app.command("evaluate-cam")
-def evaluate_cam_command(
-    run: Path = typer.Argument(..., help="Run folder runs/<experiment>/<seed>."),
-    methods: str = typer.Option(
-        "gradcam,gradcam++,xgradcam,eigencam,scorecam", help="Comma-separated post-hoc methods."
-    ),
-    split: str | None = typer.Option(None, help="Split with boxes (default: the run's loc split)."),
-    max_images: int = typer.Option(
-        64, "--max-images", help="Use at most this many images with boxes (scorecam is slow)."
-    ),
-    batch_size: int = typer.Option(8, "--batch-size", help="(image, class) pairs per pass."),
-    out: Path | None = typer.Option(None, "--out", help="Output folder (default: the run)."),
-    layer: str | None = typer.Option(
-        None, help="Target layer as a dotted module path (default: the encoder's last stage)."
-    ),
-    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
-) -> None:
-    """Compare pytorch-grad-cam methods on the model's last encoder stage with its own CAM.
-
-    Writes posthoc_<method>.csv per method and posthoc_comparison.csv, and prints the table.
-    """
-    from pylon.evaluation.posthoc import OWN_CAM, evaluate_run_posthoc, resolve_methods
-
-    console = Console()
-    try:
-        names = resolve_methods(methods.split(","))
-    except ValueError as err:
-        raise fail(console, err, code=2) from err
-    if max_images < 1:
-        raise fail(console, f"--max-images must be >= 1, got {max_images}", code=2)
-    with _progress(console) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_chunk(method: str, done: int, total: int) -> None:
-            if method not in tasks:
-                tasks[method] = progress.add_task(method, total=total)
-            progress.update(tasks[method], completed=done)
-
-        try:
-            table = evaluate_run_posthoc(
-                run,
-                names,
-                split=split,
-                max_images=max_images,
-                batch_size=batch_size,
-                out_dir=out,
-                target_layer=layer,
-                device=device,
-                on_chunk=on_chunk,
-            )
-        except (FileNotFoundError, ValueError) as err:
-            raise fail(console, err, code=2) from err
-
-    columns = {
-        "point_acc_weighted": "point acc",
-        "point_acc_macro": "point acc (macro)",
-        "iobb0.25_weighted": "IoBB>0.25",
-        "n_pairs": "pairs",
-        "seconds": "seconds",
-    }
-    view = Table(title=f"post-hoc CAMs vs the model's own ({OWN_CAM}) on {run}")
-    view.add_column("method")
-    for header in columns.values():
-        view.add_column(header, justify="right")
-    for row in table.to_dict("records"):
-        cells = [f"{row[c]:.0f}" if c == "n_pairs" else f"{row[c]:.3f}" for c in columns]
-        view.add_row(row["method"], *cells)
-    console.print(view)
-    console.print(f"written to {(out or run) / 'posthoc_comparison.csv'}", highlight=False)
-
-
-@app.command("export")
-def export_command(
-    weights: Path = typer.Argument(..., help="Trained weights (.safetensors)."),
-    out: Path = typer.Argument(..., help="Output .onnx file."),
-    opset: int | None = typer.Option(None, help="ONNX opset (default: the exporter's)."),
-) -> None:
-    """Export to ONNX: input 'image' (N, C, size, size), outputs 'logits' and 'cam' (raw scores),
-    dynamic batch axis, class names / size / normalisation in the metadata."""
-    from pylon.inference.export import export_onnx
-
-    console = Console()
-    try:
-        path = export_onnx(weights, out, opset=opset)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        raise fail(console, err, code=2) from err
-    console.print(f"exported {weights} to {path}", highlight=False)
