@@ -58,3 +58,37 @@ def test_titles_and_bad_rows(tmp_path):
     with pytest.raises(ValueError, match="heatmap row"):
         write_heatmap_pages([(np.zeros((4, 4)), np.zeros((2, 2)))], tmp_path)
     assert write_heatmap_pages([], tmp_path) == []
+
+
+def test_reference_style_overlay_matches_a_hand_computation():
+    import cv2 as cv
+
+    image = np.array([[0, 255], [128, 64]], dtype=np.uint8)
+    heat = np.array([[0.2, 0.6], [0.4, 0.2]], dtype=np.float32)
+    out = overlay_image(image, heat, style="reference")
+    # by hand: scaled = (heat - 0.2) / 0.4; JET of 255 * (1 - scaled), read as RGB; add to the
+    # image with weight 0.5; divide by the maximum; back to uint8
+    scaled = np.array([[0.0, 1.0], [0.5, 0.0]])
+    jet = cv.applyColorMap(np.uint8(255 * (1 - scaled)), cv.COLORMAP_JET) / 255.0
+    total = np.repeat(image[:, :, None] / 255.0, 3, axis=2) + 0.5 * jet
+    expected = np.uint8(np.round(255 * total / total.max()))
+    np.testing.assert_array_equal(out, expected)
+    # the highest value is red in the reference's figures
+    peak = out[0, 1].astype(int)
+    assert peak[0] > peak[2]
+
+
+def test_pages_say_which_style_they_use(tmp_path):
+    import matplotlib
+
+    from pylon.evaluation.pages import draw_heatmap_row
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    row = HeatmapRow(np.zeros((8, 8), np.uint8), np.full((2, 2), 0.5), [], "nodule", 0.9)
+    for style, words in (("reference", "min-max"), ("probability", "absolute")):
+        fig, axes = plt.subplots(1, 2)
+        draw_heatmap_row(axes, row, style=style)
+        assert words in axes[1].get_title()
+        plt.close(fig)

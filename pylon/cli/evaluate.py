@@ -56,12 +56,17 @@ def evaluate_command(
 def heatmaps_command(
     run: Path = typer.Argument(..., help="Run folder, e.g. runs/nih256-pylon/0."),
     picked: Path | None = typer.Option(
-        None, help="Text/CSV file: one image_id or image_id,class_name per line."
+        None, help="image_id[,class_name] per line, or the reference's picked.csv."
     ),
     all_pairs: bool = typer.Option(False, "--all", help="Every (image, class) pair with boxes."),
     split: str | None = typer.Option(None, help="Split with boxes (default: the run's loc split)."),
     limit: int = typer.Option(50, help="At most this many rows unless --all or --picked."),
     out: Path | None = typer.Option(None, help="Output folder (default RUN/heatmaps/<split>)."),
+    style: str = typer.Option(
+        "reference",
+        help="reference (each map min-max scaled per image, as the paper's figures) or "
+        "probability (absolute values).",
+    ),
 ) -> None:
     """Pages (PNG, 10 rows) of original image | heatmap overlay with ground-truth boxes."""
     from pylon.evaluation.heatmaps import write_run_heatmaps
@@ -70,7 +75,12 @@ def heatmaps_command(
         raise typer.BadParameter("give --picked FILE or --all, not both")
     with exit_on_user_error(console):
         pages = write_run_heatmaps(
-            run, out, split=split, picked=picked, limit=None if picked or all_pairs else limit
+            run,
+            out,
+            split=split,
+            picked=picked,
+            limit=None if picked or all_pairs else limit,
+            style=style,
         )
     if not pages:
         console.print("no (image, class) pair with ground-truth boxes: nothing written")

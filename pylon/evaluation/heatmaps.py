@@ -145,16 +145,21 @@ def write_run_heatmaps(
     split: str | None = None,
     picked: str | Path | None = None,
     limit: int | None = 50,
+    style: str = "reference",
 ) -> list[Path]:
     """Write ``heatmaps_<page>.png`` pages of 10 rows into ``out_dir`` (default
-    RUN/heatmaps/<split>), a page at a time: only 10 full-resolution images are in memory."""
+    RUN/heatmaps/<split>), a page at a time: only 10 full-resolution images are in memory.
+
+    ``style``: ``"reference"`` (each map min-max scaled per image, as the reference's figures)
+    or ``"probability"`` (absolute probabilities); the figure titles say which. Returns the pages.
+    """
     paths = RunPaths(Path(run_dir))
     out_dir = Path(out_dir) if out_dir else paths.root / "heatmaps" / (split or "default")
     pages: list[Path] = []
     chunk: list[HeatmapRow] = []
 
     def flush() -> None:
-        (page,) = write_heatmap_pages(chunk, out_dir, ROWS_PER_PAGE, prefix=".page")
+        (page,) = write_heatmap_pages(chunk, out_dir, ROWS_PER_PAGE, prefix=".page", style=style)
         target = out_dir / f"heatmaps_{len(pages):03d}.png"
         os.replace(page, target)
         pages.append(target)

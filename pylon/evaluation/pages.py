@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pylon.evaluation.overlay import image_to_rgb, overlay_image
+from pylon.evaluation.overlay import STYLE_TITLES, image_to_rgb, overlay_image
 from pylon.io import atomic_path
 
 
@@ -34,12 +34,21 @@ class HeatmapRow:
         return f"{self.class_name} p={self.probability:.2f}{verdict}"
 
 
-def draw_heatmap_row(axes, row: HeatmapRow, *, alpha: float = 0.5) -> None:
-    """Draw ``row`` on two matplotlib axes: the original image, then overlay + boxes + peak."""
+def draw_heatmap_row(
+    axes, row: HeatmapRow, *, alpha: float = 0.5, style: str = "reference"
+) -> None:
+    """Draw ``row`` on two matplotlib axes: the original image, then overlay + boxes + peak.
+
+    Args:
+        axes: two matplotlib axes.
+        row: what to draw.
+        alpha: the heatmap's weight.
+        style: the overlay style (:data:`pylon.evaluation.overlay.STYLES`), named in the title.
+    """
     original_ax, overlay_ax = axes
     original_ax.imshow(image_to_rgb(row.image))
     original_ax.set_title(row.class_name, fontsize=9)
-    overlay_ax.imshow(overlay_image(row.image, row.heatmap, alpha=alpha))
+    overlay_ax.imshow(overlay_image(row.image, row.heatmap, alpha=alpha, style=style))
     for box in row.boxes:
         x, y, w, h = (float(v) for v in box[:4])
         # imshow centres pixel i at i, so pixel edges sit at i - 0.5
@@ -48,7 +57,7 @@ def draw_heatmap_row(axes, row: HeatmapRow, *, alpha: float = 0.5) -> None:
         )
     if row.peak is not None:
         overlay_ax.plot(row.peak[1], row.peak[0], marker="x", color="white", markersize=8, mew=2)
-    overlay_ax.set_title(row.title, fontsize=9)
+    overlay_ax.set_title(f"{row.title}\n({STYLE_TITLES[style]})", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
 
@@ -73,6 +82,7 @@ def write_heatmap_pages(
     panel_inches: float = 3.5,
     dpi: int = 150,
     alpha: float = 0.5,
+    style: str = "reference",
 ) -> list[Path]:
     """Write PNG pages of ``rows_per_page`` rows each as ``<out_dir>/<prefix>_<page>.png``.
 
@@ -90,7 +100,7 @@ def write_heatmap_pages(
         FigureCanvasAgg(fig)
         axes = fig.subplots(len(chunk), 2, squeeze=False)
         for ax_pair, row in zip(axes, chunk, strict=True):
-            draw_heatmap_row(ax_pair, row, alpha=alpha)
+            draw_heatmap_row(ax_pair, row, alpha=alpha, style=style)
         fig.tight_layout()
         path = out_dir / f"{prefix}_{page:03d}.png"
         with atomic_path(path) as tmp:
