@@ -19,7 +19,7 @@ from pylon.metrics import AUROCAccumulator, LocalizationAccumulator, summarize_s
 from pylon.models.weights import load_model
 from pylon.training.config import TrainConfig
 from pylon.training.datamodule import build_dataset, eval_loader
-from pylon.training.fit import resolve_precision
+from pylon.training.fit import quiet_lightning_notices, resolve_precision
 from pylon.training.runs import open_trained_run, seed_dirs
 
 
@@ -48,7 +48,8 @@ class EvalModule(L.LightningModule):
                     tuple(batch["image"].shape[-2:]),
                     class_names=self.class_names,
                 )
-            self.localization.update(output.cam.float().cpu(), batch["boxes"])
+            # scored where the maps are (on a GPU the chunks run there); counts come back on CPU
+            self.localization.update(output.cam.float(), batch["boxes"])
 
     def on_test_epoch_end(self) -> None:
         distributed = dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1
@@ -77,13 +78,16 @@ class EvalModule(L.LightningModule):
 
 def _run_split(config: TrainConfig, model, split: str, *, auc: bool, loc: bool, progress: bool):
     dataset = build_dataset(config.data, split)
+    execution = resolve_precision(config)  # the training fast path: precision and memory format
+    execution.prepare_model(model)
     module = EvalModule(model, list(dataset.class_names), auc=auc, loc=loc)
+    quiet_lightning_notices()
     trainer = L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
-        precision=resolve_precision(config).lightning_precision,
+        precision=execution.lightning_precision,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=progress,

@@ -120,7 +120,7 @@ def _drop_tips(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip")
 
 
-def _quiet_lightning_notices() -> None:
+def quiet_lightning_notices() -> None:
     """Drop Lightning's advertising tip and a deprecation warning of its own internals (nothing a
     user of pylon can act on); every other message stays."""
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
@@ -225,7 +225,7 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
     callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last)]
     if config.progress:
         callbacks.append(RichProgressBar())
-    _quiet_lightning_notices()
+    quiet_lightning_notices()
     trainer = L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
