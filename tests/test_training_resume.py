@@ -38,6 +38,14 @@ def _command(config_path, runs):
     ]  # fmt: skip
 
 
+def _wait_for_first_checkpoint(process, run, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not (run / "checkpoints/last.ckpt").exists():
+        assert process.poll() is None, "training ended before writing checkpoints/last.ckpt"
+        assert time.time() < deadline
+        time.sleep(0.02)
+
+
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     config_path = tmp_path / "tiny.yaml"
     apply_overrides(TrainConfig(), TINY).to_yaml(config_path)
@@ -47,11 +55,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     reference = subprocess.Popen(_command(config_path, whole), env=env, stderr=subprocess.PIPE)
     victim = subprocess.Popen(_command(config_path, killed), env=env, stderr=subprocess.DEVNULL)
     run = killed / "resume" / "0"
-    deadline = time.time() + 300
-    while not (run / "checkpoints/last.ckpt").exists():
-        assert victim.poll() is None, "training ended before writing checkpoints/last.ckpt"
-        assert time.time() < deadline
-        time.sleep(0.02)
+    _wait_for_first_checkpoint(victim, run)
     time.sleep(1.0)  # into the next epoch (3 steps of 2 images)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -93,11 +97,7 @@ def test_sigterm_saves_exits_nonzero_is_not_done_and_resumes(tmp_path):
         _command(config_path, runs), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     run = runs / "resume" / "0"
-    deadline = time.time() + 300
-    while not (run / "checkpoints/last.ckpt").exists():
-        assert victim.poll() is None, "training ended before writing checkpoints/last.ckpt"
-        assert time.time() < deadline
-        time.sleep(0.02)
+    _wait_for_first_checkpoint(victim, run)
     time.sleep(0.5)
     victim.send_signal(signal.SIGTERM)  # as SLURM or Kubernetes stop a job
     output = victim.communicate(timeout=120)[0].decode()

@@ -19,7 +19,7 @@ from pylon.metrics import AUROCAccumulator, LocalizationAccumulator, summarize_s
 from pylon.models.weights import load_model
 from pylon.training.config import TrainConfig
 from pylon.training.datamodule import build_dataset, eval_loader
-from pylon.training.fit import quiet_lightning_notices, resolve_precision
+from pylon.training.fit import hardware_options, quiet_lightning_notices, resolve_precision
 from pylon.training.runs import open_trained_run, seed_dirs
 
 
@@ -83,10 +83,7 @@ def _run_split(config: TrainConfig, model, split: str, *, auc: bool, loc: bool, 
     module = EvalModule(model, list(dataset.class_names), auc=auc, loc=loc)
     quiet_lightning_notices()
     trainer = L.Trainer(
-        accelerator=config.accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy=config.strategy,
+        **hardware_options(config),
         precision=execution.lightning_precision,
         logger=False,
         enable_checkpointing=False,

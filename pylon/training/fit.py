@@ -48,6 +48,17 @@ def on_gpu(config: TrainConfig) -> bool:
     return config.accelerator == "auto" and torch.cuda.is_available()
 
 
+def hardware_options(config: TrainConfig) -> dict[str, object]:
+    """The ``L.Trainer`` arguments that say where a run executes (the same for training and
+    evaluation): accelerator, devices, num_nodes, strategy."""
+    return {
+        "accelerator": config.accelerator,
+        "devices": config.devices,
+        "num_nodes": config.num_nodes,
+        "strategy": config.strategy,
+    }
+
+
 def resolve_precision(config: TrainConfig) -> Execution:
     """The run's execution (precision and memory format) through the one policy,
     :func:`pylon.models.precision.resolve_execution`."""
@@ -227,10 +238,7 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
         callbacks.append(RichProgressBar())
     quiet_lightning_notices()
     trainer = L.Trainer(
-        accelerator=config.accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy=config.strategy,
+        **hardware_options(config),
         precision=precision,
         max_epochs=config.max_epochs,
         check_val_every_n_epoch=config.val_every,
