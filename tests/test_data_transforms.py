@@ -63,3 +63,55 @@ def test_train_boxes_still_frame_the_bright_region(kind, channels):
         assert abs(rows.min() - y) <= tol and abs(rows.max() + 1 - (y + h)) <= tol, (seed, boxes)
         checked += 1
     assert checked >= 15
+
+
+def _steps(kind, size, train, channels):
+    from pylon.data.transforms import build_transform
+
+    return build_transform(kind, size, train, in_channels=channels)
+
+
+# Written from the reference's data/transform.py (XRayTransformConfig) and data/voc.py
+# (VOCTransformConfig): step, its parameters; interpolation cubic everywhere.
+REFERENCE = {
+    ("xray", True): [
+        ("Rotate", {"limit": (-90, 90), "p": 0.5}),
+        ("RandomResizedCrop", {"scale": (0.7, 1.0), "ratio": (3 / 4, 4 / 3), "p": 1.0}),
+        ("HorizontalFlip", {"p": 0.5}),
+        ("RandomBrightnessContrast", {"p": 0.5}),
+        ("Normalize", {}),
+        ("ToTensorV2", {}),
+    ],
+    ("voc", True): [
+        ("Rotate", {"limit": (-10, 10), "p": 0.5}),
+        ("Resize", {"height": 512, "width": 512}),
+        ("RandomResizedCrop", {"scale": (0.5, 1.0), "ratio": (1.0, 1.0), "p": 0.5}),
+        ("Resize", {"height": 256, "width": 256}),
+        ("HorizontalFlip", {"p": 0.5}),
+        ("ColorJitter", {"p": 0.5}),
+        ("Normalize", {}),
+        ("ToTensorV2", {}),
+    ],
+    ("voc", False): [
+        ("Resize", {"height": 256, "width": 256}),
+        ("Normalize", {}),
+        ("ToTensorV2", {}),
+    ],
+}
+
+
+@pytest.mark.parametrize(("kind", "train"), list(REFERENCE))
+def test_pipelines_follow_the_reference(kind, train):
+    import cv2
+
+    pipeline = _steps(kind, 256, train, 3 if kind == "voc" else 1)
+    steps = list(pipeline.transforms)
+    assert [type(t).__name__ for t in steps] == [name for name, _ in REFERENCE[kind, train]]
+    for step, (_, params) in zip(steps, REFERENCE[kind, train], strict=True):
+        for key, value in params.items():
+            got = getattr(step, key)
+            assert tuple(got) == pytest.approx(value) if isinstance(value, tuple) else got == value
+        if hasattr(step, "interpolation"):
+            assert step.interpolation == cv2.INTER_CUBIC, type(step).__name__
+    visibility = pipeline.processors["bboxes"].params.min_visibility
+    assert visibility == (0.5 if kind == "xray" else 0.0)

@@ -24,8 +24,13 @@ XRAY_STD: tuple[float, ...] = (0.2483,)
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 
-# Cubic for X-rays as in the reference; albumentations' default (linear) for VOC photographs.
-INTERPOLATION: dict[str, int] = {"xray": cv2.INTER_CUBIC, "voc": cv2.INTER_LINEAR}
+# Cubic for both, as the reference's XRayTransformConfig and VOCTransformConfig.
+INTERPOLATION: dict[str, int] = {"xray": cv2.INTER_CUBIC, "voc": cv2.INTER_CUBIC}
+# Boxes kept after augmentation: X-ray boxes need half their area visible (the reference's
+# bbox_min_visibility 0.5); VOC keeps any visible part (albumentations' default, as there), and
+# a VOC image's labels are the classes of the boxes that survive.
+MIN_VISIBILITY: dict[str, float] = {"xray": 0.5, "voc": 0.0}
+VOC_CROP_MIN = 0.5  # the reference's VOC min_size: resize to size / 0.5, crop p 0.5 at scale 0.5..1
 # Interpolation names of the preprocessing record (pylon.data.preprocessing) -> OpenCV flags.
 CV2_INTERPOLATION: dict[str, int] = {
     "cubic": cv2.INTER_CUBIC,
@@ -75,7 +80,13 @@ def build_transform(
         steps = [A.Resize(size, size, interpolation=interpolation)]
     elif kind == "xray":
         steps = [
-            A.Rotate(limit=90, border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5),
+            A.Rotate(
+                limit=90,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                p=0.5,
+                interpolation=interpolation,
+            ),
             A.RandomResizedCrop(
                 (size, size), scale=(0.7, 1.0), ratio=(3 / 4, 4 / 3), interpolation=interpolation
             ),
@@ -83,18 +94,34 @@ def build_transform(
             A.RandomBrightnessContrast(brightness_limit=0.5, contrast_limit=0.5, p=0.5),
         ]
     else:
+        big = int(size / VOC_CROP_MIN)
         steps = [
-            A.Rotate(limit=10, border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5),
-            A.RandomResizedCrop(
-                (size, size), scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), interpolation=interpolation
+            A.Rotate(
+                limit=10,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                p=0.5,
+                interpolation=interpolation,
             ),
+            A.Resize(big, big, interpolation=interpolation),
+            A.RandomResizedCrop(
+                (size, size),
+                scale=(VOC_CROP_MIN, 1.0),
+                ratio=(1.0, 1.0),
+                p=0.5,
+                interpolation=interpolation,
+            ),
+            A.Resize(size, size, interpolation=interpolation),
             A.HorizontalFlip(p=0.5),
             A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2, p=0.5),
         ]
     return A.Compose(
         [*steps, normalize, ToTensorV2()],
         bbox_params=A.BboxParams(
-            format="coco", min_visibility=0.5, label_fields=["class_indices"], clip=True
+            format="coco",
+            min_visibility=MIN_VISIBILITY[kind],
+            label_fields=["class_indices"],
+            clip=True,
         ),
     )
 
