@@ -1,4 +1,5 @@
-"""``pylon evaluate RUN`` and ``pylon heatmaps RUN``: metrics and heatmap pages of a trained run."""
+"""``pylon evaluate RUN``, ``pylon heatmaps RUN`` and ``pylon summarize EXPERIMENTS``: metrics,
+heatmap pages and the paper-style table of trained runs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pylon.cli.app import app, exit_on_user_error
+from pylon.cli.app import app, exit_on_user_error, fail
 
 console = Console()
 
@@ -23,7 +24,9 @@ def evaluate_command(
     run: Path = typer.Argument(..., help="Run folder, e.g. runs/nih256-pylon/0."),
     devices: str | None = typer.Option(None, help="Lightning devices for evaluation."),
     strategy: str | None = typer.Option(None, help="Lightning strategy, e.g. ddp."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = typer.Option(
+        True, help="Report progress (a bar in a terminal, plain lines in log files)."
+    ),
 ) -> None:
     """Evaluate the run's best weights on the test split; write eval_*.csv and seed summaries."""
     from pylon.evaluation.evaluate import evaluate_run, summarize_experiment
@@ -64,15 +67,24 @@ def heatmaps_command(
     out: Path | None = typer.Option(None, help="Output folder (default RUN/heatmaps/<split>)."),
     style: str = typer.Option(
         "reference",
-        help="reference (each map min-max scaled per image, as the paper's figures) or "
-        "probability (absolute values).",
+        help="reference (each map min-max scaled per image, heat + 0.5 x image, as the paper's "
+        "figures) or probability (absolute values).",
+    ),
+    device: str | None = typer.Option(
+        None, help="torch device (default: where the run trains, e.g. cuda when available)."
+    ),
+    progress: bool = typer.Option(
+        True, help="Report progress (a bar in a terminal, plain lines in log files)."
     ),
 ) -> None:
     """Pages (PNG, 10 rows) of original image | heatmap overlay with ground-truth boxes."""
     from pylon.evaluation.heatmaps import write_run_heatmaps
+    from pylon.evaluation.overlay import STYLES
 
     if picked and all_pairs:
         raise typer.BadParameter("give --picked FILE or --all, not both")
+    if style not in STYLES:
+        raise fail(console, f"--style {style!r}; expected one of {', '.join(STYLES)}", code=2)
     with exit_on_user_error(console):
         pages = write_run_heatmaps(
             run,
@@ -81,6 +93,8 @@ def heatmaps_command(
             picked=picked,
             limit=None if picked or all_pairs else limit,
             style=style,
+            device=device,
+            progress=progress,
         )
     if not pages:
         console.print("no (image, class) pair with ground-truth boxes: nothing written")

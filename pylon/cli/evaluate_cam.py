@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from pylon.cli.app import app, exit_on_user_error, fail
-from pylon.progress import Progress
 
 console = Console()
 
@@ -33,6 +32,9 @@ def evaluate_cam_command(
         None, help="Target layer as a dotted module path (default: the encoder's last stage)."
     ),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+    progress: bool = typer.Option(
+        True, help="Report progress (a bar in a terminal, plain lines in log files)."
+    ),
 ) -> None:
     """Compare pytorch-grad-cam methods on the model's last encoder stage with its own CAM.
 
@@ -46,16 +48,6 @@ def evaluate_cam_command(
         raise fail(console, err, code=2) from err
     if max_images is not None and max_images < 1:
         raise fail(console, f"--max-images must be >= 1, got {max_images}", code=2)
-    reporters: dict[str, Progress] = {}
-
-    def on_chunk(method: str, done: int, total: int) -> None:
-        if method not in reporters:
-            reporters[method] = Progress(f"evaluate-cam {method}", total, unit="pair").__enter__()
-        reporter = reporters[method]
-        reporter.advance(done - reporter.n)
-        if done >= total:
-            reporter.__exit__(None, None, None)
-
     with exit_on_user_error(console):
         table = evaluate_run_posthoc(
             run,
@@ -66,7 +58,7 @@ def evaluate_cam_command(
             out_dir=out,
             target_layer=layer,
             device=device,
-            on_chunk=on_chunk,
+            progress=progress,
         )
 
     columns = {

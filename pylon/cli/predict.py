@@ -68,9 +68,9 @@ def predict_command(
     """
     import pandas as pd
 
+    from pylon.evaluation.overlay import peak_overlay, write_png
     from pylon.inference import Failure, Predictor
     from pylon.inference.inputs import gather_inputs
-    from pylon.inference.overlay import peak_overlay, write_png
     from pylon.io import write_csv_atomic, write_text_atomic
 
     console = Console()

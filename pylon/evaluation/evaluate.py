@@ -16,7 +16,9 @@ import torch.distributed as dist
 
 from pylon.io import write_csv_atomic
 from pylon.metrics import AUROCAccumulator, LocalizationAccumulator, summarize_seeds
+from pylon.models.precision import Execution
 from pylon.models.weights import load_model
+from pylon.progress import Progress
 from pylon.training.config import TrainConfig
 from pylon.training.datamodule import build_dataset, eval_loader
 from pylon.training.fit import hardware_options, quiet_lightning_notices, resolve_precision
@@ -26,9 +28,18 @@ from pylon.training.runs import open_trained_run, seed_dirs
 class EvalModule(L.LightningModule):
     """Accumulates AUROC inputs and/or localization counts over a test loop."""
 
-    def __init__(self, model: torch.nn.Module, class_names: list[str], *, auc: bool, loc: bool):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        class_names: list[str],
+        *,
+        auc: bool,
+        loc: bool,
+        execution: Execution | None = None,
+    ):
         super().__init__()
         self.model = model
+        self.execution = execution
         self.class_names = class_names
         self.auc, self.loc = auc, loc
         self.logits: list[torch.Tensor] = []
@@ -37,7 +48,11 @@ class EvalModule(L.LightningModule):
         self.results: dict[str, float] = {}
 
     def test_step(self, batch, batch_idx):
-        output = self.model(batch["image"])
+        """Run the model on one batch and add its logits / localization counts."""
+        image = batch["image"]
+        if self.execution is not None:
+            image = self.execution.prepare_input(image)  # autocast is Lightning's precision
+        output = self.model(image)
         if self.auc:
             self.logits.append(output.logits.float().cpu())
             self.labels.append(batch["labels"].float().cpu())
@@ -52,6 +67,7 @@ class EvalModule(L.LightningModule):
             self.localization.update(output.cam.float(), batch["boxes"])
 
     def on_test_epoch_end(self) -> None:
+        """Gather across ranks (under DDP) and compute the metrics into ``self.results``."""
         distributed = dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1
         if self.auc:
             logits, labels = torch.cat(self.logits), torch.cat(self.labels)
@@ -80,19 +96,55 @@ def _run_split(config: TrainConfig, model, split: str, *, auc: bool, loc: bool, 
     dataset = build_dataset(config.data, split)
     execution = resolve_precision(config)  # the training fast path: precision and memory format
     execution.prepare_model(model)
-    module = EvalModule(model, list(dataset.class_names), auc=auc, loc=loc)
+    module = EvalModule(model, list(dataset.class_names), auc=auc, loc=loc, execution=execution)
     quiet_lightning_notices()
     trainer = L.Trainer(
         **hardware_options(config),
         precision=execution.lightning_precision,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        # pylon's own reporter: a bar in a terminal, plain count/rate/ETA lines in log files
+        enable_progress_bar=False,
+        callbacks=[TestProgress(f"evaluate {split}", enabled=progress)],
         enable_model_summary=False,
         use_distributed_sampler=False,
     )
     trainer.test(module, datamodule=_ShardedLoader(dataset, config), verbose=False)
     return module.results, trainer.is_global_zero
+
+
+class TestProgress(L.Callback):
+    """Reports images done in ``trainer.test`` through :class:`pylon.progress.Progress` (rank 0
+    only), so evaluation shows progress in log files as well as in a terminal.
+
+    Args:
+        description: the progress line's label.
+        enabled: ``False`` reports nothing.
+    """
+
+    def __init__(self, description: str, *, enabled: bool = True):
+        self.description, self.enabled = description, enabled
+        self.reporter: Progress | None = None
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        loaders = trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        total = len(loader.sampler) if loader is not None else None
+        enabled = self.enabled and trainer.is_global_zero
+        self.reporter = Progress(self.description, total, unit="img", enabled=enabled)
+        self.reporter.__enter__()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.reporter is not None:
+            self.reporter.advance(len(batch["image"]))
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if self.reporter is not None:
+            self.reporter.__exit__(None, None, None)
+            self.reporter = None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.on_test_epoch_end(trainer, pl_module)
 
 
 class _ShardedLoader(L.LightningDataModule):
@@ -121,8 +173,17 @@ def evaluate_run(
     """Evaluate ``RUN/checkpoints/best.safetensors``; write ``eval_auc.csv``/``eval_loc.csv`` in
     the run folder and ``summary_auc.csv``/``summary_loc.csv`` over the experiment's seeds.
 
-    ``devices``/``strategy`` override the run's (e.g. ``devices="2", strategy="ddp"``). Returns
-    ``{"auc": {...}, "loc": {...}}`` (on every DDP rank; only rank 0 writes files).
+    The model runs on the training fast path (the run's precision policy and channels_last,
+    :func:`pylon.training.fit.resolve_precision`); progress is reported in a terminal and in
+    log files alike.
+
+    Args:
+        run_dir: a trained run folder ``runs/<experiment>/<seed>``.
+        devices, strategy: override the run's (e.g. ``devices="2", strategy="ddp"``).
+        progress: report progress.
+
+    Returns:
+        ``{"auc": {...}, "loc": {...}}`` (on every DDP rank; only rank 0 writes files).
     """
     paths, config = open_trained_run(run_dir)
     hardware = {"devices": devices, "strategy": strategy}
@@ -148,11 +209,28 @@ def evaluate_run(
 
 
 def write_metrics(metrics: dict[str, float], path: Path) -> None:
+    """Write ``metric,value`` rows (the format of ``eval_*.csv``) atomically.
+
+    Args:
+        metrics: metric name -> value.
+        path: the CSV file.
+    """
     frame = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
     write_csv_atomic(frame, path)
 
 
 def read_metrics(path: Path) -> dict[str, float]:
+    """Read a ``metric,value`` CSV written by :func:`write_metrics`.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        metric name -> value (float).
+
+    Raises:
+        ValueError: naming the file when its columns are not ``metric,value``.
+    """
     frame = pd.read_csv(path)
     if list(frame.columns) != ["metric", "value"]:
         raise ValueError(f"{path}: expected columns metric,value, got {list(frame.columns)}")
@@ -160,7 +238,15 @@ def read_metrics(path: Path) -> dict[str, float]:
 
 
 def summarize_experiment(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """Mean, std and n over the evaluated seed folders; writes ``summary_{auc,loc}.csv``."""
+    """Mean, std and n over the evaluated seed folders; writes ``summary_{auc,loc}.csv``.
+
+    Args:
+        experiment_dir: ``runs/<experiment>``, holding seed folders with ``eval_*.csv``.
+
+    Returns:
+        ``{"auc": frame, "loc": frame}`` (``metric, mean, std, n`` rows, from
+        :func:`pylon.metrics.summarize_seeds`) for the kinds that have evaluated seeds.
+    """
     experiment_dir = Path(experiment_dir)
     out = {}
     for kind in ("auc", "loc"):

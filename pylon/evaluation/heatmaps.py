@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +13,16 @@ import numpy as np
 import torch
 
 from pylon.data import read_picked as read_reference_picked
+from pylon.data.base import BoxDataset
 from pylon.data.images import read_image
+from pylon.evaluation.coordinates import peak_in_original
+from pylon.evaluation.execution import load_run_model
+from pylon.evaluation.overlay import STYLES
 from pylon.evaluation.pages import HeatmapRow, write_heatmap_pages
 from pylon.metrics import score_pairs
-from pylon.models.weights import load_model
+from pylon.progress import Progress
 from pylon.training.datamodule import build_dataset, eval_loader
-from pylon.training.runs import RunPaths, open_trained_run
+from pylon.training.runs import open_trained_run
 
 ROWS_PER_PAGE = 10
 
@@ -62,19 +67,24 @@ def read_picked(path: str | Path, class_names: list[str]) -> dict[str, set[int] 
 
 
 def original_view(dataset, index: int) -> tuple[np.ndarray, list]:
-    """The image at its original resolution (uint8) and its boxes in that image's pixels.
+    """The image at its original resolution and its boxes in that image's pixels.
 
-    Uses ``dataset.original_image(index)`` where a dataset provides it, else the ``records``
-    of file-backed datasets, else the (un-augmented, de-normalised) sample itself.
+    Args:
+        dataset: an evaluation dataset (file-backed ``BoxDataset`` or the synthetic one).
+        index: the sample's index.
+
+    Returns:
+        ``(image, boxes)``: the decoded file for file-backed datasets (uint8, as on disk), else
+        the un-augmented sample de-normalised with the dataset's ``preprocessing``; boxes are
+        ``(x, y, w, h, class_index)``.
     """
-    if hasattr(dataset, "original_image"):
-        return dataset.original_image(index)
-    if hasattr(dataset, "records"):
+    if isinstance(dataset, BoxDataset):
         record = dataset.records[index]
         return read_image(record.path, dataset.in_channels), list(record.boxes)
     sample = dataset[index]
-    mean = torch.tensor(dataset.mean)[:, None, None]
-    std = torch.tensor(dataset.std)[:, None, None]
+    record = dataset.preprocessing
+    mean = torch.tensor(record.mean)[:, None, None]
+    std = torch.tensor(record.std)[:, None, None]
     pixels = (sample["image"] * std + mean).clamp(0, 1).mul(255).round().byte()
     return pixels.permute(1, 2, 0).squeeze(-1).numpy(), list(sample["boxes"])
 
@@ -85,23 +95,54 @@ def heatmap_rows(
     split: str | None = None,
     picked: str | Path | None = None,
     limit: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
 ) -> Iterator[HeatmapRow]:
-    """Yield one row per (image, class) pair with boxes, in dataset order (streamed)."""
+    """One row per (image, class) pair with boxes, in dataset order (streamed batch by batch).
+
+    Args:
+        run_dir: a trained run folder.
+        split: the split with boxes (default: the run's ``loc_split``).
+        picked: a picked list (:func:`read_picked`): only those images (and classes).
+        limit: stop after this many rows.
+        device: where the model runs (default: where training runs); the precision policy and
+            channels_last apply as in training.
+        progress: report progress (a bar in a terminal, plain lines in logs).
+
+    Returns:
+        An iterator of :class:`HeatmapRow`; the peak is the metric's (the point-localization
+        arg-max) mapped to original pixels by :func:`pylon.evaluation.coordinates.peak_in_original`.
+
+    Raises:
+        ValueError: when picked images are not in the split, or none has boxes of the picked
+            classes (those without boxes are skipped with a warning).
+    """
     paths, config = open_trained_run(run_dir)
-    dataset = build_dataset(config.data, split or config.data.loc_split)
+    split = split or config.data.loc_split
+    dataset = build_dataset(config.data, split)
     names = list(dataset.class_names)
     wanted = read_picked(picked, names) if picked else None
-    model = load_model(paths.best).eval()
+    if wanted is not None and isinstance(dataset, BoxDataset):
+        _check_picked_in_split(wanted, {r.image_id for r in dataset.records}, picked, split)
+    model, execution, target = load_run_model(paths, config, device)
     data = dataclasses.replace(config.data, num_workers=0)
-    count, offset, seen = 0, 0, set()
-    with torch.no_grad():
+    count, offset, seen, present = 0, 0, set(), set()
+    if limit is not None:
+        reporter = Progress(f"heatmaps {split}", limit, unit="row", enabled=progress)
+    else:
+        reporter = Progress(f"heatmaps {split}", len(dataset), unit="img", enabled=progress)
+    with reporter, torch.no_grad():
         for batch in eval_loader(dataset, data):
             n = len(batch["image"])
-            output = model(batch["image"])
-            scores = score_pairs(
-                output.cam.float(), batch["boxes"], tuple(batch["image"].shape[-2:])
-            )
-            height, width = batch["image"].shape[-2:]
+            present.update(batch["image_id"])
+            images = execution.prepare_input(batch["image"].to(target))
+            with execution.autocast():
+                output = model(images)
+            cams = output.cam.float()
+            input_size = tuple(images.shape[-2:])
+            scores = score_pairs(cams, batch["boxes"], input_size)
+            cams = cams.cpu()
+            probabilities = torch.sigmoid(output.logits.float()).cpu()
             for k in range(len(scores)):
                 i, c = int(scores.image_index[k]), int(scores.class_index[k])
                 image_id = batch["image_id"][i]
@@ -111,31 +152,51 @@ def heatmap_rows(
                         continue
                 seen.add(image_id)
                 image, boxes = original_view(dataset, offset + i)
-                sy, sx = image.shape[0] / height, image.shape[1] / width
-                peak = (
-                    (int(scores.peak_row[k]) + 0.5) * sy - 0.5,
-                    (int(scores.peak_col[k]) + 0.5) * sx - 0.5,
+                peak = peak_in_original(
+                    int(scores.peak_row[k]), int(scores.peak_col[k]), input_size, image.shape[:2]
                 )
                 yield HeatmapRow(
                     image=image,
-                    heatmap=torch.sigmoid(output.cam[i, c].float()).numpy(),
+                    heatmap=torch.sigmoid(cams[i, c]).numpy(),
                     boxes=[b for b in boxes if int(b[4]) == c],
                     class_name=names[c],
-                    probability=float(torch.sigmoid(output.logits[i, c].float())),
+                    probability=float(probabilities[i, c]),
                     hit=bool(scores.point_hit[k]),
-                    peak=peak,
+                    peak=(float(peak[0]), float(peak[1])),
                 )
                 count += 1
-                if limit is not None and count >= limit:
-                    return
+                if limit is not None:
+                    reporter.advance()
+                    if count >= limit:
+                        return
+            if limit is None:
+                reporter.advance(n)
             offset += n
     if wanted is not None:
-        missing = sorted(set(wanted) - seen)
-        if missing:
+        if not isinstance(dataset, BoxDataset):
+            _check_picked_in_split(wanted, present, picked, split)
+        without = sorted(set(wanted) - seen)
+        if without and not seen:
             raise ValueError(
-                f"{picked}: {len(missing)} picked image(s) have no boxes of the picked classes "
-                f"in split {split or config.data.loc_split!r}, first: {', '.join(missing[:5])}"
+                f"{picked}: none of the picked images has boxes of the picked classes in split "
+                f"{split!r}"
             )
+        if without:
+            # the reference's VinDr picked files list 'No finding' images too
+            warnings.warn(
+                f"{picked}: {len(without)} picked image(s) without boxes of the picked classes "
+                f"in split {split!r} were skipped, first: {', '.join(without[:5])}",
+                stacklevel=2,
+            )
+
+
+def _check_picked_in_split(wanted, ids, picked, split) -> None:
+    missing = sorted(set(wanted) - set(ids))
+    if missing:
+        raise ValueError(
+            f"{picked}: {len(missing)} picked image(s) are not in split {split!r}, first: "
+            f"{', '.join(missing[:5])}"
+        )
 
 
 def write_run_heatmaps(
@@ -146,15 +207,28 @@ def write_run_heatmaps(
     picked: str | Path | None = None,
     limit: int | None = 50,
     style: str = "reference",
+    device: str | None = None,
+    progress: bool = True,
 ) -> list[Path]:
-    """Write ``heatmaps_<page>.png`` pages of 10 rows into ``out_dir`` (default
-    RUN/heatmaps/<split>), a page at a time: only 10 full-resolution images are in memory.
+    """Write ``heatmaps_<page>.png`` pages of 10 rows into ``out_dir``, a page at a time: only
+    10 full-resolution images are in memory.
 
-    ``style``: ``"reference"`` (each map min-max scaled per image, as the reference's figures)
-    or ``"probability"`` (absolute probabilities); the figure titles say which. Returns the pages.
+    Args:
+        run_dir: a trained run folder.
+        out_dir: the output folder (default ``RUN/heatmaps/<split>``).
+        split, picked, limit, device, progress: as :func:`heatmap_rows`.
+        style: ``"reference"`` (each map min-max scaled per image, heat + 0.5 x image, as the
+            reference's figures) or ``"probability"`` (absolute probabilities); the figure titles
+            say which.
+
+    Returns:
+        The pages written, in order (none when no pair has boxes).
     """
-    paths = RunPaths(Path(run_dir))
-    out_dir = Path(out_dir) if out_dir else paths.root / "heatmaps" / (split or "default")
+    if style not in STYLES:
+        raise ValueError(f"style={style!r}; expected one of {', '.join(STYLES)}")
+    paths, config = open_trained_run(run_dir)
+    split = split or config.data.loc_split
+    out_dir = Path(out_dir) if out_dir else paths.root / "heatmaps" / split
     pages: list[Path] = []
     chunk: list[HeatmapRow] = []
 
@@ -165,7 +239,10 @@ def write_run_heatmaps(
         pages.append(target)
         chunk.clear()
 
-    for row in heatmap_rows(run_dir, split=split, picked=picked, limit=limit):
+    rows = heatmap_rows(
+        run_dir, split=split, picked=picked, limit=limit, device=device, progress=progress
+    )
+    for row in rows:
         chunk.append(row)
         if len(chunk) == ROWS_PER_PAGE:
             flush()

@@ -1,8 +1,11 @@
-"""Heatmap-on-image overlays as plain uint8 RGB arrays (no matplotlib figure): the reference's
-style (map min-max scaled per image, heat + 0.5 x image) and absolute probabilities."""
+"""The one heatmap-on-image overlay, as plain uint8 RGB arrays (no matplotlib figure): the
+reference's style (map min-max scaled per image, heat + 0.5 x image) or absolute probabilities.
+Used by the heatmap pages and by ``pylon predict``'s overlay PNGs. Images whose longer side exceeds
+``DISPLAY_MAX_SIDE`` are drawn at that bounded size (boxes and peaks scaled with them)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import cv2
@@ -10,6 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_grad_cam.utils.image import show_cam_on_image
+
+from pylon.io import atomic_path
+
+# Overlays are for looking at: a 3000 x 3000 DICOM is drawn at most 2048 px on its longer side.
+DISPLAY_MAX_SIDE = 2048
 
 
 def _to_numpy(array) -> np.ndarray:
@@ -21,7 +29,12 @@ def _to_numpy(array) -> np.ndarray:
 def image_to_rgb(image) -> np.ndarray:
     """A grayscale ``(H, W)``/``(H, W, 1)`` or RGB ``(H, W, 3)`` image as float32 RGB in [0, 1].
 
-    uint8 images are divided by 255; anything else is min-max scaled to [0, 1].
+    Args:
+        image: numpy array or tensor; uint8 images are divided by 255, anything else is min-max
+            scaled to [0, 1].
+
+    Returns:
+        float32 ``(H, W, 3)`` array in [0, 1].
     """
     array = _to_numpy(image)
     if array.ndim == 3 and array.shape[2] == 1:
@@ -39,8 +52,58 @@ def image_to_rgb(image) -> np.ndarray:
     return (array - low) / (high - low) if high > low else np.zeros_like(array)
 
 
+def display_scale(shape: Sequence[int], max_side: int | None = DISPLAY_MAX_SIDE) -> float:
+    """The factor (<= 1) an image of ``shape`` (H, W, ...) is drawn at so that its longer side is
+    at most ``max_side`` pixels.
+
+    Args:
+        shape: the image's shape.
+        max_side: the bound (``None``: never scale).
+
+    Returns:
+        1.0, or ``max_side / max(H, W)`` for larger images.
+    """
+    longer = max(int(shape[0]), int(shape[1]))
+    if max_side is None or longer <= max_side:
+        return 1.0
+    if max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    return max_side / longer
+
+
+def fit_display(image, max_side: int | None = DISPLAY_MAX_SIDE) -> tuple[np.ndarray, float]:
+    """``image`` as float32 RGB in [0, 1] (:func:`image_to_rgb`), shrunk with area interpolation
+    when its longer side exceeds ``max_side``.
+
+    Args:
+        image: grey or RGB image (see :func:`image_to_rgb`).
+        max_side: the display bound (``None``: keep the resolution).
+
+    Returns:
+        ``(rgb, scale)``: the display image and the factor from original to display pixels.
+    """
+    rgb = image_to_rgb(image)
+    scale = display_scale(rgb.shape, max_side)
+    if scale < 1.0:
+        height, width = rgb.shape[:2]
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2: (w, h)
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return rgb, scale
+
+
 def resize_heatmap(heatmap, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear (align_corners=False, like the metrics) resize of a 2-D heatmap to (H, W)."""
+    """Bilinear (align_corners=False, like the metrics) resize of a 2-D heatmap.
+
+    Args:
+        heatmap: ``(h, w)`` (or ``(1, h, w)``, ``(1, 1, h, w)``) values in [0, 1].
+        size: the target ``(H, W)``.
+
+    Returns:
+        float32 ``(H, W)`` array in [0, 1].
+
+    Raises:
+        ValueError: for another shape, NaN/infinity or values outside [0, 1].
+    """
     array = _to_numpy(heatmap).astype(np.float32)
     while array.ndim > 2 and array.shape[0] == 1:  # (1, h, w) or (1, 1, h, w)
         array = array[0]
@@ -91,30 +154,34 @@ def overlay_image(
     *,
     boxes: Sequence[Sequence[float]] = (),
     alpha: float = 0.5,
-    style: str = "probability",
+    style: str = "reference",
+    max_side: int | None = DISPLAY_MAX_SIDE,
     colormap: int = cv2.COLORMAP_JET,
     box_color: tuple[int, int, int] = (0, 255, 0),
     box_thickness: int = 2,
 ) -> np.ndarray:
-    """Blend ``heatmap`` (values in [0, 1], any resolution) over ``image``, at the image's size.
+    """Blend ``heatmap`` (values in [0, 1], any resolution) over ``image``, at the image's size
+    (or, for an image larger than ``max_side``, at :func:`display_scale` of it).
 
     Args:
         image: ``(H, W)`` grey or ``(H, W, 3)`` RGB image.
         heatmap: ``(h, w)`` map in [0, 1] (a sigmoid of the CAM).
         boxes: ``(x, y, w, h, ...)`` in the image's pixels, drawn as rectangles.
-        alpha: the heatmap's weight.
-        style: ``"probability"`` (absolute values: a blend through pytorch-grad-cam's
-            ``show_cam_on_image``) or ``"reference"`` (:func:`reference_overlay`).
+        alpha: the heatmap's weight (the reference's 0.5).
+        style: ``"reference"`` (:func:`reference_overlay`: map min-max scaled per image) or
+            ``"probability"`` (absolute values: a blend through pytorch-grad-cam's
+            ``show_cam_on_image``).
+        max_side: longest side drawn (``None``: always the full resolution).
         colormap, box_color, box_thickness: drawing options of the probability style / boxes.
 
     Returns:
-        uint8 ``(H, W, 3)`` RGB array.
+        uint8 ``(h', w', 3)`` RGB array: the image's size times :func:`display_scale`.
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if style not in STYLES:
         raise ValueError(f"style={style!r}; expected one of {', '.join(STYLES)}")
-    rgb = image_to_rgb(image)
+    rgb, scale = fit_display(image, max_side)
     heat = resize_heatmap(heatmap, rgb.shape[:2])
     if style == "reference":
         out = np.ascontiguousarray(reference_overlay(rgb, heat, weight=alpha))
@@ -123,8 +190,56 @@ def overlay_image(
             show_cam_on_image(rgb, heat, use_rgb=True, colormap=colormap, image_weight=1 - alpha)
         )
     for box in boxes:
-        x, y, w, h = (float(v) for v in box[:4])
+        x, y, w, h = (float(v) * scale for v in box[:4])
         top_left = (int(round(x)), int(round(y)))
         bottom_right = (int(round(x + w)), int(round(y + h)))
         cv2.rectangle(out, top_left, bottom_right, box_color, box_thickness)
     return out
+
+
+def peak_overlay(
+    pixels: np.ndarray,
+    heatmap: np.ndarray,
+    peak: tuple[int, int],
+    *,
+    style: str = "probability",
+    max_side: int | None = DISPLAY_MAX_SIDE,
+) -> np.ndarray:
+    """:func:`overlay_image` with a white ring at the heatmap's peak (``pylon predict``).
+
+    Predictions default to absolute probabilities: rescaled per image, a map that is 1 % likely
+    everywhere would look as hot as a confident finding.
+
+    Args:
+        pixels: the original image.
+        heatmap: the class's map in [0, 1] (any resolution).
+        peak: ``(x, y)`` in the original image's pixels.
+        style: the overlay style (:data:`STYLES`).
+        max_side: the display bound (see :func:`overlay_image`).
+
+    Returns:
+        uint8 RGB array at the display size.
+    """
+    rgb = overlay_image(pixels, heatmap, style=style, max_side=max_side)
+    scale = display_scale(np.shape(pixels), max_side)
+    radius = max(3, round(min(rgb.shape[:2]) / 40))
+    centre = (int(round(peak[0] * scale)), int(round(peak[1] * scale)))
+    cv2.circle(rgb, centre, radius, (255, 255, 255), 2)
+    return rgb
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write a uint8 RGB image as PNG, atomically.
+
+    Args:
+        path: the target file.
+        rgb: uint8 ``(H, W, 3)`` RGB array.
+
+    Raises:
+        ValueError: when OpenCV cannot encode the array.
+    """
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"PNG encoding failed for {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pylon.evaluation.overlay import STYLE_TITLES, image_to_rgb, overlay_image
+from pylon.evaluation.overlay import DISPLAY_MAX_SIDE, STYLE_TITLES, fit_display, overlay_image
 from pylon.io import atomic_path
 
 
@@ -30,12 +30,18 @@ class HeatmapRow:
 
     @property
     def title(self) -> str:
+        """``"<class> p=<probability>[ hit| miss]"``."""
         verdict = "" if self.hit is None else (" hit" if self.hit else " miss")
         return f"{self.class_name} p={self.probability:.2f}{verdict}"
 
 
 def draw_heatmap_row(
-    axes, row: HeatmapRow, *, alpha: float = 0.5, style: str = "reference"
+    axes,
+    row: HeatmapRow,
+    *,
+    alpha: float = 0.5,
+    style: str = "reference",
+    max_side: int | None = DISPLAY_MAX_SIDE,
 ) -> None:
     """Draw ``row`` on two matplotlib axes: the original image, then overlay + boxes + peak.
 
@@ -44,11 +50,21 @@ def draw_heatmap_row(
         row: what to draw.
         alpha: the heatmap's weight.
         style: the overlay style (:data:`pylon.evaluation.overlay.STYLES`), named in the title.
+        max_side: images are drawn at most this large on their longer side (axes keep the
+            original's pixel coordinates).
+
+    Returns:
+        None; the axes are drawn on.
     """
     original_ax, overlay_ax = axes
-    original_ax.imshow(image_to_rgb(row.image))
+    height, width = np.shape(row.image)[:2]
+    # drawn at a bounded display size, placed in original pixel coordinates (imshow centres
+    # pixel i at i), so boxes and the peak are drawn in the original's pixels either way
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    original_ax.imshow(fit_display(row.image, max_side)[0], extent=extent)
     original_ax.set_title(row.class_name, fontsize=9)
-    overlay_ax.imshow(overlay_image(row.image, row.heatmap, alpha=alpha, style=style))
+    overlay = overlay_image(row.image, row.heatmap, alpha=alpha, style=style, max_side=max_side)
+    overlay_ax.imshow(overlay, extent=extent)
     for box in row.boxes:
         x, y, w, h = (float(v) for v in box[:4])
         # imshow centres pixel i at i, so pixel edges sit at i - 0.5
@@ -86,8 +102,18 @@ def write_heatmap_pages(
 ) -> list[Path]:
     """Write PNG pages of ``rows_per_page`` rows each as ``<out_dir>/<prefix>_<page>.png``.
 
-    Each row is a ``HeatmapRow`` or the tuple (image, heatmap, boxes, class_name, probability,
-    hit, peak) with the last two optional. Pages are written atomically; returns their paths.
+    Args:
+        rows: ``HeatmapRow`` objects or tuples (image, heatmap, boxes, class_name, probability,
+            hit, peak) with the last two optional.
+        out_dir: the folder (created if needed).
+        rows_per_page: rows per page (the reference's 10).
+        prefix: file name prefix.
+        panel_inches, dpi: size of each panel and resolution of the PNG.
+        alpha: the heatmap's weight.
+        style: ``"reference"`` or ``"probability"`` (:data:`pylon.evaluation.overlay.STYLES`).
+
+    Returns:
+        The written pages (atomically), in order.
     """
     if rows_per_page < 1:
         raise ValueError(f"rows_per_page must be >= 1, got {rows_per_page}")

@@ -6,7 +6,7 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from pylon.io import write_csv_atomic
 from pylon.metrics import LocalizationAccumulator
+from pylon.models.precision import Execution
+from pylon.progress import Progress
 
 METHODS: dict[str, type] = {
     "gradcam": GradCAM,
@@ -44,7 +46,15 @@ class LogitsOnly(nn.Module):
 
 
 def last_encoder_stage(model: nn.Module) -> nn.Module:
-    """The deepest stage of the model's smp encoder (e.g. ``layer4`` of a ResNet)."""
+    """The deepest stage of the model's smp encoder (e.g. ``layer4`` of a ResNet, whose output is
+    that of ``layer4[-1]``, the reference's target layer).
+
+    Args:
+        model: a model with an ``encoder`` submodule that lists its stages (``get_stages``).
+
+    Returns:
+        The stage module. Raises ``ValueError`` when there is none (name a target layer).
+    """
     encoders = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "encoder"]
     if not encoders:
         raise ValueError(f"{type(model).__name__} has no 'encoder' submodule; name a target layer")
@@ -60,6 +70,17 @@ def last_encoder_stage(model: nn.Module) -> nn.Module:
 
 
 def resolve_methods(names: Iterable[str]) -> list[str]:
+    """Normalise method names (lower case, stripped, duplicates dropped).
+
+    Args:
+        names: method names, e.g. ``["GradCAM++", "scorecam"]``.
+
+    Returns:
+        The names, in order, each a key of :data:`METHODS`.
+
+    Raises:
+        ValueError: listing unknown names (or none given) and the known ones.
+    """
     names = [n.strip().lower() for n in names if n.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
@@ -71,7 +92,13 @@ def resolve_methods(names: Iterable[str]) -> list[str]:
 
 @dataclass
 class BoxedImages:
-    """The evaluation images that have boxes: a normalised batch and their boxes/ids."""
+    """Evaluation images that have boxes: a normalised batch and their boxes/ids.
+
+    Attributes:
+        images: ``(N, C, H, W)`` network inputs.
+        boxes: per image, ``(x, y, w, h, class_index)`` in input pixels.
+        image_ids: per image, its id.
+    """
 
     images: Tensor  # (N, C, H, W)
     boxes: list[list[tuple[float, float, float, float, int]]]
@@ -79,18 +106,59 @@ class BoxedImages:
 
     @classmethod
     def from_dataset(cls, dataset, max_images: int | None = None) -> BoxedImages:
-        images, boxes, ids = [], [], []
-        for index in range(len(dataset)):
-            sample = dataset[index]
-            if sample["boxes"]:
-                images.append(sample["image"])
-                boxes.append([tuple(b) for b in sample["boxes"]])
-                ids.append(sample["image_id"])
-                if max_images is not None and len(images) >= max_images:
-                    break
-        if not images:
+        """All images of ``dataset`` that have boxes (at most ``max_images``), in one batch.
+
+        Args:
+            dataset: an evaluation dataset (samples with ``image``, ``boxes``, ``image_id``).
+            max_images: stop after this many images with boxes.
+
+        Returns:
+            The batch. Raises ``ValueError`` when no image has a box.
+        """
+        blocks = list(cls.blocks(dataset, max_images=max_images, block_images=None))
+        if not blocks:
             raise ValueError("the evaluation split has no image with a ground-truth box")
-        return cls(torch.stack(images), boxes, ids)
+        return blocks[0]
+
+    @classmethod
+    def blocks(
+        cls,
+        dataset,
+        *,
+        max_images: int | None = None,
+        block_images: int | None = 32,
+        on_image=None,
+    ) -> Iterator[BoxedImages]:
+        """Stream the images with boxes of ``dataset`` in blocks, so that a whole split never has
+        to be in memory at once.
+
+        Args:
+            dataset: an evaluation dataset.
+            max_images: stop after this many images with boxes (``None``: the whole split).
+            block_images: images per block (``None``: one block).
+            on_image: called once per dataset image read (progress).
+
+        Returns:
+            An iterator of non-empty blocks, in dataset order.
+        """
+        images, boxes, ids, taken = [], [], [], 0
+        for index in range(len(dataset)):
+            if max_images is not None and taken >= max_images:
+                break
+            sample = dataset[index]
+            if on_image is not None:
+                on_image()
+            if not sample["boxes"]:
+                continue
+            images.append(sample["image"])
+            boxes.append([tuple(b) for b in sample["boxes"]])
+            ids.append(sample["image_id"])
+            taken += 1
+            if block_images is not None and len(images) == block_images:
+                yield cls(torch.stack(images), boxes, ids)
+                images, boxes, ids = [], [], []
+        if images:
+            yield cls(torch.stack(images), boxes, ids)
 
 
 def _pairs(boxes: Sequence[Sequence]) -> list[tuple[int, int]]:
@@ -101,8 +169,18 @@ def _pairs(boxes: Sequence[Sequence]) -> list[tuple[int, int]]:
 def posthoc_maps(
     cam: object, images: Tensor, pairs: Sequence[tuple[int, int]], batch_size: int
 ) -> Iterable[tuple[list[tuple[int, int]], Tensor]]:
-    """Yield ``(pairs, maps (P, H, W) in [0, 1])`` chunks: one map per (image, class) pair,
-    each with its own ``ClassifierOutputTarget``."""
+    """Post-hoc maps of (image, class) pairs, ``batch_size`` pairs per grad-cam call.
+
+    Args:
+        cam: a pytorch-grad-cam method object.
+        images: ``(N, C, H, W)`` inputs.
+        pairs: ``(image index, class index)`` pairs.
+        batch_size: pairs per call.
+
+    Returns:
+        An iterator of ``(pairs, maps)`` chunks, ``maps`` ``(P, H, W)`` float32 in [0, 1]: one map
+        per pair, each with its own ``ClassifierOutputTarget``.
+    """
     for start in range(0, len(pairs), batch_size):
         chunk = list(pairs[start : start + batch_size])
         batch = images[[i for i, _ in chunk]]
@@ -113,6 +191,121 @@ def posthoc_maps(
         yield chunk, torch.from_numpy(maps).float()
 
 
+class MethodScores:
+    """Localization counts of the model's own CAM and of each post-hoc method, added up over
+    blocks of images (:meth:`add`), then summarised (:meth:`results`).
+
+    Args:
+        model: the trained model (grad-cam runs where it is).
+        class_names: its classes.
+        methods: post-hoc method names (:data:`METHODS`).
+        batch_size: images per forward of the own CAM, (image, class) pairs per grad-cam call.
+        target_layer: the layer grad-cam reads (default: the encoder's last stage).
+        execution: precision / memory format of the own CAM's forward (default: fp32 as is);
+            grad-cam methods run in float32 (they read activations into numpy, which has no bf16).
+        on_chunk: ``on_chunk(method, pairs_done, pairs_so_far)`` after each chunk.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        methods: Sequence[str],
+        *,
+        batch_size: int = 8,
+        target_layer: nn.Module | None = None,
+        execution: Execution | None = None,
+        on_chunk=None,
+    ):
+        self.model = model.eval()
+        self.class_names = list(class_names)
+        self.methods = list(methods)
+        self.batch_size = batch_size
+        self.execution = execution
+        self.on_chunk = on_chunk
+        self.layer = target_layer if target_layer is not None else last_encoder_stage(model)
+        self.device = next(model.parameters()).device
+        self.accumulators: dict[str, LocalizationAccumulator] = {}
+        self.seconds = dict.fromkeys([OWN_CAM, *self.methods], 0.0)
+        self.pairs_seen = 0
+
+    def _accumulator(self, name: str, size: tuple[int, int]) -> LocalizationAccumulator:
+        if name not in self.accumulators:
+            self.accumulators[name] = LocalizationAccumulator(
+                len(self.class_names),
+                size,
+                class_names=self.class_names,
+                apply_sigmoid=name == OWN_CAM,
+            )
+        return self.accumulators[name]
+
+    def add(self, data: BoxedImages) -> None:
+        """Score the own CAM and every method on one block of images.
+
+        Args:
+            data: the block (images with boxes).
+        """
+        size = tuple(data.images.shape[-2:])
+        pairs = _pairs(data.boxes)
+        self.pairs_seen += len(pairs)
+        start = time.perf_counter()
+        own = self._accumulator(OWN_CAM, size)
+        execution = self.execution
+        with torch.no_grad():
+            for first in range(0, len(data.images), self.batch_size):
+                stop = first + self.batch_size
+                batch = data.images[first:stop].to(self.device)
+                if execution is not None:
+                    with execution.autocast():
+                        cam = self.model(execution.prepare_input(batch)).cam
+                else:
+                    cam = self.model(batch).cam
+                own.update(cam.float(), data.boxes[first:stop])
+        self.seconds[OWN_CAM] += time.perf_counter() - start
+        if self.on_chunk is not None:
+            self.on_chunk(OWN_CAM, self.pairs_seen, self.pairs_seen)
+
+        wrapped = LogitsOnly(self.model).eval()
+        num_classes = len(self.class_names)
+        for method in self.methods:
+            start = time.perf_counter()
+            acc = self._accumulator(method, size)
+            cam = METHODS[method](model=wrapped, target_layers=[self.layer])
+            if method == "scorecam":
+                cam.batch_size = SCORECAM_BATCH
+            try:
+                done = self.pairs_seen - len(pairs)
+                for chunk, maps in posthoc_maps(cam, data.images, pairs, self.batch_size):
+                    # one row per pair: the pair's map in its class channel, its boxes only
+                    full = torch.zeros(len(chunk), num_classes, *maps.shape[-2:])
+                    full[torch.arange(len(chunk)), [c for _, c in chunk]] = maps
+                    boxes = [[b for b in data.boxes[i] if int(b[4]) == c] for i, c in chunk]
+                    acc.update(full, boxes)
+                    done += len(chunk)
+                    if self.on_chunk is not None:
+                        self.on_chunk(method, done, self.pairs_seen)
+            finally:  # not ``with``: grad-cam's __exit__ swallows IndexError
+                cam.activations_and_grads.release()
+            self.seconds[method] += time.perf_counter() - start
+
+    def results(self) -> dict[str, dict[str, float]]:
+        """Metrics per method (the own CAM first), each with ``n_pairs`` and ``seconds``.
+
+        Returns:
+            ``{method: {metric: value}}``.
+        """
+        if not self.accumulators:
+            raise ValueError("the evaluation split has no image with a ground-truth box")
+        out = {}
+        for name in [OWN_CAM, *self.methods]:
+            acc = self.accumulators[name]
+            metrics = acc.compute()
+            metrics["n_pairs"] = float(acc.pairs.sum())
+            metrics["seconds"] = self.seconds[name]
+            out[name] = metrics
+        return out
+
+
 def evaluate_methods(
     model: nn.Module,
     data: BoxedImages,
@@ -121,64 +314,34 @@ def evaluate_methods(
     *,
     batch_size: int = 8,
     target_layer: nn.Module | None = None,
+    execution: Execution | None = None,
     on_chunk=None,
 ) -> dict[str, dict[str, float]]:
     """Point/IoBB/IoU accuracy of the model's own CAM and of each post-hoc method on ``data``.
 
     Post-hoc maps are probabilities in [0, 1] already (``apply_sigmoid=False``); the model's CAM
-    is raw scores (``apply_sigmoid=True``). Each result also holds ``seconds`` and ``n_pairs``.
-    ``on_chunk(method, pairs_done, pairs_total)`` is called after each chunk (progress).
+    is raw scores (``apply_sigmoid=True``).
+
+    Args:
+        model, class_names, methods, batch_size, target_layer, execution, on_chunk: as
+            :class:`MethodScores`.
+        data: the images with boxes.
+
+    Returns:
+        ``{method: metrics}``, the own CAM (:data:`OWN_CAM`) first; each also holds ``seconds``
+        and ``n_pairs``.
     """
-    model = model.eval()
-    device = next(model.parameters()).device  # grad-cam runs where the model is
-    size = tuple(data.images.shape[-2:])
-    num_classes = len(class_names)
-    pairs = _pairs(data.boxes)
-    results: dict[str, dict[str, float]] = {}
-
-    start = time.perf_counter()
-    own = LocalizationAccumulator(num_classes, size, class_names=class_names)
-    with torch.no_grad():
-        for first in range(0, len(data.images), batch_size):
-            stop = first + batch_size
-            batch = data.images[first:stop].to(device)
-            own.update(model(batch).cam.float().cpu(), data.boxes[first:stop])
-    results[OWN_CAM] = _finish(own, start)
-    if on_chunk is not None:
-        on_chunk(OWN_CAM, len(pairs), len(pairs))
-
-    layer = target_layer if target_layer is not None else last_encoder_stage(model)
-    wrapped = LogitsOnly(model).eval()
-    for method in methods:
-        start = time.perf_counter()
-        acc = LocalizationAccumulator(
-            num_classes, size, class_names=class_names, apply_sigmoid=False
-        )
-        cam = METHODS[method](model=wrapped, target_layers=[layer])
-        if method == "scorecam":
-            cam.batch_size = SCORECAM_BATCH
-        try:
-            done = 0
-            for chunk, maps in posthoc_maps(cam, data.images, pairs, batch_size):
-                # one row per pair: the pair's map in its class channel, its class's boxes only
-                full = torch.zeros(len(chunk), num_classes, *maps.shape[-2:])
-                full[torch.arange(len(chunk)), [c for _, c in chunk]] = maps
-                boxes = [[b for b in data.boxes[i] if int(b[4]) == c] for i, c in chunk]
-                acc.update(full, boxes)
-                done += len(chunk)
-                if on_chunk is not None:
-                    on_chunk(method, done, len(pairs))
-        finally:  # not ``with``: grad-cam's __exit__ swallows IndexError
-            cam.activations_and_grads.release()
-        results[method] = _finish(acc, start)
-    return results
-
-
-def _finish(acc: LocalizationAccumulator, start: float) -> dict[str, float]:
-    metrics = acc.compute()
-    metrics["n_pairs"] = float(acc.pairs.sum())
-    metrics["seconds"] = time.perf_counter() - start
-    return metrics
+    scores = MethodScores(
+        model,
+        class_names,
+        methods,
+        batch_size=batch_size,
+        target_layer=target_layer,
+        execution=execution,
+        on_chunk=on_chunk,
+    )
+    scores.add(data)
+    return scores.results()
 
 
 def evaluate_run_posthoc(
@@ -186,46 +349,70 @@ def evaluate_run_posthoc(
     methods: Sequence[str],
     *,
     split: str | None = None,
-    max_images: int | None = 64,
+    max_images: int | None = None,
     batch_size: int = 8,
     out_dir: str | os.PathLike | None = None,
     target_layer: str | None = None,
-    device: str = "cpu",
+    device: str | None = "cpu",
+    progress: bool = True,
     on_chunk=None,
 ) -> pd.DataFrame:
-    """Compare post-hoc ``methods`` with a run's own CAM on ``split`` (default: the run's
-    localization split), using at most ``max_images`` images that have boxes.
+    """Compare post-hoc ``methods`` with a run's own CAM on a split with boxes.
 
-    Writes ``posthoc_<method>.csv`` (``metric,value``, as ``eval_loc.csv``) per method and
-    ``posthoc_comparison.csv`` (one row per method, the model's own CAM first) into ``out_dir``
-    (default: the run folder), and returns the comparison table. ``target_layer`` is a dotted
-    module path (e.g. ``"encoder.layer4"``); default: the encoder's last stage.
+    As the reference's ``eval_cam.py``, every image of the split that has boxes is scored by
+    default; images are streamed in blocks, so memory does not grow with the split.
+
+    Args:
+        run_dir: a trained run folder.
+        methods: post-hoc method names (:data:`METHODS`).
+        split: the split (default: the run's ``loc_split``).
+        max_images: use at most this many images with boxes (``None``: all of them).
+        batch_size: images per own-CAM forward and (image, class) pairs per grad-cam call.
+        out_dir: where the CSVs go (default: the run folder).
+        target_layer: a dotted module path (e.g. ``"encoder.layer4"``); default: the encoder's
+            last stage.
+        device: where the model runs (``None``: where training runs); the own CAM uses the run's
+            precision policy and channels_last (:func:`pylon.evaluation.execution.run_execution`).
+        progress: report images read (a bar in a terminal, plain lines in log files).
+        on_chunk: see :class:`MethodScores`.
+
+    Returns:
+        The comparison table (one row per method, the model's own CAM first), also written as
+        ``posthoc_comparison.csv``, beside ``posthoc_<method>.csv`` (``metric,value``, as
+        ``eval_loc.csv``) per method.
     """
     from pylon.evaluation.evaluate import write_metrics
-    from pylon.models.weights import load_model
+    from pylon.evaluation.execution import load_run_model
     from pylon.training.datamodule import build_dataset
     from pylon.training.runs import open_trained_run
 
     methods = resolve_methods(methods)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
     paths, config = open_trained_run(run_dir)
-    dataset = build_dataset(config.data, split or config.data.loc_split)
-    data = BoxedImages.from_dataset(dataset, max_images)
-    model = load_model(paths.best).to(device)
+    split = split or config.data.loc_split
+    dataset = build_dataset(config.data, split)
+    model, execution, _ = load_run_model(paths, config, device)
     layer = None
     if target_layer is not None:
         try:
             layer = model.get_submodule(target_layer)
         except AttributeError:
             raise ValueError(f"the model has no submodule {target_layer!r}") from None
-    results = evaluate_methods(
+    scores = MethodScores(
         model,
-        data,
         list(dataset.class_names),
         methods,
         batch_size=batch_size,
         target_layer=layer,
+        execution=execution,
         on_chunk=on_chunk,
     )
+    label = f"evaluate-cam {split} ({', '.join(methods)})"
+    with Progress(label, len(dataset), unit="img", enabled=progress) as reporter:
+        for block in BoxedImages.blocks(dataset, max_images=max_images, on_image=reporter.advance):
+            scores.add(block)
+    results = scores.results()
     out = Path(out_dir) if out_dir is not None else paths.root
     for method in methods:
         write_metrics(results[method], out / f"posthoc_{method}.csv")

@@ -9,16 +9,8 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def input_to_original(coord: Tensor, input_size: int, original_size: int) -> Tensor:
-    """Map pixel indices of the square network input back to the original axis.
-
-    The input was resized from ``original_size`` to ``input_size`` pixels with pixel centres
-    aligned (OpenCV / ``align_corners=False``): centre ``i`` of the input lies at
-    ``(i + 0.5) * original / input - 0.5`` in the original, rounded to the nearest pixel.
-    """
-    scaled = (coord.double() + 0.5) * (original_size / input_size) - 0.5
-    return scaled.round().clamp(0, original_size - 1).long()
+# The one network-to-original mapping and peak finder (re-exported for Predictor).
+from pylon.evaluation.coordinates import input_to_original, peaks_in_original  # noqa: F401
 
 
 @dataclass
@@ -76,26 +68,3 @@ class Failure:
     image_id: str
     path: str | None
     reason: str
-
-
-def peaks_in_input(cams: Tensor, input_size: int) -> tuple[Tensor, Tensor]:
-    """Arg-max ``(row, col)`` per image and class of ``sigmoid(cams)`` up-sampled bilinearly
-    (``align_corners=False``) to the square input, exactly as point localization scores it."""
-    maps = F.interpolate(
-        cams.float().sigmoid(), size=(input_size, input_size), mode="bilinear", align_corners=False
-    )
-    flat = maps.flatten(2).argmax(dim=2)
-    return flat // input_size, flat % input_size
-
-
-def peaks_in_original(
-    cams: Tensor, input_size: int, original_sizes: list[tuple[int, int]]
-) -> list[list[tuple[int, int]]]:
-    """Per image, per class ``(x, y)`` of the heatmap peak in that image's original pixels."""
-    rows, cols = peaks_in_input(cams, input_size)
-    out = []
-    for i, (height, width) in enumerate(original_sizes):
-        ys = input_to_original(rows[i], input_size, height)
-        xs = input_to_original(cols[i], input_size, width)
-        out.append([(int(x), int(y)) for x, y in zip(xs, ys, strict=True)])
-    return out
