@@ -1,0 +1,191 @@
+"""The evaluation layer's shared pieces: the network-to-original mapping and peaks (against loops
+written from the definition), bounded overlays, the fast path, progress lines in log files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pylon import create_model, save_weights
+from pylon.data import create_dataset
+from pylon.evaluation.coordinates import input_to_original, peak_in_original, peaks_in_original
+from pylon.evaluation.overlay import DISPLAY_MAX_SIDE, overlay_image, peak_overlay
+from pylon.training.config import DataConfig, ModelConfig, TrainConfig
+from pylon.training.runs import RunPaths
+
+
+def test_input_to_original_by_hand():
+    # 4 input pixels from 10 original ones: centre i sits at (i + 0.5) * 2.5 - 0.5
+    # = 0.75, 3.25, 5.75, 8.25 -> 1, 3, 6, 8
+    got = input_to_original(torch.arange(4), 4, 10)
+    assert got.tolist() == [1, 3, 6, 8]
+    # up-sampling 4 -> 2: centres at -0.25 and 0.75 -> clamped to 0, then 1 (and 0.25, 1.25)
+    assert input_to_original(torch.arange(4), 4, 2).tolist() == [0, 0, 1, 1]
+    assert input_to_original(torch.arange(5), 5, 5).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="sizes"):
+        input_to_original(torch.arange(2), 0, 5)
+
+
+def naive_peaks(cams, size):
+    """Per map: sigmoid, one F.interpolate, flat argmax (first maximum in row-major order)."""
+    out = []
+    for image in cams:
+        row = []
+        for cam in image:
+            up = F.interpolate(
+                cam[None, None].float().sigmoid(), size=size, mode="bilinear", align_corners=False
+            )[0, 0]
+            flat = int(up.flatten().argmax())
+            row.append(divmod(flat, size[1]))
+        out.append(row)
+    return out
+
+
+def test_peaks_in_original_equal_a_per_map_loop_including_plateaus():
+    torch.manual_seed(0)
+    cams = torch.randn(3, 2, 8, 8) * 3
+    cams[1, 0] = 40.0  # saturated plateau: every pixel ties, the first one wins
+    cams[2, 1, 2:5, 3:6] = 30.0
+    originals = [(300, 200), (64, 64), (1024, 777)]
+    got = peaks_in_original(cams, 64, originals)
+    for i, per_class in enumerate(naive_peaks(cams, (64, 64))):
+        height, width = originals[i]
+        for c, (row, col) in enumerate(per_class):
+            x = min(max(round((col + 0.5) * width / 64 - 0.5), 0), width - 1)
+            y = min(max(round((row + 0.5) * height / 64 - 0.5), 0), height - 1)
+            assert got[i][c] == (x, y), (i, c)
+            assert peak_in_original(row, col, 64, (height, width)) == (y, x)
+    assert got[1][0] == (0, 0)
+    with pytest.raises(ValueError, match="original sizes"):
+        peaks_in_original(cams, 64, originals[:2])
+
+
+def test_huge_images_are_drawn_at_a_bounded_size():
+    image = np.zeros((3000, 1500), np.uint8)
+    heat = np.zeros((16, 16), np.float32)
+    heat[0, 0] = 1.0
+    out = overlay_image(image, heat, boxes=[(1000, 2000, 200, 400, 0)], style="probability")
+    assert out.shape == (DISPLAY_MAX_SIDE, 1024, 3)
+    # the box is drawn at the display scale (2048 / 3000): top-left corner (683, 1365)
+    assert tuple(out[1365, 700]) == (0, 255, 0)
+    assert overlay_image(image, heat, max_side=None).shape == (3000, 1500, 3)
+    ring = peak_overlay(image, heat, (1000, 300))  # (x, y) in original pixels
+    radius = max(3, round(1024 / 40))
+    centre_x, centre_y = round(1000 * 2048 / 3000), round(300 * 2048 / 3000)
+    assert tuple(ring[centre_y, centre_x + radius]) == (255, 255, 255)
+
+
+def test_pages_keep_original_coordinates_for_huge_images():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pylon.evaluation.pages import HeatmapRow, draw_heatmap_row
+
+    row = HeatmapRow(np.zeros((4096, 3000), np.uint8), np.full((4, 4), 0.5), [], "mass", 0.5)
+    fig, axes = plt.subplots(1, 2)
+    draw_heatmap_row(axes, row)
+    for ax in axes:
+        picture = ax.images[0]
+        assert max(picture.get_array().shape[:2]) == DISPLAY_MAX_SIDE
+        assert picture.get_extent() == [-0.5, 2999.5, 4095.5, -0.5]
+    plt.close(fig)
+
+
+def tiny_run(root, *, precision="fp32", size=64):
+    """A run folder as `pylon train` leaves it: config and untrained CAM (resnet18) weights."""
+    paths = RunPaths.of(root, "tiny", 0)
+    config = TrainConfig(
+        experiment="tiny",
+        precision=precision,
+        progress=False,
+        model=ModelConfig(name="cam", encoder="resnet18"),
+        data=DataConfig(
+            name="synthetic", size=size, batch_size=2, num_workers=0, options={"num_images": 4}
+        ),
+    )
+    config.to_yaml(paths.config)
+    dataset = create_dataset("synthetic", None, "test", size=size, num_images=4)
+    model = create_model("cam", encoder="resnet18", num_classes=len(dataset.class_names))
+    record = dataset.preprocessing.with_model(model.pylon_config)
+    save_weights(model, paths.best, metadata=record.to_metadata())
+    return paths, config
+
+
+def test_evaluation_loads_models_on_the_training_fast_path(tmp_path):
+    from pylon.evaluation.execution import load_run_model, run_execution
+
+    paths, config = tiny_run(tmp_path, precision="bf16")
+    model, execution, device = load_run_model(paths, config, "cpu")
+    assert execution.precision == "bf16" and execution.channels_last and device.type == "cpu"
+    weight = model.encoder.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not model.training
+    # a run trained in fp16 (CUDA only) is evaluated on the CPU with the CPU's auto choice
+    config.precision = "fp16"
+    assert run_execution(config, "cpu").precision in ("bf16", "fp32")
+
+
+def test_progress_lines_in_log_files(tmp_path):
+    """evaluate, heatmaps and evaluate-cam print count/rate lines when output goes to a file."""
+    paths, _ = tiny_run(tmp_path)
+    script = textwrap.dedent(
+        f"""
+        import torch
+        torch.set_num_threads(1)
+        from pylon.evaluation.evaluate import evaluate_run
+        from pylon.evaluation.heatmaps import write_run_heatmaps
+        from pylon.evaluation.posthoc import evaluate_run_posthoc
+        run = {str(paths.root)!r}
+        evaluate_run(run)
+        write_run_heatmaps(run, limit=2)
+        evaluate_run_posthoc(run, ["gradcam"], max_images=2)
+        """
+    )
+    log = tmp_path / "log.txt"
+    env = {k: v for k, v in os.environ.items() if k != "PYLON_PROGRESS"}
+    with open(log, "w") as out:
+        result = subprocess.run(
+            [sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    text = log.read_text()
+    assert result.returncode == 0, text
+    assert "evaluate test: 4/4 (100%)" in text
+    assert "heatmaps test: 2/2 (100%)" in text
+    assert "evaluate-cam test (gradcam): " in text and " img/s" in text
+    assert "Tip" not in text  # Lightning's advertising is quiet, as in training
+    assert (paths.root / "eval_loc.csv").is_file()
+    assert (paths.root / "posthoc_comparison.csv").is_file()
+
+
+def test_picked_images_without_boxes_are_skipped_and_unknown_ones_refused(tmp_path):
+    from pylon.evaluation.heatmaps import heatmap_rows
+
+    paths, _ = tiny_run(tmp_path)
+    dataset = create_dataset("synthetic", None, "test", size=64, num_images=4)
+    samples = [dataset[i] for i in range(len(dataset))]
+    boxed = next(s for s in samples if s["boxes"])
+    names = dataset.class_names
+    other = next(
+        (s, c)
+        for s in samples
+        for c in range(len(names))
+        if c not in {b[4] for b in s["boxes"]} and s is not boxed
+    )
+    picked = tmp_path / "picked.csv"
+    picked.write_text(
+        f"image_id,class\n{boxed['image_id']}\n{other[0]['image_id']},{names[other[1]]}\n"
+    )
+    with pytest.warns(UserWarning, match="1 picked image"):
+        rows = list(heatmap_rows(paths.root, picked=picked, progress=False))
+    assert len(rows) == len({b[4] for b in boxed["boxes"]})
+    picked.write_text("image_id\nno-such-image\n")
+    with pytest.raises(ValueError, match="not in split 'test'"):
+        list(heatmap_rows(paths.root, picked=picked, progress=False))
