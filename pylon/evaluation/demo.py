@@ -57,7 +57,16 @@ class DemoConfig:
 
 
 def train_config(demo: DemoConfig, model: str, images: int) -> TrainConfig:
-    """One model's run: a single pass over ``images`` fresh images with a one-cycle schedule."""
+    """One model's run: a single pass over ``images`` fresh images with a one-cycle schedule.
+
+    Args:
+        demo: the demo recipe.
+        model: the model's registry name (``"pylon"``, ``"cam"``).
+        images: training images (each seen once).
+
+    Returns:
+        The validated :class:`TrainConfig`; identical for every model but the model name.
+    """
     return TrainConfig(
         experiment=model,
         seed=demo.seed,
@@ -92,7 +101,14 @@ def train_config(demo: DemoConfig, model: str, images: int) -> TrainConfig:
 
 
 def images_for_minutes(demo: DemoConfig) -> int:
-    """Training images per model that fit ``demo.minutes`` for all models, from a timed probe."""
+    """Training images per model that fit ``demo.minutes`` for all models, from a timed probe.
+
+    Args:
+        demo: the recipe (``minutes`` set).
+
+    Returns:
+        A whole number of batches, at least one.
+    """
     seconds_per_image = sum(_seconds_per_image(demo, model) for model in demo.models)
     # about 15% of the budget goes to validation, evaluation and figures
     budget = 0.85 * demo.minutes * 60
@@ -139,7 +155,15 @@ def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> flo
 
 def run_demo(demo: DemoConfig, *, console: Any = None) -> pd.DataFrame:
     """Train and evaluate every model of ``demo.models``; write ``summary.csv``, per-class
-    accuracies and heatmap pages into ``demo.out``; return the summary table."""
+    accuracies and heatmap pages into ``demo.out``.
+
+    Args:
+        demo: the recipe.
+        console: a rich console for the opening line (``None``: quiet).
+
+    Returns:
+        The summary table (:data:`SUMMARY_COLUMNS`, one row per model).
+    """
     from pylon.evaluation.evaluate import evaluate_run
     from pylon.training.fit import train
 
@@ -188,7 +212,16 @@ def _point_acc_per_class(loc: dict[str, float]) -> dict[str, float]:
 
 def write_demo_heatmaps(run_dir: Path, out_dir: Path, demo: DemoConfig) -> list[Path]:
     """Heatmap pages (10 rows each) of the first ``heatmap_images`` (image, class) test pairs with
-    boxes: the same pairs, in the same order, for every model."""
+    boxes: the same pairs, in the same order, for every model.
+
+    Args:
+        run_dir: the model's run folder.
+        out_dir: where the pages go.
+        demo: the recipe (``heatmap_images``, ``progress``).
+
+    Returns:
+        The pages written.
+    """
     from pylon.evaluation.heatmaps import write_run_heatmaps
 
-    return write_run_heatmaps(run_dir, out_dir, limit=demo.heatmap_images)
+    return write_run_heatmaps(run_dir, out_dir, limit=demo.heatmap_images, progress=demo.progress)

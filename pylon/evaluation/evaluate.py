@@ -48,7 +48,7 @@ class EvalModule(L.LightningModule):
         self.results: dict[str, float] = {}
 
     def test_step(self, batch, batch_idx):
-        """Run the model on one batch and add its logits / localization counts."""
+        """Run the model on one batch and add its logits / localization counts (returns None)."""
         image = batch["image"]
         if self.execution is not None:
             image = self.execution.prepare_input(image)  # autocast is Lightning's precision
@@ -127,6 +127,7 @@ class TestProgress(L.Callback):
         self.reporter: Progress | None = None
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
+        """Start reporting: the total is this rank's share of the split."""
         loaders = trainer.test_dataloaders
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
         total = len(loader.sampler) if loader is not None else None
@@ -135,15 +136,18 @@ class TestProgress(L.Callback):
         self.reporter.__enter__()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        """Count the batch's images."""
         if self.reporter is not None:
             self.reporter.advance(len(batch["image"]))
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
+        """Print the final count (plain-line mode) or close the bar."""
         if self.reporter is not None:
             self.reporter.__exit__(None, None, None)
             self.reporter = None
 
     def on_exception(self, trainer, pl_module, exception) -> None:
+        """Close the reporter when the test loop fails."""
         self.on_test_epoch_end(trainer, pl_module)
 
 
@@ -214,6 +218,9 @@ def write_metrics(metrics: dict[str, float], path: Path) -> None:
     Args:
         metrics: metric name -> value.
         path: the CSV file.
+
+    Returns:
+        None.
     """
     frame = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
     write_csv_atomic(frame, path)

@@ -235,6 +235,9 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
         path: the target file.
         rgb: uint8 ``(H, W, 3)`` RGB array.
 
+    Returns:
+        None.
+
     Raises:
         ValueError: when OpenCV cannot encode the array.
     """

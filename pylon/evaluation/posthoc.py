@@ -42,6 +42,7 @@ class LogitsOnly(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
+        """Return the logits ``(N, classes)`` of input ``x``."""
         return self.model(x).logits
 
 
@@ -244,6 +245,9 @@ class MethodScores:
 
         Args:
             data: the block (images with boxes).
+
+        Returns:
+            None; the counts are added up.
         """
         size = tuple(data.images.shape[-2:])
         pairs = _pairs(data.boxes)

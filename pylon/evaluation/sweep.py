@@ -17,7 +17,14 @@ from pylon.training.runs import RunPaths
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,5"`` -> [0, 2, 5]; ranges and lists combine."""
+    """Parse a ``--seeds`` value.
+
+    Args:
+        text: ``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,5"`` -> [0, 2, 5]; ranges and lists combine.
+
+    Returns:
+        The seeds, in the order given. Raises ``ValueError`` for anything else or no seed.
+    """
     seeds: list[int] = []
     try:
         for part in text.split(","):
@@ -52,6 +59,18 @@ def sweep(
 
     With ``gpus`` each slot is one GPU (``CUDA_VISIBLE_DEVICES``); otherwise ``workers`` CPU slots.
     Each run's output goes to ``RUNS/<experiment>/<seed>.log``.
+
+    Args:
+        presets: preset names.
+        seeds: seeds of each preset.
+        gpus: GPU ids, one slot each.
+        workers: CPU slots when no GPU is given.
+        overrides: ``key=value`` overrides for every run.
+        runs_dir: the runs folder.
+        evaluate: also evaluate each run (``pylon evaluate``) and summarise its experiment.
+
+    Returns:
+        One row per run: ``experiment``, ``seed``, ``status``.
     """
     parsed = dict(parse_override(o) for o in overrides)
     jobs: queue.Queue = queue.Queue()
