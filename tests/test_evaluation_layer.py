@@ -189,3 +189,17 @@ def test_picked_images_without_boxes_are_skipped_and_unknown_ones_refused(tmp_pa
     picked.write_text("image_id\nno-such-image\n")
     with pytest.raises(ValueError, match="not in split 'test'"):
         list(heatmap_rows(paths.root, picked=picked, progress=False))
+
+
+def test_evaluate_cam_scores_the_whole_split_by_default(tmp_path):
+    from pylon.evaluation.posthoc import OWN_CAM, evaluate_run_posthoc
+
+    paths, _ = tiny_run(tmp_path)
+    dataset = create_dataset("synthetic", None, "test", size=64, num_images=4)
+    pairs = sum(len({b[4] for b in dataset[i]["boxes"]}) for i in range(len(dataset)))
+    table = evaluate_run_posthoc(paths.root, ["gradcam"], progress=False).set_index("method")
+    assert table.loc[OWN_CAM, "n_pairs"] == table.loc["gradcam", "n_pairs"] == pairs
+    one = evaluate_run_posthoc(paths.root, ["gradcam"], max_images=1, progress=False)
+    first = next(dataset[i] for i in range(len(dataset)) if dataset[i]["boxes"])
+    assert set(one["n_pairs"]) == {len({b[4] for b in first["boxes"]})} and pairs > 2
+    assert one["n_pairs"].iloc[0] < pairs  # the default went past the first image
