@@ -75,21 +75,34 @@ def _steps(kind, size, train, channels):
 # (VOCTransformConfig): step, its parameters; interpolation cubic everywhere.
 REFERENCE = {
     ("xray", True): [
-        ("Rotate", {"limit": (-90, 90), "p": 0.5}),
+        ("Rotate", {"limit": (-90, 90), "p": 0.5, "border_mode": 0, "fill": 0}),
         ("RandomResizedCrop", {"scale": (0.7, 1.0), "ratio": (3 / 4, 4 / 3), "p": 1.0}),
         ("HorizontalFlip", {"p": 0.5}),
-        ("RandomBrightnessContrast", {"p": 0.5}),
-        ("Normalize", {}),
+        (
+            "RandomBrightnessContrast",
+            {"brightness_limit": (-0.5, 0.5), "contrast_limit": (-0.5, 0.5), "p": 0.5},
+        ),
+        ("Normalize", {"mean": (0.4984,), "std": (0.2483,), "max_pixel_value": 255.0}),
         ("ToTensorV2", {}),
     ],
     ("voc", True): [
-        ("Rotate", {"limit": (-10, 10), "p": 0.5}),
+        ("Rotate", {"limit": (-10, 10), "p": 0.5, "border_mode": 0, "fill": 0}),
         ("Resize", {"height": 512, "width": 512}),
         ("RandomResizedCrop", {"scale": (0.5, 1.0), "ratio": (1.0, 1.0), "p": 0.5}),
         ("Resize", {"height": 256, "width": 256}),
         ("HorizontalFlip", {"p": 0.5}),
-        ("ColorJitter", {"p": 0.5}),
-        ("Normalize", {}),
+        # ColorJitter(0.2, 0.2, 0.2, 0.2) with albumentations' default p 0.5
+        (
+            "ColorJitter",
+            {
+                "brightness": (0.8, 1.2),
+                "contrast": (0.8, 1.2),
+                "saturation": (0.8, 1.2),
+                "hue": (-0.2, 0.2),
+                "p": 0.5,
+            },
+        ),
+        ("Normalize", {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}),
         ("ToTensorV2", {}),
     ],
     ("voc", False): [
@@ -115,3 +128,41 @@ def test_pipelines_follow_the_reference(kind, train):
             assert step.interpolation == cv2.INTER_CUBIC, type(step).__name__
     visibility = pipeline.processors["bboxes"].params.min_visibility
     assert visibility == (0.5 if kind == "xray" else 0.0)
+
+
+def _applied(pipeline, image, seed):
+    """Which of the first four steps ran for ``seed`` (albumentations keeps a ran step's params)."""
+    pipeline.set_random_seed(seed)
+    pipeline(image=image, bboxes=[(5, 5, 20, 20)], class_indices=[0])
+    return [bool(step.params) for step in pipeline.transforms[:4]]
+
+
+def test_seeded_steps_draw_independently():
+    # Rotate, HorizontalFlip and RandomBrightnessContrast each run with p 0.5 on their own; with
+    # one seed per step (albumentations' set_random_seed) they would all run together or not.
+    pipeline = build_transform("xray", 32, train=True)
+    image = np.random.default_rng(0).integers(0, 256, (48, 48, 1), dtype=np.uint8)
+    runs = np.array([_applied(pipeline, image, seed) for seed in range(400)])
+    rotate, flip, contrast = runs[:, 0], runs[:, 2], runs[:, 3]
+    assert runs[:, 1].all()  # RandomResizedCrop, p 1
+    for ran in (rotate, flip, contrast):
+        assert 0.4 < ran.mean() < 0.6
+    for a, b in ((rotate, flip), (rotate, contrast), (flip, contrast)):
+        # independent events with p 0.5 agree about half the time
+        assert 0.4 < (a == b).mean() < 0.6
+
+
+@pytest.mark.parametrize("kind,channels", [("xray", 1), ("voc", 3)])
+def test_box_free_images_get_the_same_pixels_as_with_boxes(kind, channels):
+    pipeline = build_transform(kind, 40, train=True, in_channels=channels)
+    image = np.random.default_rng(1).integers(0, 256, (60, 50, channels), dtype=np.uint8)
+    for seed in range(12):
+        pipeline.set_random_seed(seed)
+        with_box, _ = apply_transform(pipeline, image, [(10, 10, 20, 30, 0)])
+        pipeline.set_random_seed(seed)
+        without, boxes = apply_transform(pipeline, image, [])
+        assert boxes == []
+        np.testing.assert_array_equal(with_box.numpy(), without.numpy())
+        pipeline.set_random_seed(seed)
+        again, _ = apply_transform(pipeline, image, [])
+        np.testing.assert_array_equal(again.numpy(), without.numpy())
