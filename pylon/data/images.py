@@ -1,8 +1,13 @@
-"""Robust image reading: 8/16-bit, gray/RGB/RGBA/palette PNGs and JPEGs to a fixed channel count."""
+"""Robust image reading: 8/16-bit, gray/RGB/RGBA/palette PNGs and JPEGs to a fixed channel count,
+in the orientation a viewer shows (EXIF Orientation applied), with a pixel limit checked from the
+header before any decoding.
+"""
 
 from __future__ import annotations
 
 import os
+import struct
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -10,28 +15,107 @@ import cv2
 import numpy as np
 from PIL import Image
 
+MAX_PIXELS_ENV = "PYLON_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: a 10000 x 10000 image (NIH PNGs are 1 MP)
+ORIENTATION_TAG = 0x0112
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+class ImageTooLargeError(ValueError):
+    """An image's header declares more pixels than the limit (:func:`max_pixels`)."""
+
+
+def max_pixels(limit: int | None = None) -> int | None:
+    """The pixel limit in force: ``limit`` if given, else ``$PYLON_MAX_PIXELS``, else
+    :data:`DEFAULT_MAX_PIXELS`; ``0`` (or the variable set to ``0``/``none``) means no limit."""
+    if limit is None:
+        text = os.environ.get(MAX_PIXELS_ENV, "").strip().lower()
+        if not text:
+            return DEFAULT_MAX_PIXELS
+        if text == "none":
+            return None
+        try:
+            limit = int(float(text))
+        except ValueError:
+            raise ValueError(
+                f"{MAX_PIXELS_ENV}={text!r}; expected a number of pixels like 100000000, "
+                "or 0/none for no limit"
+            ) from None
+    if limit < 0:
+        raise ValueError(f"max_pixels={limit}; expected >= 0 (0: no limit)")
+    return limit or None
+
+
+def check_pixel_limit(
+    path: str | os.PathLike, max_pixels_limit: int | None = None
+) -> tuple[int, int]:
+    """Read ``path``'s header only and refuse it when it has more pixels than the limit.
+
+    Cheap (no pixel decoding, memory independent of the image's size): call it before decoding
+    an untrusted image.
+
+    Args:
+        path: a PNG/JPEG/BMP/TIFF file.
+        max_pixels_limit: the limit (default :func:`max_pixels`: ``$PYLON_MAX_PIXELS`` or 100 MP;
+            0 = none).
+
+    Returns:
+        The image's ``(height, width)`` as displayed (EXIF Orientation applied).
+
+    Raises:
+        ImageTooLargeError: naming the file, its size, the limit and how to raise it.
+        FileNotFoundError / ValueError: a missing file or an unreadable header.
+    """
+    path = Path(path)
+    height, width, _ = _header(path)
+    limit = max_pixels(max_pixels_limit)
+    if limit is not None and height * width > limit:
+        raise ImageTooLargeError(
+            f"{path}: image of {width}x{height} pixels ({height * width / 1e6:.1f} megapixels) "
+            f"exceeds the limit of {limit / 1e6:g} megapixels; shrink the image, or raise the "
+            f"limit with {MAX_PIXELS_ENV}=<pixels> (0 for none) or max_pixels"
+        )
+    return height, width
+
 
 def read_image(
     path: str | os.PathLike,
     channels: int = 1,
     dtype: Literal["uint8", "float32"] = "uint8",
+    *,
+    max_pixels_limit: int | None = None,
+    orientation: bool = True,
 ) -> np.ndarray:
     """Decode ``path`` to an ``(H, W, channels)`` array, RGB order for 3 channels.
 
     16-bit images are scaled from their full range (``uint8``: ``/257``; ``float32``: ``/65535``),
     alpha is dropped, colour is converted to luma for 1 channel and gray replicated for 3.
     ``float32`` values lie in [0, 1].
+
+    Args:
+        path: the image file.
+        channels: 1 or 3.
+        dtype: ``"uint8"`` or ``"float32"``.
+        max_pixels_limit: refuse images with more pixels (checked from the header before
+            decoding; default :func:`max_pixels`).
+        orientation: apply the EXIF Orientation tag (JPEG APP1 or PNG eXIf), so the array is
+            the image as a viewer shows it; ``False`` keeps the stored orientation.
+
+    Returns:
+        The ``(H, W, channels)`` array.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    check_pixel_limit(path, max_pixels_limit)
+    _, _, turn = _header(path)
     # imdecode of the bytes rather than imread, so that non-ASCII paths work everywhere.
     raw = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
     if image is None:
         raise ValueError(f"cannot decode image {path}: not a readable PNG/JPEG/BMP/TIFF file")
+    if orientation and turn not in (0, 1):
+        image = np.ascontiguousarray(apply_orientation(image, turn))
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     if image.ndim == 3 and image.shape[2] == 3:
@@ -69,13 +153,78 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(height, width)`` of an image read from its header only (no pixel decoding)."""
-    path = Path(path)
+    """``(height, width)`` of an image as displayed, from its header only (no pixel decoding)."""
+    height, width, _ = _header(Path(path))
+    return height, width
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a stored ``(H, W[, C])`` array into its displayed orientation.
+
+    Args:
+        image: the pixels as stored.
+        orientation: the EXIF Orientation value (1-8; 1 = as stored).
+
+    Returns:
+        A view of ``image`` flipped/rotated as the tag says (as ``PIL.ImageOps.exif_transpose``).
+    """
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transpose; then 6/7/8 flip as below
+    if orientation in (2, 3, 6, 7):
+        image = image[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        image = image[::-1]
+    return image
+
+
+def _header(path: Path) -> tuple[int, int, int]:
+    """Displayed ``(height, width)`` and the EXIF orientation (0: none) from the header."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as im:
+        # PIL's own decompression-bomb check would raise before we can name the size; ours
+        # (check_pixel_limit) replaces it, so it is off while the header is read.
+        with _PIL_LIMIT_LOCK:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        with im:
             width, height = im.size
-    except (OSError, SyntaxError) as err:
+            turn = _orientation(im, path)
+    except (OSError, SyntaxError, struct.error) as err:
         raise ValueError(f"cannot read the image header of {path}: {err}") from err
-    return height, width
+    if turn in (5, 6, 7, 8):
+        height, width = width, height
+    return height, width, turn
+
+
+def _orientation(im: Image.Image, path: Path) -> int:
+    if im.format == "PNG":
+        data = _png_exif(path)  # PIL's PNG getexif() would decode every pixel to find it
+        if data is None:
+            return 0
+        exif = Image.Exif()
+        exif.load(data)
+    else:
+        exif = im.getexif()
+    value = exif.get(ORIENTATION_TAG, 0)
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 0
+
+
+def _png_exif(path: Path) -> bytes | None:
+    """The payload of a PNG's ``eXIf`` chunk, walking chunk headers only."""
+    with open(path, "rb") as fh:
+        if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"eXIf":
+                return fh.read(length)
+            if kind == b"IEND":
+                return None
+            fh.seek(length + 4, os.SEEK_CUR)  # data and CRC
