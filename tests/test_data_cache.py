@@ -78,5 +78,178 @@ def test_cache_pickles_without_its_memmap(tmp_path):
     cache = _open(paths, tmp_path / "cache")
     _ = cache[0]
     clone = pickle.loads(pickle.dumps(cache))
-    assert clone._array is None
+    assert clone._fd is None
     np.testing.assert_array_equal(clone[1], cache[1])
+
+
+def test_free_space_refusal_names_sizes_and_how_to_move(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    import pytest
+
+    from pylon.data.cache import CacheSpaceError
+
+    paths = _write(tmp_path / "img", 3)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**12, 10**12 - 10**6, 10**6))
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(CacheSpaceError) as err:
+        _open(paths, cache_dir, size=512)  # needs 3 x 512 x 512 bytes + reserve > 1 MB
+    message = str(err.value)
+    assert "test" in message and str(cache_dir) in message
+    assert "772.0 KiB" in message  # (3 * 512 * 512 + 4096 header bytes) / 1024, by hand
+    assert "free" in message and "976.6 KiB" in message  # 10**6 bytes
+    assert "PYLON_CACHE" in message and "data.cache_dir" in message
+    assert list(cache_dir.iterdir()) == []  # nothing written
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**12, 0, 10**12))
+    assert len(_open(paths, cache_dir, size=512)) == 3
+
+
+def _run(code, env=None, **kw):
+    import subprocess
+    import sys
+
+    if "stdout" not in kw:
+        kw["capture_output"] = True
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
+
+
+def test_build_reports_progress_lines_in_a_log_file(tmp_path):
+    import textwrap
+
+    paths = _write(tmp_path / "img", 600, shape=(8, 8))
+    log = tmp_path / "build.log"
+    code = textwrap.dedent(
+        f"""
+        import cv2
+        from pathlib import Path
+        from pylon.data.cache import ImageCache
+        paths = sorted(Path({str(tmp_path / "img")!r}).glob("*.png"))
+        ImageCache.open_or_build("demo", [p.stem for p in paths], paths, size=32, channels=1,
+            interpolation=cv2.INTER_AREA, cache_dir={str(tmp_path / "c")!r}, workers=0,
+            split="train")
+        """
+    )
+    with open(log, "w") as fh:  # output to a file, as under sbatch or nohup
+        out = _run(code, env={"PYLON_PROGRESS": "auto"}, stdout=fh, stderr=fh)
+    assert out.returncode == 0, log.read_text()
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("caching demo train: 600 images at 32 px -> ")
+    assert (
+        str(tmp_path / "c") in lines[0] and "604.0 KiB" in lines[0]
+    )  # (600 * 32 * 32 + 4096) / 1024 and "free there" in lines[0]
+    counts = [line for line in lines if line.startswith("caching demo train: ") and "/600" in line]
+    assert any("ETA" in line and "img/s" in line for line in counts), lines
+    assert counts[-1].startswith("caching demo train: 600/600 (100%)")
+    assert len(paths) == 600
+
+
+def test_building_and_reading_keep_memory_bounded(tmp_path):
+    import textwrap
+
+    _write(tmp_path / "img", 3000, shape=(16, 16))
+    # 3000 images cached at 256 px: a 197 MB array. The build must stream it and reads must not
+    # map it, so the process's peak RSS grows by far less than the cache.
+    code = textwrap.dedent(
+        f"""
+        import resource, cv2
+        from pathlib import Path
+        from pylon.data.cache import ImageCache
+        def peak():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        paths = sorted(Path({str(tmp_path / "img")!r}).glob("*.png"))
+        before = peak()
+        cache = ImageCache.open_or_build("big", [p.stem for p in paths], paths, size=256,
+            channels=1, interpolation=cv2.INTER_LINEAR, cache_dir={str(tmp_path / "c")!r},
+            workers=0, progress=False)
+        built = peak()
+        total = sum(int(cache[i][0, 0, 0]) for i in range(len(cache)))
+        print(cache.image_bytes * len(cache), built - before, peak() - before)
+        """
+    )
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    cache_bytes, build_growth, read_growth = (int(v) for v in out.stdout.split())
+    assert cache_bytes == 3000 * 256 * 256
+    assert build_growth < 0.4 * cache_bytes, (build_growth, cache_bytes)
+    assert read_growth < 0.4 * cache_bytes, (read_growth, cache_bytes)
+
+
+def test_truncated_cache_is_rebuilt(tmp_path):
+    paths = _write(tmp_path / "img", 3)
+    cache_dir = tmp_path / "cache"
+    first = _open(paths, cache_dir)
+    with open(first.array_path, "r+b") as fh:
+        fh.truncate(first.offset + first.image_bytes)  # as a full disk would leave it
+    again = _open(paths, cache_dir)
+    reference = cv2.resize(np.asarray(Image.open(paths[2])), (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(again[2][:, :, 0], reference)
+
+
+def test_too_large_source_image_is_named(tmp_path):
+    import pytest
+    from test_data_images import write_huge_png
+
+    from pylon.data.images import ImageTooLargeError
+
+    paths = _write(tmp_path / "img", 2)
+    paths.append(write_huge_png(tmp_path / "img" / "huge.png", side=11000))
+    with pytest.raises(ImageTooLargeError, match="huge.png"):
+        _open(paths, tmp_path / "cache", workers=0)
+
+
+def test_cache_list_and_clear_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from pylon.cli.main import app
+
+    cache_dir = tmp_path / "cache"
+    paths = _write(tmp_path / "img", 4)
+    ImageCache.open_or_build(
+        "alpha",
+        ["a"] * 4,
+        paths,
+        size=16,
+        channels=1,
+        interpolation=cv2.INTER_AREA,
+        cache_dir=cache_dir,
+        progress=False,
+        split="train",
+    )
+    ImageCache.open_or_build(
+        "beta",
+        ["b"] * 4,
+        paths,
+        size=8,
+        channels=1,
+        interpolation=cv2.INTER_AREA,
+        cache_dir=cache_dir,
+        progress=False,
+        split="val",
+    )
+    (cache_dir / ".gamma.npy.x1.tmp").write_bytes(b"\0" * 100)  # an interrupted build
+    runner = CliRunner()
+    listed = runner.invoke(app, ["cache", "list", "--cache-dir", str(cache_dir)])
+    assert listed.exit_code == 0, listed.output
+    assert "alpha" in listed.output and "beta" in listed.output and "train" in listed.output
+    assert "incomplete" in listed.output and "3 cache(s)" in listed.output
+    removed = runner.invoke(
+        app, ["cache", "clear", "--cache-dir", str(cache_dir), "--dataset", "alpha", "--yes"]
+    )
+    assert removed.exit_code == 0, removed.output
+    left = sorted(p.name for p in cache_dir.iterdir())
+    assert not any(name.startswith("alpha") for name in left)
+    assert any(name.startswith("beta") for name in left)
+    refused = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir)], input="n\n")
+    assert refused.exit_code == 1 and len(list(cache_dir.iterdir())) == len(left)
+    runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "-y"])
+    assert list(cache_dir.iterdir()) == []
+    empty = runner.invoke(app, ["cache", "list", "--cache-dir", str(cache_dir)])
+    assert "no caches" in empty.output

@@ -57,3 +57,63 @@ def convert_dicom_command(
     )
     if report.failed:
         raise typer.Exit(1)
+
+
+cache_app = typer.Typer(
+    help="Show or remove the resized-image caches ($PYLON_CACHE, default ~/.cache/pylon).",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+_CACHE_DIR_HELP = "Cache folder (default: $PYLON_CACHE or ~/.cache/pylon; data.cache_dir)."
+
+
+@cache_app.command("list")
+def cache_list_command(
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+) -> None:
+    """List the caches, largest first: dataset, split, size, images, bytes, created, file."""
+    from pylon.data.cache import default_cache_dir, format_bytes, list_caches
+
+    folder = cache_dir or default_cache_dir()
+    entries = list_caches(folder)
+    console = Console()
+    if not entries:
+        console.print(f"no caches in {folder}", soft_wrap=True, highlight=False)
+        return
+    for e in entries:
+        if e.complete:
+            what = f"{e.name} {e.split}".strip()
+            text = (
+                f"{what}: {e.size} px {e.channels}ch {e.interpolation}, {e.images} images, "
+                f"{format_bytes(e.bytes)}, created {e.created}"
+            )
+        else:
+            text = (
+                f"incomplete (an interrupted build, or an older version): {format_bytes(e.bytes)}"
+            )
+        files = ", ".join(str(p) for p in e.files)
+        console.print(f"{text}\n  {files}", soft_wrap=True, markup=False, highlight=False)
+    total = sum(e.bytes for e in entries)
+    console.print(f"{len(entries)} cache(s), {format_bytes(total)} in {folder}", soft_wrap=True)
+
+
+@cache_app.command("clear")
+def cache_clear_command(
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+    name: str | None = typer.Option(None, "--dataset", help="Only this dataset's caches."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete caches (all of them, or one dataset's); they are rebuilt when next needed."""
+    from pylon.data.cache import clear_caches, default_cache_dir, format_bytes, list_caches
+
+    folder = cache_dir or default_cache_dir()
+    console = Console()
+    chosen = [e for e in list_caches(folder) if name is None or e.name == name]
+    if not chosen:
+        console.print(f"no caches to remove in {folder}", soft_wrap=True, highlight=False)
+        return
+    total = format_bytes(sum(e.bytes for e in chosen))
+    if not yes and not typer.confirm(f"remove {len(chosen)} cache(s), {total}, in {folder}?"):
+        raise typer.Exit(1)
+    removed = clear_caches(folder, name)
+    console.print(f"removed {len(removed)} cache(s), {total}, from {folder}", soft_wrap=True)

@@ -141,6 +141,7 @@ class BoxDataset(Dataset):
                 cache_dir=cache_dir,
                 workers=cache_workers,
                 progress=progress,
+                split=split,
             )
 
     @property

@@ -1,8 +1,10 @@
-"""Resized-image cache: one uint8 memmap per dataset, size, interpolation and source list.
+"""Resized-image cache: one uint8 ``.npy`` array per dataset split, size, interpolation and sources.
 
 Decoding a 1024 px PNG costs far more than augmenting a 256 px array, so every image is decoded
 and resized once into ``<cache_dir>/<key>.npy`` (N x S x S x C) with an index ``<key>.json``
-holding the image ids and original sizes; loaders then read slices of the memmap.
+holding the image ids, original sizes and what the cache is. Building streams bounded chunks to
+the file (memory does not grow with the cache); reads are file-backed (``pread`` of one image,
+served from the OS page cache once hot), so loaders never hold the array in their own memory.
 """
 
 from __future__ import annotations
@@ -10,18 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
+import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.progress import Progress
 
 from pylon.data.images import read_image
-from pylon.io import atomic_path, write_text_atomic
+from pylon.io import TEMP_PREFIX, TEMP_SUFFIX, atomic_path, write_text_atomic
+from pylon.progress import Progress
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+CACHE_ENV = "PYLON_CACHE"
+BUFFER_BYTES = 32 * 2**20  # pixels per decoding job (and so per write)
+RESERVE_BYTES = 512 * 2**20  # free space left over after a build
 _INTERPOLATION_NAMES = {
     cv2.INTER_NEAREST: "nearest",
     cv2.INTER_LINEAR: "linear",
@@ -31,18 +41,75 @@ _INTERPOLATION_NAMES = {
 }
 
 
+class CacheSpaceError(ValueError):
+    """The cache would not fit in the free space of its folder."""
+
+
 def default_cache_dir() -> Path:
     """``$PYLON_CACHE`` if set, else ``~/.cache/pylon``."""
-    return Path(os.environ.get("PYLON_CACHE") or Path.home() / ".cache" / "pylon")
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pylon")
 
 
-def source_hash(paths: Sequence[Path]) -> str:
-    """Hash of the source files' paths, sizes and modification times, in order."""
-    digest = hashlib.sha256()
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def source_hash(paths: Sequence[str | os.PathLike]) -> str:
+    """Hash of the source files' absolute paths, sizes and modification times, in order.
+
+    One ``os.stat`` per file and no symlink resolution (78k files take ~0.2 s).
+
+    Raises:
+        FileNotFoundError: naming up to three missing files and how many are missing.
+    """
+    lines, missing = [], []
     for path in paths:
-        stat = os.stat(path)
-        digest.update(f"{Path(path).resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+        name = os.path.abspath(path)
+        try:
+            stat = os.stat(name)
+        except FileNotFoundError:
+            missing.append(name)
+            continue
+        lines.append(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image file(s) not found, first: {', '.join(missing[:3])}"
+        )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def estimate_bytes(n: int, size: int, channels: int) -> int:
+    """Bytes of a cache of ``n`` images of ``size`` x ``size`` x ``channels`` (header included)."""
+    return n * size * size * channels + 4096
+
+
+def check_free_space(cache_dir: Path, needed: int, what: str) -> int:
+    """Refuse (:class:`CacheSpaceError`) when ``needed`` bytes would not fit in ``cache_dir``.
+
+    Args:
+        cache_dir: where the cache goes (created if missing).
+        needed: its size in bytes.
+        what: what is cached, for the message.
+
+    Returns:
+        The free bytes there.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache_dir).free
+    if needed + RESERVE_BYTES > free:
+        raise CacheSpaceError(
+            f"the image cache for {what} needs {format_bytes(needed)} in {cache_dir}, but only "
+            f"{format_bytes(free)} is free there; free some space, or put the cache on a bigger "
+            f"disk with {CACHE_ENV}=/path/to/dir or --set data.cache_dir=/path/to/dir (or "
+            "--set data.options.cache=false to decode every image on the fly, ~10x slower); "
+            "`pylon cache list` shows the caches there and `pylon cache clear` removes them"
+        )
+    return free
 
 
 def resize_image(
@@ -55,31 +122,66 @@ def resize_image(
     return resized.reshape(size, size, channels), height, width
 
 
-def _resize_many(args: tuple[list[Path], int, int, int]) -> list[tuple[np.ndarray, int, int]]:
+def _resize_many(args: tuple[list[Path], int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     paths, size, channels, interpolation = args
-    return [resize_image(p, size, channels, interpolation) for p in paths]
+    cv2.setNumThreads(1)  # one decoding process per CPU already
+    pixels = np.empty((len(paths), size, size, channels), np.uint8)
+    sizes = np.empty((len(paths), 2), np.int64)
+    for i, path in enumerate(paths):
+        pixels[i], sizes[i, 0], sizes[i, 1] = resize_image(path, size, channels, interpolation)
+    return pixels, sizes
+
+
+def _array_offset(array_path: Path) -> tuple[int, tuple[int, ...]]:
+    """Byte offset of the pixels in a ``.npy`` file and the array's shape."""
+    with open(array_path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read(fh)
+        if fortran or dtype != np.uint8:
+            raise ValueError(f"{array_path}: not a pylon image cache")
+        return fh.tell(), tuple(shape)
 
 
 class ImageCache:
-    """Read-only view of a built cache; the memmap is opened lazily in each process."""
+    """Read-only view of a built cache; each process opens the file itself and reads one image
+    at a time (``pread``), so memory does not grow with the cache."""
 
     def __init__(self, array_path: Path, image_ids: list[str], original_sizes: np.ndarray):
         self.array_path = Path(array_path)
         self.image_ids = image_ids
         self.original_sizes = original_sizes  # (N, 2) int: height, width of each source image
-        self._array: np.ndarray | None = None
+        self.offset, shape = _array_offset(self.array_path)
+        self.image_shape = shape[1:]
+        self.image_bytes = int(np.prod(self.image_shape))
+        self._fd: int | None = None
+        self._pid = -1
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        if self._array is None:
-            self._array = np.load(self.array_path, mmap_mode="r")
-        return np.array(self._array[index])
+        if not 0 <= index < len(self.image_ids):
+            raise IndexError(f"cache index {index} out of range for {len(self.image_ids)} images")
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.array_path, os.O_RDONLY), os.getpid()
+        image = np.empty(self.image_shape, np.uint8)
+        got = os.preadv(self._fd, [image], self.offset + index * self.image_bytes)
+        if got != self.image_bytes:
+            raise OSError(f"{self.array_path}: truncated cache (image {index}); delete it")
+        return image
 
     def __getstate__(self) -> dict:
-        # Worker processes reopen the memmap rather than receiving a pickled copy of it.
-        return {**self.__dict__, "_array": None}
+        # Worker processes open the file themselves rather than inheriting a descriptor.
+        return {**self.__dict__, "_fd": None, "_pid": -1}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+            os.close(self._fd)
 
     @classmethod
     def open_or_build(
@@ -94,34 +196,73 @@ class ImageCache:
         cache_dir: str | os.PathLike | None = None,
         workers: int | None = None,
         progress: bool = True,
+        split: str = "",
     ) -> ImageCache:
         """Open the cache for exactly these source files, building it first if needed.
 
-        ``workers`` decoding processes build it (default: up to 8, one per CPU; 0 = in-process).
+        Args:
+            name: the dataset's name (part of the file name).
+            image_ids: one id per image, kept in the index.
+            paths: the source files; their paths, sizes and mtimes key the cache, so a changed
+                file gives a new cache.
+            size: side of the cached square images.
+            channels: 1 or 3.
+            interpolation: OpenCV flag of the resize.
+            cache_dir: where caches live (default :func:`default_cache_dir`).
+            workers: decoding processes (default: one per available CPU, at most 8; 0 =
+                in-process).
+            progress: print where the cache goes and the build's progress (a bar in a terminal,
+                plain count/rate/ETA lines in a log).
+            split: the split's name (part of the file name, shown by ``pylon cache list``).
+
+        Returns:
+            The opened cache.
+
+        Raises:
+            CacheSpaceError: the cache would not fit in ``cache_dir``'s free space.
         """
         if workers is None:
-            workers = min(8, os.cpu_count() or 1)
+            from pylon.data.workers import available_cpus
+
+            workers = min(8, available_cpus())
         if len(image_ids) != len(paths):
             raise ValueError("image_ids and paths must have the same length")
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         digest = source_hash(paths)
         interp = _INTERPOLATION_NAMES.get(interpolation, str(interpolation))
-        stem = f"{name}-{size}px-{channels}ch-{interp}-{digest[:16]}"
+        label = f"{name}-{split}" if split else name
+        stem = f"{label}-{size}px-{channels}ch-{interp}-{digest[:16]}"
         array_path, index_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
         cache = cls._open(array_path, index_path, digest, len(paths))
-        if cache is None:
-            sizes = _build(
-                array_path, list(paths), size, channels, interpolation, workers, progress
+        if cache is not None:
+            return cache
+        what = f"{name} {split}".strip()
+        needed = estimate_bytes(len(paths), size, channels)
+        free = check_free_space(cache_dir, needed, what)
+        if progress:
+            print(
+                f"caching {what}: {len(paths)} images at {size} px -> {array_path} "
+                f"({format_bytes(needed)}; {format_bytes(free)} free there)",
+                file=sys.stderr,
+                flush=True,
             )
-            index = {
-                "version": CACHE_VERSION,
-                "source_hash": digest,
-                "image_ids": list(image_ids),
-                "original_sizes": sizes.tolist(),
-            }
-            write_text_atomic(index_path, json.dumps(index))
-            cache = cls(array_path, list(image_ids), sizes)
-        return cache
+        sizes = _build(
+            array_path, list(paths), size, channels, interpolation, workers, progress, what
+        )
+        index = {
+            "version": CACHE_VERSION,
+            "source_hash": digest,
+            "name": name,
+            "split": split,
+            "size": size,
+            "channels": channels,
+            "interpolation": interp,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "image_ids": list(image_ids),
+            "original_sizes": sizes.tolist(),
+        }
+        write_text_atomic(index_path, json.dumps(index))
+        return cls(array_path, list(image_ids), sizes)
 
     @classmethod
     def _open(cls, array_path: Path, index_path: Path, digest: str, n: int) -> ImageCache | None:
@@ -138,7 +279,12 @@ class ImageCache:
         ):
             return None
         sizes = np.asarray(index["original_sizes"], dtype=np.int64).reshape(n, 2)
-        return cls(array_path, list(index["image_ids"]), sizes)
+        try:
+            cache = cls(array_path, list(index["image_ids"]), sizes)
+        except (OSError, ValueError):
+            return None
+        expected = cache.offset + n * cache.image_bytes
+        return cache if array_path.stat().st_size == expected else None
 
 
 def _build(
@@ -149,33 +295,128 @@ def _build(
     interpolation: int,
     workers: int,
     progress: bool,
+    what: str,
 ) -> np.ndarray:
-    """Write the resized images to ``array_path`` atomically; return the original (H, W) sizes."""
+    """Write the resized images to ``array_path`` atomically; return the original (H, W) sizes.
+
+    Chunks of at most :data:`BUFFER_BYTES` are decoded (by ``workers`` processes, at most
+    ``workers + 1`` chunks in flight) and appended to the file in order, so memory stays bounded
+    whatever the number of images.
+    """
     n = len(paths)
     sizes = np.zeros((n, 2), dtype=np.int64)
-    chunk = 64
+    chunk = max(1, min(256, BUFFER_BYTES // (size * size * channels)))
     jobs = [(paths[i : i + chunk], size, channels, interpolation) for i in range(0, n, chunk)]
-    with atomic_path(array_path) as tmp, Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"caching {n} images at {size} px", total=n)
-        out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, channels)
-        )
-        if workers > 0 and len(jobs) > 1:
-            pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(_resize_many, jobs)
-        else:
-            pool, results = None, map(_resize_many, jobs)
+    header = {"descr": "|u1", "fortran_order": False, "shape": (n, size, size, channels)}
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 0 and len(jobs) > 1 else None
+    with (
+        atomic_path(array_path) as tmp,
+        open(tmp, "wb") as fh,
+        Progress(f"caching {what}", total=n, enabled=progress) as bar,
+    ):
+        np.lib.format.write_array_header_2_0(fh, header)
         try:
+            pending: deque = deque()
+            queue = iter(jobs)
             start = 0
-            for batch in results:
-                for offset, (image, height, width) in enumerate(batch):
-                    out[start + offset] = image
-                    sizes[start + offset] = (height, width)
-                start += len(batch)
-                bar.advance(task, len(batch))
+            while True:
+                while pool is not None and len(pending) < workers + 1:
+                    job = next(queue, None)
+                    if job is None:
+                        break
+                    pending.append(pool.submit(_resize_many, job))
+                if pool is None:
+                    job = next(queue, None)
+                    if job is None:
+                        break
+                    pixels, chunk_sizes = _resize_many(job)
+                elif pending:
+                    pixels, chunk_sizes = pending.popleft().result()
+                else:
+                    break
+                fh.write(memoryview(pixels).cast("B"))
+                sizes[start : start + len(chunk_sizes)] = chunk_sizes
+                start += len(chunk_sizes)
+                bar.advance(len(chunk_sizes))
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-        out.flush()
-        del out
+        fh.flush()
     return sizes
+
+
+@dataclass
+class CacheEntry:
+    """One cache on disk, as ``pylon cache list`` shows it."""
+
+    stem: str
+    files: list[Path]
+    bytes: int
+    name: str = "?"
+    split: str = ""
+    size: int = 0
+    channels: int = 0
+    interpolation: str = "?"
+    images: int = 0
+    created: str = ""
+    complete: bool = True  # False: a partial build's temp file or an array without its index
+
+
+def list_caches(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
+    """The caches in ``cache_dir`` (default :func:`default_cache_dir`), largest first.
+
+    Args:
+        cache_dir: the folder.
+
+    Returns:
+        One entry per cache (its ``.npy`` and ``.json``) and per leftover temp file.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not folder.is_dir():
+        return []
+    entries = []
+    for array in sorted(folder.glob("*.npy")):
+        index_path = array.with_suffix(".json")
+        entry = CacheEntry(array.stem, [array], array.stat().st_size)
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            entry.complete = False
+        else:
+            entry.files.append(index_path)
+            entry.bytes += index_path.stat().st_size
+            entry.name = str(index.get("name", "?"))
+            entry.split = str(index.get("split", ""))
+            entry.size = int(index.get("size", 0))
+            entry.channels = int(index.get("channels", 0))
+            entry.interpolation = str(index.get("interpolation", "?"))
+            entry.images = len(index.get("image_ids", ()))
+            entry.created = str(index.get("created", ""))
+            entry.complete = index.get("version") == CACHE_VERSION
+        entries.append(entry)
+    for tmp in sorted(folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")):
+        if tmp.is_file():
+            entries.append(CacheEntry(tmp.name, [tmp], tmp.stat().st_size, complete=False))
+    return sorted(entries, key=lambda e: -e.bytes)
+
+
+def clear_caches(
+    cache_dir: str | os.PathLike | None = None, name: str | None = None
+) -> list[CacheEntry]:
+    """Delete the caches of ``cache_dir`` (only those of dataset ``name`` if given).
+
+    Args:
+        cache_dir: the folder (default :func:`default_cache_dir`).
+        name: a dataset name (``nih14``); leftover temp files go only when it is ``None``.
+
+    Returns:
+        The entries removed.
+    """
+    removed = []
+    for entry in list_caches(cache_dir):
+        if name is not None and entry.name != name:
+            continue
+        for path in entry.files:
+            path.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
