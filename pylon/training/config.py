@@ -40,7 +40,10 @@ class DataConfig:
     size: int = 256
     batch_size: int = 64
     eval_batch_size: int | None = None
-    num_workers: int = 4
+    num_workers: int | None = None  # None: from the CPUs available (pylon.data.workers)
+    persistent_workers: bool = False  # keep train and val worker pools alive between epochs
+    cache_dir: str | None = None  # image caches (None: $PYLON_CACHE or ~/.cache/pylon)
+    cache_size: int | None = None  # side of the cached images (None: size; presets: 2 x size)
     augment: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # passed to create_dataset
     split_options: dict[str, dict[str, Any]] = field(
