@@ -107,18 +107,18 @@ def mixed_folder(folder):
     expected = {}
     gray8 = square_image(300, 500, 100, 50, 40)
     cv2.imwrite(str(folder / "gray8.png"), gray8)
-    expected["gray8"] = gray8
+    expected["gray8.png"] = gray8
     gray16 = rng.integers(0, 65536, (320, 288), dtype=np.uint16)
     cv2.imwrite(str(folder / "gray16.png"), gray16)
-    expected["gray16"] = np.rint(gray16 / 257.0).astype(np.uint8)
+    expected["gray16.png"] = np.rint(gray16 / 257.0).astype(np.uint8)
     rgba = rng.integers(0, 256, (280, 260, 4), dtype=np.uint8)
     cv2.imwrite(str(folder / "rgba.png"), rgba)  # stored as BGRA
     b, g, r = (rgba[:, :, k].astype(np.float64) for k in range(3))
-    expected["rgba"] = np.rint(0.299 * r + 0.587 * g + 0.114 * b).astype(np.uint8)
+    expected["rgba.png"] = np.rint(0.299 * r + 0.587 * g + 0.114 * b).astype(np.uint8)
     raw = (np.add.outer(np.arange(200) * 7, np.arange(240) * 3) % 4000).astype(np.uint16)
     write_dicom(folder / "chest.dcm", raw, "MONOCHROME1")
     inverted = raw.max() - raw.astype(np.float64)
-    expected["chest"] = np.rint(inverted / inverted.max() * 255).astype(np.uint8)
+    expected["chest.dcm"] = np.rint(inverted / inverted.max() * 255).astype(np.uint8)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     return expected
 
@@ -146,14 +146,14 @@ def test_predict_cli_on_a_mixed_folder(brightness_weights, tmp_path):
         assert set(record["overlays"]) == set(CLASSES)
         overlay = cv2.imread(str(out / record["overlays"]["bright"]))
         assert overlay.shape == (*gray.shape, 3)
-    x, y = by_id["gray8"]["peaks"]["bright"]
+    x, y = by_id["gray8.png"]["peaks"]["bright"]
     assert 100 <= x < 140 and 50 <= y < 90
     table = pd.read_csv(out / "predictions.csv")
     assert sorted(table["image_id"]) == sorted(expected)
     assert {"prob_bright", "peak_x_bright", "peak_y_bright"} <= set(table.columns)
     failures = pd.read_csv(out / "failures.csv")
     assert len(failures) == 1 and failures["path"][0].endswith("broken.png")
-    assert "decode" in failures["reason"][0]
+    assert "cannot" in failures["reason"][0] and "broken.png" in failures["reason"][0]
 
 
 def test_classes_option_chooses_the_overlays(brightness_weights, tmp_path):
@@ -165,7 +165,7 @@ def test_classes_option_chooses_the_overlays(brightness_weights, tmp_path):
     record = json.loads((out / "predictions.jsonl").read_text())
     assert list(record["overlays"]) == ["also_bright"]
     result = CliRunner().invoke(app, [*args, "--classes", "nope"])
-    assert result.exit_code == 2 and "nope" in result.output
+    assert result.exit_code == 1 and "nope" in result.output
 
 
 def test_batched_results_match_one_by_one(brightness_weights):
@@ -187,7 +187,7 @@ def test_predict_many_reports_unreadable_files(brightness_weights, tmp_path):
     predictor = Predictor(brightness_weights)
     results = predictor.predict_many([tmp_path], skip_errors=True)
     assert [type(r) for r in results] == [Failure, type(results[1])]
-    assert results[0].path.endswith("bad.jpg") and results[1].image_id == "good"
+    assert results[0].path.endswith("bad.jpg") and results[1].image_id == "good.png"
     with pytest.raises(ValueError, match="bad.jpg"):
         predictor.predict_many([tmp_path])
     with pytest.raises(ValueError, match="bad.jpg"):
@@ -271,3 +271,195 @@ def test_voc_model_is_served_with_its_own_preprocessing(tmp_path):
     with torch.no_grad():
         other = torch.sigmoid(model(xray).logits)[0]
     assert abs(other[0].item() - got["cat"]) > 1e-3
+
+
+def test_ids_are_relative_paths_with_their_suffix(brightness_weights, tmp_path):
+    """x.png, x.PNG and x-2.png (and sub/x.png) are four images: four ids, four overlays each."""
+    from pylon.inference.inputs import gather_inputs
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    corners = {"x.png": (0, 0), "x.PNG": (200, 0), "x-2.png": (0, 200), "sub/x.png": (200, 200)}
+    for name, (x0, y0) in corners.items():
+        cv2.imwrite(str(folder / name), square_image(256, 256, x0, y0, 40))
+    pairs = gather_inputs([folder], recursive=True)
+    assert sorted(i for i, _ in pairs) == sorted(corners)
+    assert all(p == folder / i for i, p in pairs)
+    assert sorted(i for i, _ in gather_inputs([folder])) == ["x-2.png", "x.PNG", "x.png"]
+    # the same file twice is one input; two files that would share an id are an error
+    assert gather_inputs([folder / "x.png", folder / "x.png"]) == [("x.png", folder / "x.png")]
+    with pytest.raises(ValueError, match="x.png.*common folder"):
+        gather_inputs([folder / "x.png", folder / "sub" / "x.png"])
+
+    out = tmp_path / "out"
+    args = ["predict", str(brightness_weights), str(folder), "-r", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--threshold", "0", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["image_id"] for r in records) == sorted(corners)
+    overlays = {r["overlays"]["bright"] for r in records}
+    assert len(overlays) == 4 and all((out / o).is_file() for o in overlays)
+    for record in records:  # each record and its overlay belong to its own file's square
+        x0, y0 = corners[record["image_id"]]
+        x, y = record["peaks"]["bright"]
+        assert x0 <= x < x0 + 40 and y0 <= y < y0 + 40, record["image_id"]
+        overlay = cv2.imread(str(out / record["overlays"]["bright"]), cv2.IMREAD_GRAYSCALE)
+        image = cv2.imread(str(folder / record["image_id"]), cv2.IMREAD_GRAYSCALE)
+        others = [n for n in corners if n != record["image_id"]]
+        mine = np.abs(overlay.astype(int) - image).mean()
+        for other in others:
+            theirs = cv2.imread(str(folder / other), cv2.IMREAD_GRAYSCALE)
+            assert mine < np.abs(overlay.astype(int) - theirs).mean(), (record["image_id"], other)
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_rerun_retries_failures_and_overwrite_starts_clean(brightness_weights, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"ok{k}.png"), square_image(256, 256, 30 * k, 10, 20))
+    (folder / "late.png").write_bytes(b"not yet a png")
+    out = tmp_path / "out"
+    args = ["predict", str(brightness_weights), str(folder), "--out", str(out)]
+    args += ["--threshold", "0", "--precision", "fp32", "--batch-size", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(r["image_id"] for r in _jsonl(out / "predictions.jsonl")) == [
+        "ok0.png",
+        "ok1.png",
+        "ok2.png",
+    ]
+    assert list(pd.read_csv(out / "failures.csv")["path"]) == [str(folder / "late.png")]
+
+    # the file is repaired: the rerun predicts only it, and the old failures.csv is gone
+    cv2.imwrite(str(folder / "late.png"), square_image(256, 256, 100, 100, 20))
+    before = (out / "predictions.jsonl").read_text()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "3 image(s) already in" in result.output and "predicted 1 image(s)" in result.output
+    after = (out / "predictions.jsonl").read_text()
+    assert after.startswith(before)  # earlier records kept as they were
+    assert [r["image_id"] for r in _jsonl(out / "predictions.jsonl")][3:] == ["late.png"]
+    assert not (out / "failures.csv").exists()
+    assert sorted(pd.read_csv(out / "predictions.csv")["image_id"]) == [
+        "late.png",
+        "ok0.png",
+        "ok1.png",
+        "ok2.png",
+    ]
+
+    # --overwrite: only pylon's own outputs go (an overlay of a file no longer given too)
+    (folder / "ok2.png").unlink()
+    (out / "notes.txt").write_text("mine")
+    (out / "overlays" / "keep.png").write_bytes(b"user file")
+    (out / "failures.csv").write_text("path,reason\nold,stale\n")
+    result = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "already in" not in result.output
+    assert sorted(r["image_id"] for r in _jsonl(out / "predictions.jsonl")) == [
+        "late.png",
+        "ok0.png",
+        "ok1.png",
+    ]
+    assert not (out / "failures.csv").exists()
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(
+        [f"{i}_{c}.png" for i in ("late.png", "ok0.png", "ok1.png") for c in CLASSES] + ["keep.png"]
+    )
+    assert (out / "notes.txt").read_text() == "mine"
+
+    # an --out that is a file, and results of another model, are refused before any work
+    result = CliRunner().invoke(app, [*args[:3], "--out", str(out / "notes.txt")])
+    assert result.exit_code == 2 and "is a file" in result.output
+    other = tmp_path / "other.safetensors"
+    model = create_model("_test_brightness_cam", num_classes=3)
+    save_weights(model, other, metadata=data_metadata(["p", "q", "r"]))
+    result = CliRunner().invoke(app, ["predict", str(other), *args[2:]])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+
+
+def test_a_cut_last_line_is_dropped_and_redone(brightness_weights, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"im{k}.png"), square_image(256, 256, 50 * k, 10, 20))
+    out = tmp_path / "out"
+    args = ["predict", str(brightness_weights), str(folder), "--out", str(out), "--no-overlays"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    lines = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (out / "predictions.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) already in" in result.output
+    again = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
+    assert sorted(again) == sorted(lines)
+    (out / "predictions.jsonl").write_text("garbage\n" + "".join(lines))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "line 1" in result.output and "--overwrite" in result.output
+
+
+def test_predict_killed_then_rerun_predicts_every_image_once(tmp_path):
+    """kill -9 of a ``pylon predict`` subprocess once it has written a batch, then a rerun: each
+    image is in predictions.jsonl exactly once, the CSV equals the JSONL, and the resumed
+    probabilities equal an in-process prediction of the same file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pylon.data.preprocessing import make_preprocessing
+
+    torch.manual_seed(0)
+    weights = tmp_path / "cam.safetensors"
+    model = create_model("cam", encoder="resnet18", num_classes=2)
+    record = make_preprocessing("xray", 64, 1, [0.5], [0.25], ["a", "b"])
+    save_weights(model, weights, metadata=record.to_metadata())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"im{k:02d}.png" for k in range(40)]
+    for name in names:
+        cv2.imwrite(str(folder / name), rng.integers(0, 256, (128, 128), dtype=np.uint8))
+    out = tmp_path / "out"
+    jsonl = out / "predictions.jsonl"
+    command = [sys.executable, "-m", "pylon.cli.main", "predict", str(weights), str(folder)]
+    command += ["--out", str(out), "--batch-size", "1", "--threshold", "0"]
+    command += ["--precision", "fp32"]
+    env = {**os.environ, "PYLON_PROGRESS": "off"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if jsonl.is_file() and jsonl.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, process.stdout.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+    first = jsonl.read_text()
+    n_first = first.count("\n")
+    assert 1 <= n_first < len(names)
+    assert not (out / "predictions.csv").exists()
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    kept = len([line for line in first.split("\n")[:-1] if line.strip()])
+    assert f"{kept} image(s) already in" in rerun.stdout
+    records = _jsonl(jsonl)
+    assert sorted(r["image_id"] for r in records) == names  # each exactly once
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table["image_id"]) == [r["image_id"] for r in records]
+    predictor = Predictor(weights, precision="fp32")
+    for row, rec in zip(table.to_dict("records"), records, strict=True):
+        assert (row["height"], row["width"]) == (rec["height"], rec["width"]) == (128, 128)
+        assert row["selected"] == "|".join(rec["selected"])
+        want = predictor.predict(folder / rec["image_id"])
+        for c in ("a", "b"):
+            assert row[f"prob_{c}"] == pytest.approx(rec["probabilities"][c], rel=1e-12)
+            assert rec["probabilities"][c] == pytest.approx(want.probabilities[c], abs=1e-5)
+            assert [row[f"peak_x_{c}"], row[f"peak_y_{c}"]] == rec["peaks"][c]
+            assert (out / rec["overlays"][c]).is_file()

@@ -2,6 +2,8 @@
 commands turn bad input into a message and an exit code."""
 
 import contextlib
+import re
+import sys
 from collections.abc import Iterator
 
 import typer
@@ -16,26 +18,62 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-# What our code raises for bad input or an unusable run; anything else is a bug and keeps its
-# traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+# What our code raises for bad input or an unusable run (OSError: a file that cannot be read or
+# written); anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+# Libraries' errors that are the user's configuration, matched without importing the library
+# (module, class): Lightning's for e.g. ``accelerator=gpu`` on a machine without a GPU.
+LIBRARY_USER_ERRORS = (
+    ("lightning_fabric.utilities.exceptions", "MisconfigurationException"),
+    ("lightning.fabric.utilities.exceptions", "MisconfigurationException"),
+)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_NUMPY_SCALAR = re.compile(r"\bnp\.(?:u?int\d*|float\d*|bool_?|str_)\(([^()]*)\)")
+
+
+def message_of(err: Exception | str) -> str:
+    """The one-line text of an error: ANSI escapes removed, ``np.int64(3)`` shown as ``3``,
+    line breaks joined, and what a missing file is called kept (``OSError`` text)."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    text = _NUMPY_SCALAR.sub(r"\1", _ANSI.sub("", text))
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def fail(console: Console, err: Exception | str, code: int = 1) -> typer.Exit:
-    """Print ``error: <message>`` (no markup interpretation) and return the exit to raise."""
-    console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
+    """Print ``error: <message>`` on one line (no markup interpretation) and return the exit to
+    raise: ``code`` 1 for failed work, 2 for a wrong command line (as click does)."""
+    console.print(f"[red]error:[/red] {escape(message_of(err))}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """True for :data:`USER_ERRORS` and the libraries' configuration errors."""
+    if isinstance(err, USER_ERRORS):
+        return True
+    for module, name in LIBRARY_USER_ERRORS:
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None and isinstance(err, kind):
+            return True
+    return False
 
 
 @contextlib.contextmanager
 def exit_on_user_error(console: Console, code: int = 1) -> Iterator[None]:
-    """Run the block; a user error becomes a one-line message and exit ``code``."""
+    """Run the block; a user error becomes ``error: <one line>`` and exit ``code`` (1: failed
+    work; pass 2 only for a block that checks the command line itself). Every command uses it.
+
+    An error carrying an ``exit_code`` attribute (an interrupted training run: 143 after SIGTERM)
+    exits with that code.
+    """
     try:
         yield
-    except USER_ERRORS as err:
-        raise fail(console, err, code) from None
-    except RuntimeError as err:  # an interrupted run (SIGTERM) carries its own exit code
+    except Exception as err:
         exit_code = getattr(err, "exit_code", None)
-        if exit_code is None:
+        if isinstance(err, RuntimeError) and exit_code is not None:
+            raise fail(console, err, exit_code) from None
+        if not is_user_error(err):
             raise
-        raise fail(console, err, exit_code) from None
+        raise fail(console, err, code) from None

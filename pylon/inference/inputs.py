@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 
 from pylon.data.dicom import DICOM_SUFFIXES, PLAIN_CONVERSION, dicom_to_array
-from pylon.data.images import read_image
+from pylon.data.images import MAX_PIXELS_ENV, ImageTooLargeError, max_pixels, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
@@ -37,26 +37,40 @@ def gather_inputs(
     """``(image_id, path)`` for every file given and every PNG/JPEG/DICOM inside the folders given.
 
     A file named explicitly is kept whatever its suffix (a DICOM may have none). The id is the
-    file name without suffix, or the path relative to its folder for folder contents (so ids stay
-    unique across sub-folders); a repeated id gets ``-2``, ``-3``, ... appended.
+    file's path relative to the folder given (``scans/a/x.png`` in folder ``scans`` gives
+    ``a/x.png``), or its file name when the file itself is given; the suffix is kept, so
+    ``x.png``, ``x.PNG`` and ``x-2.png`` are three ids, and an id does not depend on the other
+    files. The same file reached twice is predicted once.
+
+    Raises:
+        FileNotFoundError: an input that does not exist.
+        ValueError: two different files that would get the same id (from two inputs); the message
+            names both and suggests passing their common folder instead.
     """
-    found: list[tuple[str, Path]] = []
+    found: dict[str, Path] = {}
+    seen_files: set[Path] = set()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             pattern = path.rglob("*") if recursive else path.glob("*")
             files = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
-            found += [(p.relative_to(path).with_suffix("").as_posix(), p) for p in files]
+            pairs = [(p.relative_to(path).as_posix(), p) for p in files]
         elif path.is_file():
-            found.append((path.stem, path))
+            pairs = [(path.name, path)]
         else:
             raise FileNotFoundError(f"input not found: {path} (expected an image, DICOM or folder)")
-    seen: dict[str, int] = {}
-    unique = []
-    for image_id, path in found:
-        seen[image_id] = seen.get(image_id, 0) + 1
-        unique.append((image_id if seen[image_id] == 1 else f"{image_id}-{seen[image_id]}", path))
-    return unique
+        for image_id, file in pairs:
+            resolved = file.resolve()
+            if resolved in seen_files:
+                continue
+            if image_id in found:
+                raise ValueError(
+                    f"{found[image_id]} and {file} would both get the id {image_id!r}; pass "
+                    "their common folder instead (ids are paths relative to the folder given)"
+                )
+            seen_files.add(resolved)
+            found[image_id] = file
+    return list(found.items())
 
 
 def is_dicom(path: Path) -> bool:
@@ -68,35 +82,68 @@ def is_dicom(path: Path) -> bool:
         return handle.read(4) == b"DICM"
 
 
-def read_dicom(path: Path, channels: int) -> np.ndarray:
+def read_dicom(path: Path, channels: int, max_pixels_limit: int | None = None) -> np.ndarray:
     """A DICOM converted as ``pylon convert-dicom --no-reference`` does (MONOCHROME1 inverted,
     min-max to uint8, no equalisation),
-    kept at its native resolution so that peaks are reported in the DICOM's own pixels."""
+    kept at its native resolution so that peaks are reported in the DICOM's own pixels.
+
+    The header's Rows x Columns are checked against the pixel limit before the pixels are read.
+    """
     header = pydicom.dcmread(path, stop_before_pixels=True)
     rows, columns = header.get("Rows"), header.get("Columns")
     if not rows or not columns:
         raise ValueError(f"{path}: DICOM header lacks Rows/Columns (no image in this file?)")
-    image, _, _ = dicom_to_array(path, max(int(rows), int(columns)), PLAIN_CONVERSION)
+    rows, columns = int(rows), int(columns)
+    limit = max_pixels(max_pixels_limit)
+    if limit is not None and rows * columns > limit:
+        raise ImageTooLargeError(
+            f"{path}: DICOM of {columns}x{rows} pixels ({rows * columns / 1e6:.1f} megapixels) "
+            f"exceeds the limit of {limit / 1e6:g} megapixels; raise it with --max-pixels "
+            f"(or {MAX_PIXELS_ENV}), 0 for none"
+        )
+    image, _, _ = dicom_to_array(path, max(rows, columns), PLAIN_CONVERSION)
     image = image[:, :, None]
     return np.repeat(image, channels, axis=2) if channels == 3 else image
 
 
-def load_input(path: str | os.PathLike, channels: int, image_id: str | None = None) -> InputImage:
+def load_input(
+    path: str | os.PathLike,
+    channels: int,
+    image_id: str | None = None,
+    *,
+    max_pixels_limit: int | None = None,
+) -> InputImage:
     """Decode a PNG/JPEG (8 or 16 bit, gray/RGB/RGBA) or DICOM file to uint8 ``(H, W, channels)``.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the
-    reason for anything that cannot be decoded.
+    Args:
+        path: the file.
+        channels: 1 or 3 (the model's input channels).
+        image_id: the id of the result (default: the file name).
+        max_pixels_limit: refuse files whose header declares more pixels, before decoding
+            (default :func:`pylon.data.images.max_pixels`: ``$PYLON_MAX_PIXELS`` or 100 MP;
+            0: no limit).
+
+    Returns:
+        The decoded :class:`InputImage`.
+
+    Raises:
+        FileNotFoundError: a missing file.
+        ValueError: naming the file and the reason for anything that cannot be decoded
+            (:class:`~pylon.data.images.ImageTooLargeError` for an image over the limit).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        pixels = read_dicom(path, channels) if is_dicom(path) else read_image(path, channels)
+        if is_dicom(path):
+            pixels = read_dicom(path, channels, max_pixels_limit)
+        else:
+            pixels = read_image(path, channels, max_pixels_limit=max_pixels_limit)
     except (ValueError, FileNotFoundError):
         raise
     except Exception as err:  # noqa: BLE001  decoders raise many types; name the file and reason
         raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}") from err
-    return InputImage(image_id or path.stem, path, pixels)
+    return InputImage(image_id or path.name, path, pixels)
 
 
 def array_input(image, channels: int, image_id: str = "array") -> InputImage:

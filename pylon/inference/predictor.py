@@ -5,19 +5,65 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
 from pylon.data.preprocessing import Preprocessing
 from pylon.data.transforms import apply_transform
+from pylon.evaluation.overlay import DISPLAY_MAX_SIDE, display_scale
 from pylon.inference.inputs import InputImage, array_input, gather_inputs, load_input
 from pylon.inference.result import Failure, Prediction, peaks_in_original
 from pylon.models.precision import resolve_execution
 from pylon.models.registry import create_model_from_config
 from pylon.models.weights import MODEL_METADATA_KEY, load_weights, read_weights_metadata
+
+
+@dataclass
+class _Prepared:
+    """An input ready for the network: its tensor, original size and (optionally) the image
+    shrunk to the display size; the full-resolution pixels are not kept."""
+
+    image_id: str
+    path: Path | None
+    size: tuple[int, int]
+    tensor: torch.Tensor
+    pixels: np.ndarray | None
+    pixels_scale: float
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, refused with a clear message where it cannot run.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (``"gpu"`` means CUDA), or a device.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: an unknown device name, or CUDA asked for where PyTorch sees no GPU.
+    """
+    name = "cuda" if str(device) == "gpu" else device
+    try:
+        resolved = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {str(device)!r}: {err}; expected cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r}: no CUDA GPU is available to PyTorch on this machine "
+                "(torch.cuda.is_available() is False); use device 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s)")
+    return resolved
 
 
 class Predictor:
@@ -27,7 +73,11 @@ class Predictor:
     them); ``classes`` replaces that choice by a fixed list. ``precision`` follows the one policy,
     :func:`pylon.models.precision.resolve_execution` (``"auto"``: bf16 autocast + channels_last on
     CPUs that compute bf16 natively, about 2x faster, fp16 on CUDA; ``"fp32"``, ``"bf16"``,
-    ``"fp16"`` force one).
+    ``"fp16"`` force one). ``max_pixels``: images whose header declares more pixels are refused
+    before decoding (default ``$PYLON_MAX_PIXELS`` or 100 MP; 0: no limit). ``display_max_side``:
+    kept pixels (``keep_pixels=True``, for overlays) are shrunk so that their longer side is at
+    most this (``None``: full resolution); inputs are otherwise not kept beyond their batch, so
+    memory is bounded by the batch, not by the largest image.
     """
 
     def __init__(
@@ -40,7 +90,10 @@ class Predictor:
         classes: Sequence[str] | None = None,
         precision: str = "auto",
         workers: int = 2,
+        max_pixels: int | None = None,
+        display_max_side: int | None = DISPLAY_MAX_SIDE,
     ):
+        self.device = check_device(device)
         path = Path(weights_path)
         metadata = read_weights_metadata(path)
         if metadata["model"] is None:
@@ -64,7 +117,8 @@ class Predictor:
         self.threshold = float(threshold)
         self.batch_size = batch_size
         self.workers = workers
-        self.device = torch.device(device)
+        self.max_pixels = max_pixels
+        self.display_max_side = display_max_side
         self.execution = resolve_execution(precision, self.device)
         self.model.eval().to(self.device)
         self.execution.prepare_model(self.model)
@@ -91,14 +145,30 @@ class Predictor:
         if isinstance(image, InputImage):
             return image
         if isinstance(image, str | os.PathLike):
-            return load_input(image, self.data.in_channels, image_id)
+            return load_input(
+                image, self.data.in_channels, image_id, max_pixels_limit=self.max_pixels
+            )
         return array_input(image, self.data.in_channels, image_id or "array")
 
     def predict(self, image: Any, *, image_id: str | None = None, keep_pixels: bool = False):
         """Predict one image: a PNG/JPEG/DICOM path, an ndarray or a PIL image."""
         return self.predict_inputs([self.to_input(image, image_id)], keep_pixels=keep_pixels)[0]
 
-    @torch.inference_mode()
+    def prepare(self, item: InputImage, *, keep_pixels: bool = False) -> _Prepared:
+        """The network input of ``item`` (the record's resize + normalise), and the image shrunk
+        to ``display_max_side`` when ``keep_pixels``."""
+        tensor = apply_transform(self.transform, item.pixels)[0]
+        pixels, scale = None, 1.0
+        if keep_pixels:
+            pixels = item.pixels
+            scale = display_scale(pixels.shape, self.display_max_side)
+            if scale < 1.0:
+                height, width = pixels.shape[:2]
+                size = (max(1, round(width * scale)), max(1, round(height * scale)))  # (w, h)
+                pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+                pixels = pixels.reshape(size[1], size[0], -1)
+        return _Prepared(item.image_id, item.path, item.size, tensor, pixels, scale)
+
     def predict_inputs(
         self, inputs: Sequence[InputImage], *, keep_pixels: bool = False
     ) -> list[Prediction]:
@@ -106,12 +176,20 @@ class Predictor:
         results: list[Prediction] = []
         for start in range(0, len(inputs), self.batch_size):
             chunk = inputs[start : start + self.batch_size]
-            batch = torch.stack([apply_transform(self.transform, item.pixels)[0] for item in chunk])
-            probabilities, cams = self.forward(batch)
-            peaks = peaks_in_original(cams, self.data.size, [item.size for item in chunk])
-            for i, item in enumerate(chunk):
-                results.append(self._result(item, probabilities[i], cams[i], peaks[i], keep_pixels))
+            results += self._predict_prepared(
+                [self.prepare(i, keep_pixels=keep_pixels) for i in chunk]
+            )
         return results
+
+    @torch.inference_mode()
+    def _predict_prepared(self, chunk: Sequence[_Prepared]) -> list[Prediction]:
+        if not chunk:
+            return []
+        probabilities, cams = self.forward(torch.stack([item.tensor for item in chunk]))
+        peaks = peaks_in_original(cams, self.data.size, [item.size for item in chunk])
+        return [
+            self._result(item, probabilities[i], cams[i], peaks[i]) for i, item in enumerate(chunk)
+        ]
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised ``(N, C, size, size)`` batch -> (probabilities ``(N, K)``, raw CAM ``(N, K, h,
@@ -121,7 +199,7 @@ class Predictor:
             output = self.model(batch)
         return output.logits.float().sigmoid().cpu(), output.cam.float().contiguous().cpu()
 
-    def _result(self, item: InputImage, probs, cam, peaks, keep_pixels: bool) -> Prediction:
+    def _result(self, item: _Prepared, probs, cam, peaks) -> Prediction:
         names = self.data.class_names
         probabilities = {c: float(p) for c, p in zip(names, probs.tolist(), strict=True)}
         if self.classes is not None:
@@ -136,7 +214,8 @@ class Predictor:
             peaks=dict(zip(names, peaks, strict=True)),
             selected=selected,
             cam=cam,
-            pixels=item.pixels if keep_pixels else None,
+            pixels=item.pixels,
+            pixels_scale=item.pixels_scale,
         )
 
     def iter_predict(
@@ -165,10 +244,11 @@ class Predictor:
         """:meth:`iter_predict` over ``(image_id, path)`` pairs from ``gather_inputs``."""
         channels = self.data.in_channels
 
-        def read(item: tuple[str, Path]) -> InputImage | Failure:
+        def read(item: tuple[str, Path]) -> _Prepared | Failure:
             image_id, path = item
             try:
-                return load_input(path, channels, image_id)
+                image = load_input(path, channels, image_id, max_pixels_limit=self.max_pixels)
+                return self.prepare(image, keep_pixels=keep_pixels)
             except (ValueError, OSError) as err:
                 if not skip_errors:
                     raise
@@ -176,14 +256,15 @@ class Predictor:
 
         chunks = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         with ThreadPoolExecutor(max(1, self.workers)) as pool:
-            # decode the next batch in threads while the model runs on this one
+            # decode and resize the next batch in threads while the model runs on this one; only
+            # network-sized tensors (and display-sized pixels) outlive a decode
             pending = [pool.submit(read, item) for item in chunks[0]] if chunks else []
             for k in range(len(chunks)):
                 decoded = [future.result() for future in pending]
                 if k + 1 < len(chunks):
                     pending = [pool.submit(read, item) for item in chunks[k + 1]]
-                images = [d for d in decoded if isinstance(d, InputImage)]
-                predicted = iter(self.predict_inputs(images, keep_pixels=keep_pixels))
+                images = [d for d in decoded if isinstance(d, _Prepared)]
+                predicted = iter(self._predict_prepared(images))
                 for d in decoded:
                     yield d if isinstance(d, Failure) else next(predicted)
 

@@ -25,7 +25,9 @@ class Prediction:
     peaks: dict[str, tuple[int, int]]
     selected: list[str]
     cam: Tensor = field(repr=False)  # (C, h, w) raw scores at the network's resolution
-    pixels: np.ndarray | None = field(default=None, repr=False)  # original uint8 image if kept
+    # the uint8 image if kept: shrunk by ``pixels_scale`` (<= 1) to the predictor's display size
+    pixels: np.ndarray | None = field(default=None, repr=False)
+    pixels_scale: float = 1.0
 
     @property
     def class_names(self) -> list[str]:
@@ -42,6 +44,39 @@ class Prediction:
         cam = self.cam[index][None, None].float().sigmoid()
         up = F.interpolate(cam, size=self.original_size, mode="bilinear", align_corners=False)
         return up[0, 0].numpy()
+
+    def probability_map(self, class_name: str) -> np.ndarray:
+        """``sigmoid(CAM)`` of ``class_name`` at the network's resolution, float32 ``(h, w)``."""
+        if class_name not in self.probabilities:
+            raise ValueError(
+                f"unknown class {class_name!r}; expected one of {', '.join(self.class_names)}"
+            )
+        return self.cam[self.class_names.index(class_name)].float().sigmoid().numpy()
+
+    def overlay(self, class_name: str, *, style: str = "probability") -> np.ndarray:
+        """The class's heatmap over the kept image with its peak ringed (uint8 RGB), drawn at the
+        kept image's (display) size: never a full-resolution float map of a large image.
+
+        Args:
+            class_name: one of the model's classes.
+            style: :data:`pylon.evaluation.overlay.STYLES` (default absolute probabilities).
+
+        Returns:
+            uint8 ``(h, w, 3)`` RGB at the display size.
+
+        Raises:
+            ValueError: when the prediction was made without ``keep_pixels``.
+        """
+        from pylon.evaluation.overlay import peak_overlay
+
+        if self.pixels is None:
+            raise ValueError(f"{self.image_id}: no pixels kept; predict with keep_pixels=True")
+        x, y = self.peaks[class_name]
+        scale = self.pixels_scale
+        peak = (x * scale, y * scale)
+        return peak_overlay(
+            self.pixels, self.probability_map(class_name), peak, style=style, max_side=None
+        )
 
     def heatmaps(self, classes: list[str] | None = None) -> dict[str, np.ndarray]:
         """:meth:`heatmap` of each of ``classes`` (default: the ``selected`` ones)."""
