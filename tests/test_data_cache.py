@@ -96,9 +96,12 @@ def test_free_space_refusal_names_sizes_and_how_to_move(tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
     with pytest.raises(CacheSpaceError) as err:
         _open(paths, cache_dir, size=512)  # needs 3 x 512 x 512 bytes + reserve > 1 MB
+    assert isinstance(err.value, ValueError)
     message = str(err.value)
     assert "test" in message and str(cache_dir) in message
-    assert "772.0 KiB" in message  # (3 * 512 * 512 + 4096 header bytes) / 1024, by hand
+    # pixels + 4096 header bytes + index (ids as JSON, 16 chars per size, 1 KiB of fields)
+    index = len('["img0", "img1", "img2"]') + 3 * 16 + 1024
+    assert f"{(3 * 512 * 512 + 4096 + index) / 1024:.1f} KiB" in message  # 773.1 KiB
     assert "free" in message and "976.6 KiB" in message  # 10**6 bytes
     assert "PYLON_CACHE" in message and "data.cache_dir" in message
     assert list(cache_dir.iterdir()) == []  # nothing written
@@ -142,9 +145,10 @@ def test_build_reports_progress_lines_in_a_log_file(tmp_path):
     assert out.returncode == 0, log.read_text()
     lines = log.read_text().splitlines()
     assert lines[0].startswith("caching demo train: 600 images at 32 px -> ")
-    assert (
-        str(tmp_path / "c") in lines[0] and "604.0 KiB" in lines[0]
-    )  # (600 * 32 * 32 + 4096) / 1024 and "free there" in lines[0]
+    ids = ", ".join(f'"{p.stem}"' for p in sorted(paths))
+    expected = 600 * 32 * 32 + 4096 + len(f"[{ids}]") + 600 * 16 + 1024  # pixels, header, index
+    assert str(tmp_path / "c") in lines[0] and f"{expected / 1024:.1f} KiB" in lines[0]
+    assert "free there" in lines[0]
     counts = [line for line in lines if line.startswith("caching demo train: ") and "/600" in line]
     assert any("ETA" in line and "img/s" in line for line in counts), lines
     assert counts[-1].startswith("caching demo train: 600/600 (100%)")

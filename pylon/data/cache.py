@@ -83,9 +83,23 @@ def source_hash(paths: Sequence[str | os.PathLike]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def estimate_bytes(n: int, size: int, channels: int) -> int:
-    """Bytes of a cache of ``n`` images of ``size`` x ``size`` x ``channels`` (header included)."""
-    return n * size * size * channels + 4096
+def estimate_bytes(n: int, size: int, channels: int, image_ids: Sequence[str] | None = None) -> int:
+    """Bytes of a cache of ``n`` images of ``size`` x ``size`` x ``channels``.
+
+    Args:
+        n: the number of images.
+        size: side of the cached square images.
+        channels: 1 or 3.
+        image_ids: the ids kept in the JSON index; when given, the index is counted too (the
+            ids as JSON, 16 characters per original size, 1 KiB for the other fields).
+
+    Returns:
+        The pixels plus the array's 4 KiB header (plus the index when ``image_ids`` is given).
+    """
+    pixels = n * size * size * channels + 4096
+    if image_ids is None:
+        return pixels
+    return pixels + len(json.dumps(list(image_ids))) + 16 * n + 1024
 
 
 def check_free_space(cache_dir: Path, needed: int, what: str) -> int:
@@ -237,7 +251,7 @@ class ImageCache:
         if cache is not None:
             return cache
         what = f"{name} {split}".strip()
-        needed = estimate_bytes(len(paths), size, channels)
+        needed = estimate_bytes(len(paths), size, channels, image_ids)
         free = check_free_space(cache_dir, needed, what)
         if progress:
             print(

@@ -40,7 +40,7 @@ class DataConfig:
     size: int = 256
     batch_size: int = 64
     eval_batch_size: int | None = None
-    num_workers: int | None = None  # None: from the CPUs available (pylon.data.workers)
+    num_workers: int | None = None  # None: CPUs available (affinity, cgroup quota) - 1, 0..8
     persistent_workers: bool = False  # keep train and val worker pools alive between epochs
     cache_dir: str | None = None  # image caches (None: $PYLON_CACHE or ~/.cache/pylon)
     cache_size: int | None = None  # side of the cached images (None: size; presets: 2 x size)
