@@ -1,6 +1,8 @@
 """Predictor and ``pylon predict``: input formats, peaks in original pixels, batching, errors."""
 
 import json
+import os
+import re
 
 import cv2
 import numpy as np
@@ -463,3 +465,107 @@ def test_predict_killed_then_rerun_predicts_every_image_once(tmp_path):
             assert rec["probabilities"][c] == pytest.approx(want.probabilities[c], abs=1e-5)
             assert [row[f"peak_x_{c}"], row[f"peak_y_{c}"]] == rec["peaks"][c]
             assert (out / rec["overlays"][c]).is_file()
+
+
+def _huge_png(path, side):
+    """A valid all-black 8-bit grey PNG of side x side pixels, built from zlib directly (a
+    20000 px one is ~390 KB and takes about a second; no decoder ever holds its pixels)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    compressor = zlib.compressobj(9)
+    rows = bytes(side + 1) * 100  # filter byte + pixels, 100 rows per call
+    idat = b"".join(compressor.compress(rows) for _ in range(side // 100)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def _predict_peak_rss(args, log):
+    """Run ``pylon predict ARGS`` in a child of a fresh interpreter, output to ``log``; return
+    (exit code, the child's peak RSS in MB from getrusage(RUSAGE_CHILDREN))."""
+    import subprocess
+    import sys
+
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "command = [sys.executable, '-m', 'pylon.cli.main', 'predict', *sys.argv[1:]]\n"
+        "code = subprocess.call(command)\n"
+        "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
+    )
+    unset = ("PYLON_PROGRESS", "PYLON_MAX_PIXELS", "OPENCV_LOG_LEVEL")  # the defaults, as a user
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    with open(log, "w") as handle:
+        done = subprocess.run(
+            [sys.executable, "-c", wrapper, *map(str, args)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            text=True,
+            timeout=120,
+        )
+    code, rss = done.stdout.split()[-2:]
+    return int(code), float(rss)
+
+
+@pytest.fixture(scope="module")
+def cam_weights(tmp_path_factory):
+    """A small registered model (CAM, resnet18, 64 px input, 2 classes) that a subprocess can
+    rebuild from its weights file alone."""
+    from pylon.data.preprocessing import make_preprocessing
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cam") / "cam.safetensors"
+    model = create_model("cam", encoder="resnet18", num_classes=2)
+    record = make_preprocessing("xray", 64, 1, [0.5], [0.25], ["a", "b"])
+    save_weights(model, path, metadata=record.to_metadata())
+    return path
+
+
+@pytest.mark.slow  # ~30 s: two predict subprocesses, a 6000 px and a 20000 px PNG
+def test_huge_images_are_refused_and_memory_is_bounded_by_the_batch(cam_weights, tmp_path):
+    """A 20000x20000 PNG (390 KB) is one clear failure, not an OOM; a 6000x6000 one is
+    predicted, with overlays, for less than 250 MB above a run on small images (the earlier
+    code kept full-resolution float heatmaps and overlays: ~700 MB more); in a log file the run
+    reports progress as plain lines, and OpenCV's own warnings about a broken file are silent."""
+    small = tmp_path / "small"
+    small.mkdir()
+    for k in range(4):
+        cv2.imwrite(str(small / f"s{k}.png"), square_image(300, 300, 40 * k, 10, 30))
+    (small / "s4.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")  # OpenCV warns
+    big = tmp_path / "big"
+    big.mkdir()
+    gradient = np.add.outer(np.arange(6000) // 24, np.arange(6000) // 24).astype(np.uint8)
+    cv2.imwrite(str(big / "large.png"), gradient)
+    _huge_png(big / "huge.png", 20000)
+    assert (big / "huge.png").stat().st_size < 500_000
+    options = ["--threshold", "0", "--precision", "fp32", "--batch-size", "2"]
+
+    code, baseline = _predict_peak_rss(
+        [cam_weights, small, "--out", tmp_path / "o1", *options], tmp_path / "small.log"
+    )
+    assert code == 0
+    lines = (tmp_path / "small.log").read_text()
+    assert "\x1b[" not in lines and "WARN" not in lines and "grfmt" not in lines, lines
+    for k in range(1, 6):  # one plain line per image here (each is 20 % of the total)
+        assert re.search(rf"^predicting: {k}/5 \({20 * k}%\), [\d.]+ img/s", lines, re.M), lines
+
+    code, peak = _predict_peak_rss(
+        [cam_weights, big, "--out", tmp_path / "o2", *options], tmp_path / "big.log"
+    )
+    print(f"peak RSS: {baseline:.0f} MB on 300 px images, {peak:.0f} MB with a 6000 px one")
+    assert code == 0
+    failures = pd.read_csv(tmp_path / "o2" / "failures.csv")
+    assert list(failures["path"]) == [str(big / "huge.png")]
+    assert "20000x20000" in failures["reason"][0] and "limit" in failures["reason"][0]
+    record = _jsonl(tmp_path / "o2" / "predictions.jsonl")[0]
+    assert (record["image_id"], record["height"], record["width"]) == ("large.png", 6000, 6000)
+    overlay = cv2.imread(str(tmp_path / "o2" / record["overlays"]["a"]))
+    assert overlay.shape == (2048, 2048, 3)  # drawn at the bounded display size
+    assert peak - baseline < 250, (baseline, peak)

@@ -26,27 +26,35 @@ SETTINGS_JSON = "predict.json"
 OUTPUTS = (PREDICTIONS_JSONL, PREDICTIONS_CSV, FAILURES_CSV, OVERLAYS, SETTINGS_JSON)
 
 
-def check_output_folder(out: str | os.PathLike) -> Path:
-    """Create ``out`` if needed; refuse a path that is a file or cannot be written.
+def check_output_folder(out: str | os.PathLike, *, create: bool = False) -> Path:
+    """Refuse an output folder that is a file or cannot be written, before any work is done.
 
     Args:
         out: the output folder.
+        create: also create it (with its parents); otherwise a missing folder is checked through
+            its nearest existing parent, and nothing is created.
 
     Returns:
         The folder.
 
     Raises:
-        ValueError: ``out`` is an existing file, or cannot be created or written.
+        ValueError: ``out`` (or a parent) is an existing file, or cannot be created or written.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; expected a folder (created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"cannot create the output folder {out}: {err.strerror or err}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write into the output folder {out}: permission denied")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write into {existing} (permission denied)")
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot create the output folder {out}: {err.strerror}") from None
     return out
 
 
@@ -146,7 +154,7 @@ class PredictionFolder:
     """
 
     def __init__(self, out: str | os.PathLike, settings: Mapping[str, Any], *, overwrite: bool):
-        self.out = check_output_folder(out)
+        self.out = check_output_folder(out, create=True)
         self.settings = json.loads(json.dumps(dict(settings)))
         self.jsonl = self.out / PREDICTIONS_JSONL
         self._handle = None

@@ -51,6 +51,11 @@ def on_gpu(config: TrainConfig) -> bool:
 def hardware_options(config: TrainConfig) -> dict[str, object]:
     """The ``L.Trainer`` arguments that say where a run executes (the same for training and
     evaluation): accelerator, devices, num_nodes, strategy."""
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"accelerator={config.accelerator!r}: no CUDA GPU is available to PyTorch on this "
+            "machine (torch.cuda.is_available() is False); use --accelerator cpu or auto"
+        )
     return {
         "accelerator": config.accelerator,
         "devices": config.devices,
