@@ -2,13 +2,15 @@
 
 Prints images/s when predicting one image at a time (decode, then forward, per file) and batched
 (``iter_predict``: batches of ``--batch`` with the next batch decoded in threads meanwhile), and
-their ratio. Weights are random (speed does not depend on them); the default CPU path is used.
+their ratio, and the process's peak RSS. Weights are random (speed does not depend on them); the
+default CPU path (the precision policy's ``auto``) is used.
 Run: ``.venv/bin/python bench/predict.py [--images 32 --batch 8 --size 256]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from pylon import create_model, save_weights
+from pylon.data.preprocessing import make_preprocessing
 from pylon.inference import Predictor
 
 
@@ -47,18 +50,15 @@ def main() -> None:
         paths = make_folder(folder, args.images, args.side)
         weights = folder / "pylon_r50.safetensors"
         model = create_model("pylon", encoder="resnet50", num_classes=14)
-        data = {
-            "class_names": [f"class{k}" for k in range(14)],
-            "size": args.size,
-            "in_channels": 1,
-            "mean": [0.4984],
-            "std": [0.2483],
-        }
-        save_weights(model, weights, metadata={"pylon_data": data})
+        record = make_preprocessing(
+            "xray", args.size, 1, [0.4984], [0.2483], [f"class{k}" for k in range(14)]
+        )
+        save_weights(model, weights, metadata=record.to_metadata())
 
         single = Predictor(weights, batch_size=1)
         batched = Predictor(weights, batch_size=args.batch)
-        execution = "bf16 + channels_last" if batched.execution.bf16 else "fp32"
+        run = batched.execution
+        execution = run.precision + (" + channels_last" if run.channels_last else "")
         print(
             f"PYLON-resnet50, {args.size} px input, {args.images} PNGs of {args.side} px, "
             f"{torch.get_num_threads()} threads, {execution}"
@@ -78,6 +78,8 @@ def main() -> None:
     print(f"one by one          : {one_by_one:6.2f} images/s")
     print(f"batched (batch {args.batch:>2d})  : {in_batches:6.2f} images/s")
     print(f"ratio batched / one : {in_batches / one_by_one:6.2f}x")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS            : {peak:6.0f} MB")
 
 
 if __name__ == "__main__":
