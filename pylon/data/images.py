@@ -68,14 +68,33 @@ def check_pixel_limit(
     """
     path = Path(path)
     height, width, _ = _header(path)
+    refuse_too_large(path, height, width, max_pixels_limit)
+    return height, width
+
+
+def refuse_too_large(
+    path: str | os.PathLike,
+    height: int,
+    width: int,
+    max_pixels_limit: int | None = None,
+    *,
+    what: str = "image",
+) -> None:
+    """Raise :class:`ImageTooLargeError` when ``height x width`` exceeds the pixel limit.
+
+    Args:
+        path: the file, for the message.
+        height, width: its size in pixels, read from its header.
+        max_pixels_limit: the limit (``None``: :func:`max_pixels`'s default or environment).
+        what: how the message names the file's content (``"image"``, ``"DICOM"``).
+    """
     limit = max_pixels(max_pixels_limit)
     if limit is not None and height * width > limit:
         raise ImageTooLargeError(
-            f"{path}: image of {width}x{height} pixels ({height * width / 1e6:.1f} megapixels) "
+            f"{path}: {what} of {width}x{height} pixels ({height * width / 1e6:.1f} megapixels) "
             f"exceeds the limit of {limit / 1e6:g} megapixels; shrink the image, or raise the "
-            f"limit with {MAX_PIXELS_ENV}=<pixels> (0 for none) or max_pixels"
+            f"limit with {MAX_PIXELS_ENV}=<pixels> or --max-pixels / max_pixels (0 for none)"
         )
-    return height, width
 
 
 def read_image(

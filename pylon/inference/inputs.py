@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 
 from pylon.data.dicom import DICOM_SUFFIXES, PLAIN_CONVERSION, dicom_to_array
-from pylon.data.images import MAX_PIXELS_ENV, ImageTooLargeError, max_pixels, read_image
+from pylon.data.images import read_image, refuse_too_large
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
@@ -94,13 +94,7 @@ def read_dicom(path: Path, channels: int, max_pixels_limit: int | None = None) -
     if not rows or not columns:
         raise ValueError(f"{path}: DICOM header lacks Rows/Columns (no image in this file?)")
     rows, columns = int(rows), int(columns)
-    limit = max_pixels(max_pixels_limit)
-    if limit is not None and rows * columns > limit:
-        raise ImageTooLargeError(
-            f"{path}: DICOM of {columns}x{rows} pixels ({rows * columns / 1e6:.1f} megapixels) "
-            f"exceeds the limit of {limit / 1e6:g} megapixels; raise it with --max-pixels "
-            f"(or {MAX_PIXELS_ENV}), 0 for none"
-        )
+    refuse_too_large(path, rows, columns, max_pixels_limit, what="DICOM")
     image, _, _ = dicom_to_array(path, max(rows, columns), PLAIN_CONVERSION)
     image = image[:, :, None]
     return np.repeat(image, channels, axis=2) if channels == 3 else image
