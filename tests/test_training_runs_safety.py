@@ -112,3 +112,53 @@ def test_models_that_cannot_be_built_are_refused_before_a_run_folder(tmp_path, o
     with pytest.raises(ValueError, match=message):
         train(config, runs_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+_TINY_RUN = {
+    "max_epochs": 1,
+    "progress": False,
+    "model.name": "pylon",
+    "model.encoder": "resnet18",
+    "data.batch_size": 2,
+    "data.num_workers": 0,
+    "data.split_options": {"train": {"num_images": 2}, "val": {"num_images": 2}},
+}
+
+
+def _resume_with_foreign_checkpoint(tmp_path, foreign: dict, *, strip_fingerprint: bool):
+    import shutil
+
+    import torch
+
+    config = apply_overrides(TrainConfig(), {**_TINY_RUN, "experiment": "mine"})
+    other = apply_overrides(TrainConfig(), {**_TINY_RUN, "experiment": "other", **foreign})
+    runs = tmp_path / "runs"
+    mine, theirs = train(config, runs_dir=runs), train(other, runs_dir=runs)
+    # "mine" is interrupted (not DONE) and someone copied the other run's last.ckpt into it
+    (mine / "DONE").unlink()
+    foreign_ckpt = mine / "checkpoints" / "last.ckpt"
+    shutil.copyfile(theirs / "checkpoints" / "last.ckpt", foreign_ckpt)
+    if strip_fingerprint:  # a checkpoint written before runs carried their fingerprint
+        state = torch.load(foreign_ckpt, weights_only=True)
+        del state["pylon_run"]
+        torch.save(state, foreign_ckpt)
+    with pytest.raises(ValueError) as caught:
+        train(config, runs_dir=runs)
+    return str(caught.value), foreign_ckpt
+
+
+@pytest.mark.slow
+def test_last_checkpoint_of_another_run_is_refused_with_a_clear_message(tmp_path):
+    message, path = _resume_with_foreign_checkpoint(
+        tmp_path, {"optim.lr": 1e-2}, strip_fingerprint=False
+    )
+    assert f"resume checkpoint {path} belongs to another run" in message
+    assert "--retrain" in message
+
+
+@pytest.mark.slow
+def test_old_checkpoint_of_another_model_is_refused_by_its_shapes(tmp_path):
+    message, path = _resume_with_foreign_checkpoint(
+        tmp_path, {"model.name": "cam"}, strip_fingerprint=True
+    )
+    assert f"resume checkpoint {path} holds the weights of another model" in message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,23 @@ from pylon.io import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes through a temp file + rename; reads only with ``torch.load(weights_only=True)``."""
+    """Writes through a temp file + rename; reads only with ``torch.load(weights_only=True)``.
+
+    Args:
+        run: fingerprint of the run's config (:func:`run_fingerprint`), written into every
+            checkpoint; a checkpoint that carries another one is refused on load.
+        shapes: parameter name -> shape of the module being trained; a checkpoint whose
+            ``state_dict`` does not match (the weights of another model) is refused on load.
+    """
+
+    def __init__(self, run: str | None = None, shapes: dict[str, tuple[int, ...]] | None = None):
+        super().__init__()
+        self.run = run
+        self.shapes = shapes
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if self.run is not None:
+            checkpoint["pylon_run"] = self.run
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
@@ -25,12 +41,43 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} not found")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise ValueError(
                 f"cannot load resume checkpoint {path} ({type(err).__name__}: {err}); "
                 "delete it to restart the run from scratch"
             ) from None
+        self._check_origin(path, checkpoint)
+        return checkpoint
+
+    def _check_origin(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        advice = "move it away (or pass --retrain) to start this run from scratch"
+        saved = checkpoint.get("pylon_run")
+        if self.run is not None and saved is not None and saved != self.run:
+            raise ValueError(
+                f"resume checkpoint {path} belongs to another run (it was written with a "
+                f"different config than {path.parent.parent / 'config.yaml'}); {advice}"
+            )
+        if self.shapes is None:
+            return
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, dict):
+            raise ValueError(f"resume checkpoint {path} holds no state_dict; {advice}")
+        theirs = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+        if theirs != self.shapes:
+            differs = sorted(set(theirs) ^ set(self.shapes)) or sorted(
+                k for k in theirs if theirs[k] != self.shapes[k]
+            )
+            raise ValueError(
+                f"resume checkpoint {path} holds the weights of another model (first difference: "
+                f"{differs[0]}); {advice}"
+            )
+
+
+def run_fingerprint(config: dict[str, Any]) -> str:
+    """A short stable hash of a run's config (as a dict), stored in its resume checkpoints."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def capture_rng_states() -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pylon.models.head_prior import init_head_prior
 from pylon.models.precision import Execution, resolve_execution
 from pylon.models.weights import load_weights
 from pylon.training.callbacks import BestWeights, ResumeCheckpoint
-from pylon.training.checkpoint import AtomicCheckpointIO
+from pylon.training.checkpoint import AtomicCheckpointIO, run_fingerprint
 from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
 from pylon.training.datamodule import PylonDataModule
 from pylon.training.module import ClassifierModule
@@ -184,8 +184,10 @@ def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool =
     prepare_run(config, paths, retrain=retrain)
     if paths.is_done():
         return paths.root
+    # the run's identity in its resume checkpoints: the top config (phase configs hold paths)
+    fingerprint = run_fingerprint(_comparable(config))
     if not config.phases:
-        _fit(config, paths)
+        _fit(config, paths, fingerprint)
         return paths.root
 
     base = dataclasses.replace(config, phases=[])
@@ -197,7 +199,7 @@ def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool =
         phase_paths = paths.phase(index)
         if is_rank_zero_process():
             phase.to_yaml(phase_paths.config)
-        _fit(phase, phase_paths)
+        _fit(phase, phase_paths, f"{fingerprint}-phase{index + 1}")
         previous_best = phase_paths.best
     if is_rank_zero_process():
         with atomic_path(paths.best) as tmp:
@@ -209,7 +211,7 @@ def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool =
     return paths.root
 
 
-def _fit(config: TrainConfig, paths: RunPaths) -> None:
+def _fit(config: TrainConfig, paths: RunPaths, fingerprint: str) -> None:
     if paths.is_done():
         return
     started = time.time()
@@ -255,7 +257,12 @@ def _fit(config: TrainConfig, paths: RunPaths) -> None:
             CSVLogger(paths.logs, name="csv"),
             TensorBoardLogger(paths.logs, name="tensorboard"),
         ],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[
+            AtomicCheckpointIO(
+                fingerprint,
+                {k: tuple(v.shape) for k, v in module.state_dict().items()},
+            )
+        ],
         enable_checkpointing=False,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
