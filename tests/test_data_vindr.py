@@ -39,8 +39,9 @@ def vindr(root, split="all", **kw):
     return create_dataset("vindr", root, split, **kw)
 
 
-def test_labels_union_and_no_finding_class(tmp_path):
-    ds = vindr(make_vindr(tmp_path))
+@pytest.mark.parametrize("truncate", [True, False])
+def test_labels_union_and_no_finding_class(tmp_path, truncate):
+    ds = vindr(make_vindr(tmp_path), truncate_boxes=truncate)
     assert ds.class_names == list(VINDR_CLASSES) and len(ds.class_names) == 15
     by_id = {ds[i]["image_id"]: ds[i] for i in range(len(ds))}
     assert len(by_id) == 10
@@ -51,13 +52,16 @@ def test_labels_union_and_no_finding_class(tmp_path):
     expected1[14] = 1
     np.testing.assert_array_equal(by_id["img1"]["labels"].numpy(), expected1)
     assert by_id["img1"]["boxes"] == []
-    # PNG is 50 x 40 (ratio 0.5); the eval transform resizes to 25 x 25.
-    sx, sy = 0.5 * 25 / 40, 0.5 * 25 / 50
-    expected = [
-        (10 * sx, 20 * sy, 20 * sx, 15 * sy, 8),
-        (12 * sx, 22 * sy, 19 * sx, 14 * sy, 8),
-        (40 * sx, 5 * sy, 20 * sx, 20 * sy, 0),
-    ]
+    # PNG is 50 x 40 (ratio 0.5); the eval transform resizes to 25 x 25. The reference truncates
+    # x, y, w, h after the ratio (h 7.5 -> 7, w 9.5 -> 9); without truncation they stay exact.
+    sx, sy = 25 / 40, 25 / 50
+    if truncate:
+        scaled = [(5, 10, 10, 7), (6, 11, 9, 7), (20, 2, 10, 10)]
+    else:
+        scaled = [(5, 10, 10, 7.5), (6, 11, 9.5, 7), (20, 2.5, 10, 10)]
+    classes = [8, 8, 0]
+    pairs = zip(scaled, classes, strict=True)
+    expected = [(x * sx, y * sy, w * sx, h * sy, c) for (x, y, w, h), c in pairs]
     np.testing.assert_allclose(by_id["img0"]["boxes"], expected, rtol=1e-5)
     np.testing.assert_allclose(by_id["img2"]["boxes"], [(0, 0, 25, 25, 10)], rtol=1e-5)
 

@@ -52,7 +52,9 @@ class VinDrDataset(BoxDataset):
 
     Labels are the union over radiologists; "No finding" is positive exactly when no radiologist
     marked a finding (drop it with ``include_no_finding=False`` for 14 outputs). Boxes of all
-    radiologists are kept, scaled by each image's recorded resize ratio. Splits are seeded and
+    radiologists are kept, scaled by each image's recorded resize ratio; as in the reference,
+    each scaled ``x, y, w, h`` is truncated to an integer (``truncate_boxes=False`` keeps the
+    exact floats: a box then moves or grows by less than one PNG pixel). Splits are seeded and
     image-level: ``split_fractions`` "70/10/20" (default), "50/20/30", "10/20/70" or any a/b/c.
     With ``split_files`` (a folder, absolute or relative to ``root``), the split and its labels
     come from the reference's ``vin_cls_<split_version>_<split>.csv`` (``split_version`` v1
@@ -73,6 +75,7 @@ class VinDrDataset(BoxDataset):
         split_files: str | os.PathLike | None = None,
         split_version: str | None = None,
         include_no_finding: bool = True,
+        truncate_boxes: bool = True,
         in_channels: int = 1,
         **options: Any,
     ):
@@ -120,7 +123,9 @@ class VinDrDataset(BoxDataset):
                     f"the ratio CSV {ratio_path}; was it converted with `pylon convert-dicom`?"
                 )
             path = images / f"{image_id}.png"
-            scaled = _scale_boxes(boxes.get(image_id, []), ratios[image_id], path, train_csv)
+            scaled = _scale_boxes(
+                boxes.get(image_id, []), ratios[image_id], path, train_csv, truncate_boxes
+            )
             kept = [b for b in scaled if b[4] < len(class_names)]
             records.append(Record(image_id, path, vector[: len(class_names)], kept))
         super().__init__(
@@ -185,8 +190,9 @@ def _read_ratios(path: Path) -> dict[str, Ratio]:
     )
 
 
-def _scale_boxes(entries: list, ratio: Ratio, png: Path, train_csv: Path) -> list:
-    """Boxes from DICOM pixels to PNG pixels, checked in both (PNG size read when not recorded)."""
+def _scale_boxes(entries: list, ratio: Ratio, png: Path, train_csv: Path, truncate: bool) -> list:
+    """Boxes from DICOM pixels to PNG pixels, checked in both (PNG size read when not recorded);
+    ``truncate``: each scaled ``x, y, w, h`` truncated to an integer, as the reference does."""
     if not entries:
         return []
     factor, sizes = ratio
@@ -197,7 +203,7 @@ def _scale_boxes(entries: list, ratio: Ratio, png: Path, train_csv: Path) -> lis
         box = (x0, y0, x1 - x0, y1 - y0)
         if sizes is not None:
             box = check_box(box, sizes[0], sizes[1], where)
-        scaled = tuple(v * factor for v in box)
+        scaled = tuple(float(int(v * factor)) if truncate else v * factor for v in box)
         out.append((*check_box(scaled, height, width, where), cls))
     return out
 

@@ -71,7 +71,11 @@ class ClassMapModel(nn.Module):
         return pool_class_map(cam, self.pool, mil_floor=self.mil_floor)
 
     def forward(self, x: Tensor) -> ModelOutput:
-        """Check ``x``, compute its class map and pool it: ``ModelOutput(logits, cam)``."""
+        """Check ``x``, compute its class map and pool it: ``ModelOutput(logits, cam)``.
+
+        The map is cast to float32 before pooling, as the reference implementation does, so under
+        autocast the logits (and the loss reduced from them) are float32 too.
+        """
         self.check_input(x)
-        cam = self.class_map(x)
+        cam = self.class_map(x).float()
         return ModelOutput(self.pool_logits(cam), cam)
