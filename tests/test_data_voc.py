@@ -63,6 +63,21 @@ def test_labels_boxes_and_channels(tmp_path):
     assert ds.mean == [0.485, 0.456, 0.406]
 
 
+def test_background_class_as_the_reference(tmp_path):
+    root = make_voc(tmp_path)
+    ds = create_dataset(
+        "voc", root, "train", size=32, augment=False, cache=False, background_class=True
+    )
+    assert ds.class_names == ["background", *VOC_CLASSES] and ds.num_classes == 21
+    sample = ds[0]
+    labels = sample["labels"].numpy()
+    # the reference's ids: background 0, aeroplane 1, ..., dog 12, person 15
+    assert labels.shape == (21,) and labels[0] == 0
+    assert list(np.flatnonzero(labels)) == [12, 15]
+    assert [int(box[4]) for box in sample["boxes"]] == [12, 15]
+    assert [int(box[4]) for box in ds.records[0].boxes] == [12, 15]
+
+
 def test_root_may_be_voc2012_and_val_split(tmp_path):
     make_voc(tmp_path)
     ds = create_dataset("voc", tmp_path / "VOCdevkit" / "VOC2012", "val", size=32, cache=False)

@@ -89,6 +89,8 @@ class VOCDataset(BoxDataset):
     Labels are the classes of the objects whose boxes survive the sample's transform (all of
     them at eval; an object an augmentation crops away loses its label, as in the reference);
     ``records`` hold the labels of all objects. Uses the VOC transform on 3-channel images.
+    ``background_class=True`` prepends the reference's ``"background"`` class (21 outputs, one
+    that no object ever makes positive); by default the 20 object classes.
     """
 
     def __init__(
@@ -97,6 +99,8 @@ class VOCDataset(BoxDataset):
         split: str = "train",
         size: int = 256,
         augment: bool = False,
+        *,
+        background_class: bool = False,
         **options: Any,
     ):
         if root is None:
@@ -108,15 +112,18 @@ class VOCDataset(BoxDataset):
         if not list_file.is_file():
             raise FileNotFoundError(f"voc: split list not found: {list_file}")
         names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        class_names = ("background", *VOC_CLASSES) if background_class else VOC_CLASSES
+        shift = int(background_class)
         records = []
         for name in names:
             boxes, _, _ = parse_annotation(voc / "Annotations" / f"{name}.xml")
-            labels = np.zeros(len(VOC_CLASSES), dtype=np.float32)
+            boxes = [(*box[:4], box[4] + shift) for box in boxes]
+            labels = np.zeros(len(class_names), dtype=np.float32)
             labels[[b[4] for b in boxes]] = 1.0
             records.append(Record(name, voc / "JPEGImages" / f"{name}.jpg", labels, boxes))
         super().__init__(
             records,
-            VOC_CLASSES,
+            class_names,
             name="voc",
             split=split,
             size=size,
