@@ -89,7 +89,7 @@ class AUROCAccumulator:
         self.labels: list[np.ndarray] = []
 
     def update(self, logits, labels) -> None:
-        """Add one batch of scores (B, C) and 0/1 labels (B, C)."""
+        """Add one batch: ``logits`` (B, C) scores and ``labels`` (B, C) of 0/1."""
         scores, targets = _as_matrix(logits, "logits"), _as_matrix(labels, "labels")
         if scores.shape != targets.shape:
             raise ValueError(f"logits {scores.shape} and labels {targets.shape} differ in shape")

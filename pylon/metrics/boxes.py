@@ -128,7 +128,7 @@ def pixel_extents(xywh: Tensor, image_size: tuple[int, int]) -> Tensor:
     """Half-open pixel extents ``(row0, row1, col0, col1)`` (B, 4) long of boxes ``xywh`` (B, 4).
 
     Rows ``int(y) .. int(y)+int(h)-1`` and columns ``int(x) .. int(x)+int(w)-1``, clipped to the
-    image of size (H, W); an empty extent has ``row1 <= row0`` or ``col1 <= col0``.
+    image of size ``image_size`` (H, W); an empty extent has ``row1 <= row0`` or ``col1 <= col0``.
     """
     height, width = image_size
     x, y, w, h = xywh.trunc().long().unbind(1)  # int(): truncation towards zero

@@ -92,7 +92,7 @@ class LocalizationAccumulator:
         return scores
 
     def add(self, scores: PairScores) -> None:
-        """Add per-pair statistics (from ``score_pairs``) to the counts."""
+        """Add the per-pair statistics ``scores`` (from ``score_pairs``) to the counts."""
         cls = scores.class_index
         self.pairs.index_add_(0, cls, torch.ones_like(cls))
         self.point_hits.index_add_(0, cls, scores.point_hit.long())

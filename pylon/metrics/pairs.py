@@ -74,7 +74,10 @@ def _ratio(num: Tensor, den: Tensor) -> Tensor:
 
 
 def as_cams(cams, num_classes: int | None = None) -> Tensor:
-    """``cams`` as a detached floating-point tensor (N, C, h, w); numpy arrays are accepted."""
+    """``cams`` as a detached floating-point tensor (N, C, h, w); numpy arrays are accepted.
+
+    Raises ``ValueError`` unless ``cams`` is a 4-d floating-point array with ``num_classes``
+    maps per image (any number when ``None``)."""
     if isinstance(cams, np.ndarray):
         cams = torch.from_numpy(cams)
     if not isinstance(cams, Tensor):

@@ -34,15 +34,17 @@ def as_image_size(image_size) -> tuple[int, int]:
 def chunk_pairs(
     image_size: tuple[int, int], device: torch.device, bytes_per_pixel: int, budget: int | None
 ) -> int:
-    """Maps per chunk so that ``bytes_per_pixel`` bytes per output pixel fit ``budget`` bytes
-    (default: ``CPU_CHUNK_BYTES`` on the CPU, ``DEVICE_CHUNK_BYTES`` elsewhere); at least 1."""
+    """Maps per chunk so that ``bytes_per_pixel`` bytes per output pixel of ``image_size`` (H, W)
+    fit ``budget`` bytes (default: ``CPU_CHUNK_BYTES`` when ``device`` is the CPU,
+    ``DEVICE_CHUNK_BYTES`` elsewhere); at least 1."""
     if budget is None:
         budget = CPU_CHUNK_BYTES if device.type == "cpu" else DEVICE_CHUNK_BYTES
     return max(1, budget // (bytes_per_pixel * image_size[0] * image_size[1]))
 
 
 def full_precision(device: torch.device):
-    """A context with autocast off: an enclosing bf16/fp16 autocast must not touch the metric."""
+    """A context with autocast off on ``device``: an enclosing bf16/fp16 autocast must not touch
+    the metric."""
     if device.type in ("cpu", "cuda"):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
@@ -50,7 +52,7 @@ def full_precision(device: torch.device):
 
 def check_maps(maps: Tensor, apply_sigmoid: bool, name) -> None:
     """Raise ``ValueError`` naming ``name(k)`` for the first map ``k`` of ``maps`` (P, h, w) that
-    holds NaN or infinity (or, without sigmoid, a negative value)."""
+    holds NaN or infinity (or, when ``apply_sigmoid`` is False, a negative value)."""
     fine = torch.isfinite(maps).flatten(1).all(dim=1)
     if not apply_sigmoid:
         fine &= (maps >= 0).flatten(1).all(dim=1)
@@ -66,8 +68,9 @@ def check_maps(maps: Tensor, apply_sigmoid: bool, name) -> None:
 
 
 def upsample(maps: Tensor, image_size: tuple[int, int], apply_sigmoid: bool) -> Tensor:
-    """Probability maps (P, H, W) float32 of maps ``maps`` (P, h, w): ``sigmoid`` in float32
-    (unless ``apply_sigmoid`` is False), then bilinear up-sampling, ``align_corners=False``."""
+    """Probability maps (P, H, W) = ``image_size`` float32 of maps ``maps`` (P, h, w):
+    ``sigmoid`` in float32 (unless ``apply_sigmoid`` is False), then bilinear up-sampling,
+    ``align_corners=False``."""
     maps = maps.float()
     if apply_sigmoid:
         maps = maps.sigmoid()

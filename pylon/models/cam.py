@@ -52,5 +52,5 @@ class CamBackbone(ClassMapModel):
         return self.classifier
 
     def class_map(self, x: Tensor) -> Tensor:
-        """The class map at stride 32."""
+        """The class map of the checked input ``x``, at stride 32."""
         return self.classifier(self.encoder(x)[-1])

@@ -95,7 +95,7 @@ class Execution:
         return model
 
     def prepare_input(self, x: Tensor) -> Tensor:
-        """Give a 4-D input batch the model's memory format."""
+        """The input batch ``x`` in the model's memory format (4-D inputs; others unchanged)."""
         if self.channels_last and x.ndim == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x

@@ -102,5 +102,5 @@ class Pylon(ClassMapModel):
         return self.net.segmentation_head[0]
 
     def class_map(self, x: Tensor) -> Tensor:
-        """The class map at stride ``32 / 2**n_up`` (1/4 by default)."""
+        """The class map of the checked input ``x``, at stride ``32 / 2**n_up`` (1/4 by default)."""
         return self.net(x)
