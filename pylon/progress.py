@@ -1,8 +1,8 @@
 """Progress of long work, in a terminal and in log files alike.
 
 In a terminal a rich bar is drawn; otherwise (sbatch, nohup, CI, output to a file) plain lines
-``desc: n/total (pct%) rate/s, ETA m:ss`` are printed at a steady interval (every ``interval``
-seconds or every 5 % of the total, whichever comes first), so a long step never looks like a hang.
+``desc: n/total (pct%) rate/s, ETA m:ss`` are printed at a steady interval (every
+``PYLON_PROGRESS_INTERVAL`` seconds, default 30, or every 5 % of the total, whichever comes first).
 """
 
 from __future__ import annotations
@@ -18,15 +18,39 @@ T = TypeVar("T")
 INTERVAL_S = 30.0
 FRACTION = 0.05
 ENV_VAR = "PYLON_PROGRESS"  # "auto" (default), "bar", "lines" or "off"
+INTERVAL_VAR = "PYLON_PROGRESS_INTERVAL"  # seconds between plain lines (default INTERVAL_S)
 
 
-def _mode(stream: TextIO, enabled: bool) -> str:
+def progress_mode(stream: TextIO, enabled: bool = True) -> str:
+    """How progress is shown on ``stream``.
+
+    Args:
+        stream: where progress goes.
+        enabled: ``False`` means no progress at all.
+
+    Returns:
+        ``"off"`` when disabled; else ``PYLON_PROGRESS`` when it is ``bar``, ``lines`` or
+        ``off``; else ``"bar"`` when ``stream.isatty()`` and ``"lines"`` otherwise.
+    """
     if not enabled:
         return "off"
     choice = os.environ.get(ENV_VAR, "auto").lower()
     if choice in ("bar", "lines", "off"):
         return choice
     return "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
+
+
+def interval_s() -> float:
+    """Seconds between plain lines: ``PYLON_PROGRESS_INTERVAL`` if set, else ``INTERVAL_S``.
+
+    Returns:
+        The interval; ``ValueError`` when the variable is not a number of seconds.
+    """
+    value = os.environ.get(INTERVAL_VAR, "").strip()
+    try:
+        return float(value) if value else INTERVAL_S
+    except ValueError:
+        raise ValueError(f"{INTERVAL_VAR}={value!r}: expected seconds, e.g. 30") from None
 
 
 def format_duration(seconds: float) -> str:
@@ -45,7 +69,8 @@ class Progress:
         total: the number of units (``None`` when unknown: no percentage or ETA).
         unit: the unit's name in the rate (``"img"``).
         enabled: ``False`` prints nothing at all.
-        interval: seconds between plain lines (also one line every 5 % of ``total``).
+        interval: seconds between plain lines (default :func:`interval_s`).
+        fraction: also one line every ``fraction`` of ``total`` (``None``: by time only).
         stream: where plain lines go (default ``sys.stderr``).
     """
 
@@ -56,15 +81,17 @@ class Progress:
         *,
         unit: str = "img",
         enabled: bool = True,
-        interval: float = INTERVAL_S,
+        interval: float | None = None,
+        fraction: float | None = FRACTION,
         stream: TextIO | None = None,
     ):
         self.description = description
         self.total = total
         self.unit = unit
-        self.interval = interval
+        self.interval = interval_s() if interval is None else interval
+        self.fraction = fraction
         self.stream = stream or sys.stderr
-        self.mode = _mode(self.stream, enabled)
+        self.mode = progress_mode(self.stream, enabled)
         self.n = 0
         self._bar = None
         self._task = None
@@ -101,9 +128,10 @@ class Progress:
         self.n += n
         if self.mode == "bar":
             self._bar.update(self._task, advance=n)
-        elif self.mode == "lines":
+        elif self.mode == "lines" and not (self.total and self.n >= self.total):
+            # the final count is printed once, by finish()
             now = time.monotonic()
-            step = max(1, int(self.total * FRACTION)) if self.total else None
+            step = max(1, int(self.total * self.fraction)) if self.total and self.fraction else None
             due = now - self._last_time >= self.interval
             if due or (step is not None and self.n - self._last_n >= step):
                 self._line(now)
@@ -120,15 +148,23 @@ class Progress:
             text += f", ETA {format_duration((self.total - self.n) / rate)}"
         return text
 
-    def _line(self, now: float) -> None:
-        print(self.line(), file=self.stream, flush=True)
+    def _line(self, now: float, note: str = "") -> None:
+        print(self.line() + (f", {note}" if note else ""), file=self.stream, flush=True)
         self._last_time, self._last_n = now, self.n
 
-    def __exit__(self, *exc) -> None:
+    def finish(self, note: str = "") -> None:
+        """Close the bar, or print the final count (plain lines) with ``note`` appended.
+
+        Args:
+            note: e.g. ``"train_loss 0.4123"``; with one, the final line is always printed.
+        """
         if self.mode == "bar":
-            self._bar.__exit__(*exc)
-        elif self.mode == "lines" and (self.n != self._last_n or self.n == 0):
-            self._line(time.monotonic())  # the final count
+            self._bar.stop()
+        elif self.mode == "lines" and (note or self.n != self._last_n or self.n == 0):
+            self._line(time.monotonic(), note)
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
 
 
 def track(

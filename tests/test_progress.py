@@ -1,10 +1,13 @@
 """Progress reporting: plain lines in non-interactive output, nothing when off."""
 
 import io
+import os
 import subprocess
 import sys
 
-from pylon.progress import Progress, format_duration, track
+import pytest
+
+from pylon.progress import Progress, format_duration, progress_mode, track
 
 
 def test_plain_lines_every_five_percent_with_rate_and_eta(monkeypatch):
@@ -47,3 +50,27 @@ def test_log_file_of_a_subprocess_gets_lines(tmp_path):
 def test_format_duration():
     assert format_duration(75.2) == "1:15"
     assert format_duration(3725) == "1:02:05"
+
+
+def test_mode_follows_the_stream_a_real_terminal_gets_the_bar(monkeypatch, tmp_path):
+    monkeypatch.delenv("PYLON_PROGRESS", raising=False)
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "w") as terminal, open(tmp_path / "log", "w") as log:
+        assert progress_mode(terminal) == "bar" and progress_mode(log) == "lines"
+        assert progress_mode(terminal, enabled=False) == "off"
+        monkeypatch.setenv("PYLON_PROGRESS", "off")
+        assert progress_mode(log) == "off"
+    os.close(leader)
+
+
+def test_interval_from_the_environment(monkeypatch):
+    monkeypatch.delenv("PYLON_PROGRESS", raising=False)
+    monkeypatch.setenv("PYLON_PROGRESS_INTERVAL", "0")
+    out = io.StringIO()
+    list(track(range(3), description="work", stream=out, fraction=None))
+    assert [line.split(",")[0] for line in out.getvalue().splitlines()] == [
+        "work: 1/3 (33%)", "work: 2/3 (67%)", "work: 3/3 (100%)",
+    ]  # fmt: skip
+    monkeypatch.setenv("PYLON_PROGRESS_INTERVAL", "often")
+    with pytest.raises(ValueError, match="PYLON_PROGRESS_INTERVAL='often'"):
+        Progress("work", 3)

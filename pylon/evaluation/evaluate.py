@@ -18,10 +18,10 @@ from pylon.io import write_csv_atomic
 from pylon.metrics import AUROCAccumulator, LocalizationAccumulator, summarize_seeds
 from pylon.models.precision import Execution
 from pylon.models.weights import load_model
-from pylon.progress import Progress
 from pylon.training.config import TrainConfig
 from pylon.training.datamodule import build_dataset, eval_loader
 from pylon.training.fit import hardware_options, quiet_lightning_notices, resolve_precision
+from pylon.training.loop_progress import LoopProgress
 from pylon.training.runs import open_trained_run, seed_dirs
 
 
@@ -105,50 +105,12 @@ def _run_split(config: TrainConfig, model, split: str, *, auc: bool, loc: bool, 
         enable_checkpointing=False,
         # pylon's own reporter: a bar in a terminal, plain count/rate/ETA lines in log files
         enable_progress_bar=False,
-        callbacks=[TestProgress(f"evaluate {split}", enabled=progress)],
+        callbacks=[LoopProgress(["test"], description=f"evaluate {split}", enabled=progress)],
         enable_model_summary=False,
         use_distributed_sampler=False,
     )
     trainer.test(module, datamodule=_ShardedLoader(dataset, config), verbose=False)
     return module.results, trainer.is_global_zero
-
-
-class TestProgress(L.Callback):
-    """Reports images done in ``trainer.test`` through :class:`pylon.progress.Progress` (rank 0
-    only), so evaluation shows progress in log files as well as in a terminal.
-
-    Args:
-        description: the progress line's label.
-        enabled: ``False`` reports nothing.
-    """
-
-    def __init__(self, description: str, *, enabled: bool = True):
-        self.description, self.enabled = description, enabled
-        self.reporter: Progress | None = None
-
-    def on_test_epoch_start(self, trainer, pl_module) -> None:
-        """Start reporting: the total is this rank's share of the split."""
-        loaders = trainer.test_dataloaders
-        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
-        total = len(loader.sampler) if loader is not None else None
-        enabled = self.enabled and trainer.is_global_zero
-        self.reporter = Progress(self.description, total, unit="img", enabled=enabled)
-        self.reporter.__enter__()
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        """Count the batch's images."""
-        if self.reporter is not None:
-            self.reporter.advance(len(batch["image"]))
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        """Print the final count (plain-line mode) or close the bar."""
-        if self.reporter is not None:
-            self.reporter.__exit__(None, None, None)
-            self.reporter = None
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        """Close the reporter when the test loop fails."""
-        self.on_test_epoch_end(trainer, pl_module)
 
 
 class _ShardedLoader(L.LightningDataModule):

@@ -7,9 +7,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TextIO
 
 import lightning as L
 import torch
@@ -24,10 +26,12 @@ from pylon.models.freeze import freeze_encoder
 from pylon.models.head_prior import init_head_prior
 from pylon.models.precision import Execution, resolve_execution
 from pylon.models.weights import load_weights
+from pylon.progress import progress_mode
 from pylon.training.callbacks import BestWeights, ResumeCheckpoint
 from pylon.training.checkpoint import AtomicCheckpointIO, run_fingerprint
 from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
 from pylon.training.datamodule import PylonDataModule
+from pylon.training.loop_progress import LoopProgress
 from pylon.training.module import ClassifierModule
 from pylon.training.runs import RunPaths
 
@@ -130,6 +134,24 @@ def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> None:
                 "name"
             )
     config.to_yaml(paths.config)
+
+
+def progress_callbacks(enabled: bool, stream: TextIO | None = None) -> list[L.Callback]:
+    """Training's progress display (:func:`pylon.progress.progress_mode` on ``stream``).
+
+    Args:
+        enabled: ``config.progress``; ``False`` shows nothing.
+        stream: where progress goes (default ``sys.stdout``, where Lightning's bar draws).
+
+    Returns:
+        ``[RichProgressBar()]`` in a terminal, ``[LoopProgress]`` (plain train and validation
+        lines on ``stream``) otherwise, ``[]`` when disabled.
+    """
+    stream = stream or sys.stdout
+    mode = progress_mode(stream, enabled)
+    if mode == "bar":
+        return [RichProgressBar()]
+    return [LoopProgress(["train", "validate"], stream=stream)] if mode == "lines" else []
 
 
 def _drop_tips(record: logging.LogRecord) -> bool:
@@ -240,9 +262,8 @@ def _fit(config: TrainConfig, paths: RunPaths, fingerprint: str) -> None:
         record.write(paths.root)
     module = ClassifierModule(model, config.optim, check_gradients=execution.precision != "fp16")
     best = BestWeights(paths.best, record)
-    callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last)]
-    if config.progress:
-        callbacks.append(RichProgressBar())
+    progress = progress_callbacks(config.progress)
+    callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last), *progress]
     quiet_lightning_notices()
     trainer = L.Trainer(
         **hardware_options(config),
@@ -264,7 +285,7 @@ def _fit(config: TrainConfig, paths: RunPaths, fingerprint: str) -> None:
             )
         ],
         enable_checkpointing=False,
-        enable_progress_bar=config.progress,
+        enable_progress_bar=any(isinstance(c, RichProgressBar) for c in progress),
         enable_model_summary=False,
         use_distributed_sampler=False,
         default_root_dir=paths.root,
