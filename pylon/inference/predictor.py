@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ class Predictor:
         self.model.eval().to(self.device)
         self.execution.prepare_model(self.model)
         self.transform = self.data.eval_transform()
+        self._local = threading.local()  # one pipeline per decoding thread (Compose holds state)
 
     @property
     def class_names(self) -> list[str]:
@@ -157,7 +159,13 @@ class Predictor:
     def prepare(self, item: InputImage, *, keep_pixels: bool = False) -> _Prepared:
         """The network input of ``item`` (the record's resize + normalise), and the image shrunk
         to ``display_max_side`` when ``keep_pixels``."""
-        tensor = apply_transform(self.transform, item.pixels)[0]
+        if threading.current_thread() is threading.main_thread():
+            transform = self.transform
+        else:
+            transform = getattr(self._local, "transform", None)
+            if transform is None:
+                transform = self._local.transform = self.data.eval_transform()
+        tensor = apply_transform(transform, item.pixels)[0]
         pixels, scale = None, 1.0
         if keep_pixels:
             pixels = item.pixels
