@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pylon.data.cache import ImageCache
+from pylon.data.cache import ImageCache, stat_sources
 from pylon.data.images import read_image
 from pylon.data.preprocessing import Preprocessing, make_preprocessing
 from pylon.data.sample import Sample
@@ -35,6 +35,22 @@ class Record:
     path: Path
     labels: np.ndarray
     boxes: list[tuple[float, float, float, float, int]] = field(default_factory=list)
+
+
+def child_paths(folder: Path, names: Sequence[str]) -> list[Path]:
+    """``[folder / name for name in names]``, about 3x faster for plain file names.
+
+    ``folder / name`` re-parses every name; for names without a separator that are not ``.`` or
+    ``..`` the result is ``folder``'s parts plus the name, which pathlib's own child constructor
+    (used by ``Path.iterdir``; Python 3.10-3.13) builds without parsing. Other names, or a
+    Python without that constructor, take ``/``. The paths are equal either way.
+    """
+    make = getattr(folder, "_make_child_relpath", None)
+    joined = "\0".join(names)
+    plain = os.sep not in joined and (os.altsep is None or os.altsep not in joined)
+    if make is None or not plain or not {"", ".", ".."}.isdisjoint(names):
+        return [folder / name for name in names]
+    return [make(name) for name in names]
 
 
 def check_box(
@@ -86,13 +102,38 @@ def parse_fractions(spec: str | Sequence[float], where: str) -> list[float]:
     return values
 
 
+def _missing_files_error(
+    records: Sequence[Record],
+    missing: Sequence[int],
+    name: str,
+    split: str,
+    listed_in: tuple[Path, Sequence[int]] | None,
+) -> FileNotFoundError:
+    """The error for the records at ``missing`` whose files are not there; with ``listed_in``
+    (a split file and each record's line in it) it names the first one's line."""
+    first = records[missing[0]]
+    if listed_in is not None:
+        path, lines = listed_in
+        more = f" ({len(missing)} image files missing)" if len(missing) > 1 else ""
+        return FileNotFoundError(
+            f"{path}, line {lines[missing[0]]}: image {first.image_id!r} not found at "
+            f"{first.path}{more}"
+        )
+    return FileNotFoundError(
+        f"{name}: {len(missing)} image file(s) of split {split!r} not found, "
+        f"first: {', '.join(str(records[i].path) for i in missing[:3])}"
+    )
+
+
 class BoxDataset(Dataset):
     """Images on disk with labels and boxes, decoded (or read from the cache) and augmented.
 
     Subclasses build the ``records`` for their split from their official files. With
     ``labels_from_boxes`` a sample's labels are the classes of the boxes that survive its
     transform (VOC, as the reference: an object cropped away loses its label); otherwise
-    they are the record's labels.
+    they are the record's labels. Every file is stat-ed once, for the existence check and the
+    cache key together; ``listed_in`` (the split file the records come from and each record's
+    line in it) makes a missing file's error name that line.
     """
 
     def __init__(
@@ -112,15 +153,14 @@ class BoxDataset(Dataset):
         cache_workers: int | None = None,
         progress: bool = True,
         labels_from_boxes: bool = False,
+        listed_in: tuple[Path, Sequence[int]] | None = None,
     ):
         if not records:
             raise ValueError(f"{name}: split {split!r} contains no images")
-        missing = [r.path for r in records if not r.path.is_file()]
+        # One stat per file: the existence check and the cache key together.
+        digest, missing = stat_sources([r.path for r in records])
         if missing:
-            raise FileNotFoundError(
-                f"{name}: {len(missing)} image file(s) of split {split!r} not found, "
-                f"first: {', '.join(str(p) for p in missing[:3])}"
-            )
+            raise _missing_files_error(records, missing, name, split, listed_in)
         self.records = records
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
@@ -142,6 +182,7 @@ class BoxDataset(Dataset):
                 workers=cache_workers,
                 progress=progress,
                 split=split,
+                digest=digest,
             )
 
     @property

@@ -9,6 +9,8 @@ served from the OS page cache once hot), so loaders never hold the array in thei
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -16,10 +18,11 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 import cv2
 import numpy as np
@@ -59,28 +62,79 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def source_hash(paths: Sequence[str | os.PathLike]) -> str:
-    """Hash of the source files' absolute paths, sizes and modification times, in order.
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building many small lasting objects (a
+    split's records, a cache index): each few hundred of them would otherwise trigger a
+    collection, and the older generations' rescans of a heap holding torch and pandas cost more
+    than the objects themselves (78k records: 0.5 s instead of 0.05 s). Nothing is freed late:
+    the objects are kept, and the collector resumes (as it was) on exit."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
-    One ``os.stat`` per file and no symlink resolution (78k files take ~0.2 s).
+
+def stat_sources(paths: Sequence[str | os.PathLike]) -> tuple[str, list[int]]:
+    """One ``os.stat`` per source file: the hash that keys the cache and the missing files.
+
+    The hash covers each file's absolute path (``os.path.abspath``: no symlink resolution),
+    size and modification time, in order, so a changed, added, removed or reordered file gives
+    another hash (78k files take ~0.5 s, most of it the ``stat`` calls).
+
+    Args:
+        paths: the source files.
+
+    Returns:
+        The hex digest over the files found, and the indices of the paths that are missing or
+        not regular files.
+    """
+    lines, missing = [], []
+    for i, path in enumerate(paths):
+        name = os.fspath(path)
+        if not _is_normal_absolute(name):
+            name = os.path.abspath(name)
+        try:
+            info = os.stat(name)
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(i)
+            continue
+        if not S_ISREG(info.st_mode):
+            missing.append(i)
+            continue
+        lines.append(f"{name}\t{info.st_size}\t{info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), missing
+
+
+def _is_normal_absolute(name: str | bytes) -> bool:
+    """Whether ``os.path.abspath(name) == name`` for sure, checked faster than abspath: absolute,
+    no ``.``/``..`` component (nor a name starting with a dot), no ``//`` and no trailing slash
+    (POSIX; elsewhere always ``False``, so abspath decides)."""
+    return (
+        os.sep == "/"
+        and isinstance(name, str)
+        and name[:1] == "/"
+        and "/." not in name
+        and "//" not in name
+        and name[-1:] != "/"
+    )
+
+
+def source_hash(paths: Sequence[str | os.PathLike]) -> str:
+    """Hash of the source files' absolute paths, sizes and modification times, in order
+    (:func:`stat_sources`).
 
     Raises:
         FileNotFoundError: naming up to three missing files and how many are missing.
     """
-    lines, missing = [], []
-    for path in paths:
-        name = os.path.abspath(path)
-        try:
-            stat = os.stat(name)
-        except FileNotFoundError:
-            missing.append(name)
-            continue
-        lines.append(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    digest, missing = stat_sources(paths)
     if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image file(s) not found, first: {', '.join(missing[:3])}"
-        )
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        first = ", ".join(os.path.abspath(paths[i]) for i in missing[:3])
+        raise FileNotFoundError(f"{len(missing)} image file(s) not found, first: {first}")
+    return digest
 
 
 def estimate_bytes(n: int, size: int, channels: int, image_ids: Sequence[str] | None = None) -> int:
@@ -211,6 +265,7 @@ class ImageCache:
         workers: int | None = None,
         progress: bool = True,
         split: str = "",
+        digest: str | None = None,
     ) -> ImageCache:
         """Open the cache for exactly these source files, building it first if needed.
 
@@ -228,6 +283,8 @@ class ImageCache:
             progress: print where the cache goes and the build's progress (a bar in a terminal,
                 plain count/rate/ETA lines in a log).
             split: the split's name (part of the file name, shown by ``pylon cache list``).
+            digest: :func:`stat_sources`'s hash of ``paths`` when the caller has just computed
+                it (a dataset checking its files exist), so that each file is stat-ed once.
 
         Returns:
             The opened cache.
@@ -242,7 +299,7 @@ class ImageCache:
         if len(image_ids) != len(paths):
             raise ValueError("image_ids and paths must have the same length")
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        digest = source_hash(paths)
+        digest = source_hash(paths) if digest is None else digest
         interp = _INTERPOLATION_NAMES.get(interpolation, str(interpolation))
         label = f"{name}-{split}" if split else name
         stem = f"{label}-{size}px-{channels}ch-{interp}-{digest[:16]}"
@@ -283,7 +340,8 @@ class ImageCache:
         if not (array_path.is_file() and index_path.is_file()):
             return None
         try:
-            index = json.loads(index_path.read_text())
+            with gc_paused():
+                index = json.loads(index_path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
         if (

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pylon.data.base import BoxDataset, Record, seeded_split
+from pylon.data.base import BoxDataset, Record, child_paths, seeded_split
+from pylon.data.cache import gc_paused
 from pylon.data.tables import (
     attach_boxes,
     check_box_images,
@@ -83,20 +84,23 @@ class NIH14Dataset(BoxDataset):
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"nih14: val_fraction must be in (0, 1), got {val_fraction}")
         root = Path(root)
-        entries, entry_file = self._read_entries(root)
-        box_file = root / "BBox_List_2017.csv"
-        boxes = read_box_file(box_file, NIH14_CLASSES, BOX_LABEL_ALIASES)
-        check_box_images(boxes, entries.index, box_file, str(entry_file))
-        images = root / "images"
-        if split_files is not None:
-            records = _records_from_split_file(
-                _split_file(root, split_files, split), entries, entry_file, images
-            )
-        else:
-            names = _split_names(root, split, entries, entry_file, boxes, val_fraction, seed)
-            labels = _multi_hot(entries, entry_file)
-            records = [Record(n, images / n, labels[entries.index.get_loc(n)]) for n in names]
-        attach_boxes(records, boxes, box_file)
+        with gc_paused():  # 78k records: the collector would rescan the heap many times
+            entries, entry_file = self._read_entries(root)
+            box_file = root / "BBox_List_2017.csv"
+            boxes = read_box_file(box_file, NIH14_CLASSES, BOX_LABEL_ALIASES)
+            check_box_images(boxes, entries.index, box_file, str(entry_file))
+            images = root / "images"
+            listed_in = None
+            if split_files is not None:
+                split_file = _split_file(root, split_files, split)
+                records, lines = _records_from_split_file(split_file, entries, entry_file, images)
+                listed_in = (split_file, lines)
+            else:
+                names = _split_names(root, split, entries, entry_file, boxes, val_fraction, seed)
+                labels = _multi_hot(entries, entry_file)[entries.index.get_indexer(names)]
+                paths = child_paths(images, names)
+                records = [Record(*r) for r in zip(names, paths, labels, strict=True)]
+            attach_boxes(records, boxes, box_file)
         super().__init__(
             records,
             NIH14_CLASSES,
@@ -106,9 +110,11 @@ class NIH14Dataset(BoxDataset):
             augment=augment,
             kind="xray",
             in_channels=in_channels,
+            listed_in=listed_in,
             **options,
         )
-        self.patient_ids = [str(entries.at[r.image_id, "Patient ID"]) for r in records]
+        rows = entries.index.get_indexer([r.image_id for r in records])
+        self.patient_ids = [str(p) for p in entries["Patient ID"].to_numpy()[rows]]
 
     @staticmethod
     def _read_entries(root: Path) -> tuple[pd.DataFrame, Path]:
@@ -139,10 +145,13 @@ def _split_names(
         return sorted(boxes)
     train_val_file, test_file = root / "train_val_list.txt", root / "test_list.txt"
     lists = {train_val_file: read_list(train_val_file), test_file: read_list(test_file)}
+    rows = {}
     for list_file, names in lists.items():
-        for line, name in enumerate(names, start=1):
-            if name not in entries.index:
-                raise ValueError(f"{list_file}, line {line}: image {name!r} is not in {entry_file}")
+        rows[list_file] = entries.index.get_indexer(names)
+        unknown = np.flatnonzero(rows[list_file] < 0)
+        if len(unknown):
+            line, name = int(unknown[0]) + 1, names[unknown[0]]
+            raise ValueError(f"{list_file}, line {line}: image {name!r} is not in {entry_file}")
     leaked = sorted(set(lists[train_val_file]) & set(lists[test_file]))
     if leaked:
         raise ValueError(
@@ -152,7 +161,7 @@ def _split_names(
     if split == "test":
         return lists[test_file]
     names = lists[train_val_file]
-    patients = entries.loc[names, "Patient ID"].astype(str)
+    patients = [str(p) for p in entries["Patient ID"].to_numpy()[rows[train_val_file]]]
     train_p, val_p = seeded_split(sorted(set(patients)), (1.0 - val_fraction, val_fraction), seed)
     keep = set(val_p if split == "val" else train_p)
     return [n for n, p in zip(names, patients, strict=True) if p in keep]
@@ -164,28 +173,25 @@ def _split_file(root: Path, split_files: str | os.PathLike, split: str) -> Path:
 
 def _records_from_split_file(
     path: Path, entries: pd.DataFrame, entry_file: Path, images: Path
-) -> list[Record]:
-    """Records of a reference split file; labels are the file's columns, as the reference's."""
+) -> tuple[list[Record], list[int]]:
+    """Records of a reference split file and their lines in it; labels are the file's columns,
+    as the reference's. (That the images exist is checked with the dataset's one stat pass.)"""
     table = read_label_table(path, NIH14_CLASSES)
-    records = []
-    for image_id, labels, line in zip(table.ids, table.labels, table.lines, strict=True):
-        if image_id not in entries.index:
-            raise ValueError(f"{path}, line {line}: image {image_id!r} is not in {entry_file}")
-        if not (images / image_id).is_file():
-            raise FileNotFoundError(
-                f"{path}, line {line}: image {image_id!r} not found at {images / image_id}"
-            )
-        records.append(Record(image_id, images / image_id, labels))
-    return records
+    unknown = np.flatnonzero(entries.index.get_indexer(table.ids) < 0)
+    if len(unknown):
+        line, image_id = table.lines[unknown[0]], table.ids[unknown[0]]
+        raise ValueError(f"{path}, line {line}: image {image_id!r} is not in {entry_file}")
+    paths = child_paths(images, table.ids)
+    records = [Record(*r) for r in zip(table.ids, paths, table.labels, strict=True)]
+    return records, table.lines
 
 
 def _multi_hot(entries: pd.DataFrame, entry_file: Path) -> np.ndarray:
     """(N, 14) multi-hot labels from ``Finding Labels``, one lookup per distinct label string."""
     index = {name: i for i, name in enumerate(NIH14_CLASSES)}
-    labels = np.zeros((len(entries), len(NIH14_CLASSES)), dtype=np.float32)
     codes, uniques = pd.factorize(entries["Finding Labels"])
+    vectors = np.zeros((len(uniques), len(NIH14_CLASSES)), dtype=np.float32)
     for code, text in enumerate(uniques):
-        vector = np.zeros(len(NIH14_CLASSES), dtype=np.float32)
         for label in (t.strip() for t in str(text).split("|")):
             if label in ("No Finding", ""):
                 continue
@@ -195,6 +201,5 @@ def _multi_hot(entries: pd.DataFrame, entry_file: Path) -> np.ndarray:
                     f"{entry_file}, line {row}, column 'Finding Labels': unknown class "
                     f"{label!r}; expected one of {', '.join(NIH14_CLASSES)} or 'No Finding'"
                 )
-            vector[index[label]] = 1.0
-        labels[codes == code] = vector
-    return labels
+            vectors[code, index[label]] = 1.0
+    return vectors[codes]

@@ -50,15 +50,21 @@ def read_csv_checked(path: Path, required: Sequence[str], **kwargs: Any) -> pd.D
 def check_ids(values: Sequence[Any], path: Path, column: str, first_line: int = 2) -> list[str]:
     """The values of an id ``column`` as strings: each non-empty, without surrounding spaces,
     and unique. ``first_line`` is the file line of ``values[0]``."""
+    values = list(values)
+    if all(isinstance(v, str) for v in values):
+        stripped = [v.strip() for v in values]
+        if all(stripped) and stripped == values and len(set(values)) == len(values):
+            return values  # all good: the line-by-line pass below only finds the first error
     ids: list[str] = []
     seen: dict[str, int] = {}
     for line, value in enumerate(values, start=first_line):
-        where = f"{path}, line {line}, column {column!r}"
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{where}: empty image name")
-        if value != value.strip():
+        if not isinstance(value, str) or not value or value != value.strip():
+            where = f"{path}, line {line}, column {column!r}"
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{where}: empty image name")
             raise ValueError(f"{where}: image name {value!r} has leading or trailing spaces")
         if value in seen:
+            where = f"{path}, line {line}, column {column!r}"
             raise ValueError(f"{where}: image {value!r} is already listed on line {seen[value]}")
         seen[value] = line
         ids.append(value)
