@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pylon.data import workers as _workers  # noqa: F401  (the OpenCV fork guard)
 from pylon.data.cache import ImageCache, stat_sources
 from pylon.data.images import read_image
 from pylon.data.preprocessing import Preprocessing, make_preprocessing

@@ -1,10 +1,11 @@
-"""How many CPUs this process may really use (affinity and cgroup quota), and the loader worker
-count that follows from it."""
+"""How many CPUs this process may really use (affinity and cgroup quota), the loader worker
+count that follows from it, and a fork guard for OpenCV's thread pool."""
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 MAX_DEFAULT_WORKERS = 8
@@ -72,3 +73,47 @@ def default_num_workers(processes_per_node: int = 1, cpus: int | None = None) ->
     processes = max(1, processes_per_node)
     spare = max(0, cpus - processes)
     return min(MAX_DEFAULT_WORKERS, spare // processes)
+
+
+_forking_opencv_threads: list[int] = []
+_fork_guard_installed = False
+
+
+def _opencv_before_fork() -> None:
+    cv2 = sys.modules.get("cv2")
+    threads = cv2.getNumThreads() if cv2 is not None else 1
+    _forking_opencv_threads.append(threads)
+    if threads != 1:
+        cv2.setNumThreads(1)  # joins the pool's threads: the child inherits no waiting ones
+
+
+def _opencv_after_fork() -> None:
+    threads = _forking_opencv_threads.pop() if _forking_opencv_threads else 1
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and threads != 1:
+        cv2.setNumThreads(threads)  # the pool starts again (lazily), in parent and child alike
+
+
+def install_opencv_fork_guard() -> None:
+    """Make ``fork`` safe for OpenCV's thread pool (idempotent; done when this module loads).
+
+    A process forked while OpenCV's pool threads wait on their condition variable inherits that
+    variable with waiters that do not exist in the child, and the child's first
+    ``cv2.setNumThreads`` (a DataLoader worker's ``init_worker``) then waits for them forever:
+    with ``num_workers=1`` after any multi-threaded OpenCV call in the main process (a
+    ``num_workers=0`` pass, an in-process evaluation), the worker hung at start-up. Around every
+    fork the pool is shrunk to one thread (no pool threads) and restored afterwards, in the
+    parent and in the child; nothing happens while ``cv2`` is not imported.
+    """
+    global _fork_guard_installed
+    if _fork_guard_installed or not hasattr(os, "register_at_fork"):
+        return
+    os.register_at_fork(
+        before=_opencv_before_fork,
+        after_in_parent=_opencv_after_fork,
+        after_in_child=_opencv_after_fork,
+    )
+    _fork_guard_installed = True
+
+
+install_opencv_fork_guard()

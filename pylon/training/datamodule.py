@@ -133,7 +133,10 @@ def resolve_num_workers(config: DataConfig, processes_per_node: int = 1) -> int:
 
 def init_worker(_: int) -> None:
     """DataLoader worker start-up: one OpenCV thread per worker (each worker is one CPU's worth
-    of loading; OpenCV's own thread pool on top would oversubscribe the CPUs), as the reference."""
+    of loading; OpenCV's own thread pool on top would oversubscribe the CPUs), as the reference.
+
+    Safe after a multi-threaded OpenCV call in the main process thanks to
+    :func:`pylon.data.workers.install_opencv_fork_guard` (without it the worker hung here)."""
     cv2.setNumThreads(1)
 
 
