@@ -47,3 +47,35 @@ def test_one_worker_starts_after_multithreaded_opencv_in_the_main_process():
         raise AssertionError("the DataLoader worker hung at start-up") from None
     assert proc.returncode == 0, err[-2000:]
     assert out.strip().endswith("ok")
+
+
+def test_building_a_cache_in_process_keeps_the_callers_opencv_threads(tmp_path):
+    """A one-chunk (or ``workers=0``) build decodes in the caller's process; it used to leave the
+    caller with one OpenCV thread for good (its 0-worker loaders then ran single-threaded)."""
+    import cv2
+    import numpy as np
+
+    from pylon.data.cache import ImageCache
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), np.full((40, 40), 10 * i, np.uint8))
+    saved = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        for workers in (0, 2):
+            ImageCache.open_or_build(
+                "t",
+                ["a", "b", "c"],
+                paths,
+                size=16,
+                channels=1,
+                interpolation=cv2.INTER_AREA,
+                cache_dir=tmp_path / f"cache{workers}",
+                workers=workers,
+                progress=False,
+            )
+            assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(saved)

@@ -192,12 +192,18 @@ def resize_image(
 
 def _resize_many(args: tuple[list[Path], int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     paths, size, channels, interpolation = args
-    cv2.setNumThreads(1)  # one decoding process per CPU already
     pixels = np.empty((len(paths), size, size, channels), np.uint8)
     sizes = np.empty((len(paths), 2), np.int64)
     for i, path in enumerate(paths):
         pixels[i], sizes[i, 0], sizes[i, 1] = resize_image(path, size, channels, interpolation)
     return pixels, sizes
+
+
+def _one_opencv_thread() -> None:
+    """Decoding processes' start-up: one OpenCV thread each (one process per CPU already). Not
+    done in ``_resize_many`` itself, which also runs in the caller's process for a one-chunk
+    build and left the caller with one OpenCV thread for good."""
+    cv2.setNumThreads(1)
 
 
 def _array_offset(array_path: Path) -> tuple[int, tuple[int, ...]]:
@@ -380,7 +386,9 @@ def _build(
     chunk = max(1, min(256, BUFFER_BYTES // (size * size * channels)))
     jobs = [(paths[i : i + chunk], size, channels, interpolation) for i in range(0, n, chunk)]
     header = {"descr": "|u1", "fortran_order": False, "shape": (n, size, size, channels)}
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 0 and len(jobs) > 1 else None
+    pool = None
+    if workers > 0 and len(jobs) > 1:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_one_opencv_thread)
     with (
         atomic_path(array_path) as tmp,
         open(tmp, "wb") as fh,
