@@ -14,13 +14,12 @@ on the CPU: ``python bench/gpu.py --device cpu --encoder resnet18 --sizes 256 --
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,17 +28,11 @@ from pylon.models import create_model
 from pylon.models.precision import resolve_execution
 from pylon.training.datamodule import init_worker
 
-
-def write_images(folder: Path, n: int, side: int = 1024) -> None:
-    """Smooth radiograph-like 8-bit PNGs and a ``labels.csv`` for the ``csv`` dataset."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:side, 0:side] / side
-    rows = ["image,finding"]
-    for i in range(n):
-        base = 120 + 80 * np.sin(6 * xx + i) * np.cos(4 * yy) + rng.normal(0, 4, (side, side))
-        cv2.imwrite(str(folder / f"{i:04d}.png"), np.clip(base, 0, 255).astype(np.uint8))
-        rows.append(f"{i:04d}.png,{i % 2}")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+# the synthetic PNGs of bench/data.py (bench/ is a folder of scripts, not a package)
+_spec = importlib.util.spec_from_file_location("bench_data", Path(__file__).with_name("data.py"))
+_bench_data = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bench_data)
+write_images = _bench_data.write_images
 
 
 def step_rate(
