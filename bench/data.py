@@ -44,6 +44,7 @@ def images_per_second(
     threads: int | None = None,
     init: bool = True,
     repeats: int = 3,
+    pin_memory: bool = False,
 ) -> float:
     """Best of ``repeats`` epochs of ``epoch`` samples (the dataset's images reshuffled as often
     as needed) through a DataLoader built as training builds it (one OpenCV thread per worker
@@ -51,7 +52,8 @@ def images_per_second(
     start-up excluded); the best, as other load on a shared machine only ever slows an epoch
     down. Epochs much longer than the 300 images amortise what a fresh worker pays at first
     (copy-on-write faults), as a real epoch of 78k images does. ``threads`` sets the main
-    process's OpenCV and torch threads (they load with 0 workers)."""
+    process's OpenCV and torch threads (they load with 0 workers); ``pin_memory`` as training
+    sets it on a GPU machine."""
     import torch
     from torch.utils.data import RandomSampler
 
@@ -67,6 +69,7 @@ def images_per_second(
         collate_fn=collate,
         drop_last=True,
         worker_init_fn=init_worker if workers and init else None,
+        pin_memory=pin_memory,
     )
     best = 0.0
     for _ in range(repeats):

@@ -8,7 +8,7 @@ verdict per size. Synthetic data: smooth 1024 px PNGs written to a temporary fol
 
 Usage (about 3 minutes on one GPU): ``python bench/gpu.py``. A quick check that it runs at all,
 on the CPU: ``python bench/gpu.py --device cpu --encoder resnet18 --sizes 256 --batch 2 --steps 1
---images 8 --precisions fp32``.
+--images 8 --precisions fp32 --epoch 8``.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pylon.data import collate, create_dataset
+from pylon.data import create_dataset
 from pylon.models import create_model
 from pylon.models.precision import resolve_execution
-from pylon.training.datamodule import init_worker
 
 # the synthetic PNGs of bench/data.py (bench/ is a folder of scripts, not a package)
 _spec = importlib.util.spec_from_file_location("bench_data", Path(__file__).with_name("data.py"))
 _bench_data = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_bench_data)
-write_images = _bench_data.write_images
+write_images, images_per_second = _bench_data.write_images, _bench_data.images_per_second
 
 
 def step_rate(
@@ -68,30 +67,6 @@ def step_rate(
     return batch * steps / (time.perf_counter() - start)
 
 
-def loader_rate(dataset, batch: int, workers: int, repeats: int = 2) -> float:
-    """Best images/s of ``repeats`` epochs through the DataLoader training builds (one OpenCV
-    thread per worker), each timed from its first batch (worker start-up excluded)."""
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch,
-        shuffle=True,
-        num_workers=workers,
-        collate_fn=collate,
-        drop_last=True,
-        pin_memory=torch.cuda.is_available(),
-        worker_init_fn=init_worker if workers else None,
-        persistent_workers=bool(workers),
-    )
-    best = 0.0
-    for _ in range(repeats):
-        batches = iter(loader)
-        next(batches)
-        start = time.perf_counter()
-        count = sum(len(b["image_id"]) for b in batches)
-        best = max(best, count / (time.perf_counter() - start))
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -102,6 +77,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,fp16,bf16")
     parser.add_argument("--images", type=int, default=640, help="PNGs the loader reads")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--epoch", type=int, default=3000, help="samples per timed loader epoch")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py: no CUDA GPU here; pass --device cpu for a smoke run")
@@ -135,7 +111,14 @@ def main() -> None:
                 cache_dir=folder / f"cache{size}",
                 cache_size=min(2 * size, 1024),
             )
-            loaded = loader_rate(data, args.batch, args.workers)
+            loaded = images_per_second(
+                data,
+                args.batch,
+                args.workers,
+                epoch=args.epoch,
+                repeats=2,
+                pin_memory=torch.cuda.is_available(),
+            )
             fastest = max(rates, key=rates.get)
             ratio = loaded / rates[fastest]
             verdict = "loader-bound" if ratio < 1 else "not loader-bound"

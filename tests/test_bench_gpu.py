@@ -16,7 +16,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
 @pytest.mark.slow
 def test_gpu_bench_smoke_run_on_the_cpu():
     args = "--device cpu --encoder resnet18 --sizes 256 --batch 2 --steps 1 --images 4"
-    args += " --precisions fp32 --workers 1"
+    args += " --precisions fp32 --workers 1 --epoch 8"
     done = subprocess.run(
         [sys.executable, str(BENCH), *args.split()], capture_output=True, text=True, timeout=600
     )
