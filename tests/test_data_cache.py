@@ -257,3 +257,68 @@ def test_cache_list_and_clear_commands(tmp_path):
     assert list(cache_dir.iterdir()) == []
     empty = runner.invoke(app, ["cache", "list", "--cache-dir", str(cache_dir)])
     assert "no caches" in empty.output
+
+
+def test_fit_layout_keeps_each_shape_and_never_up_samples(tmp_path):
+    paths = _write(tmp_path / "img", 3)  # 50 x 70
+    small = _open(paths, tmp_path / "small", layout="fit")
+    large = _open(paths, tmp_path / "large", layout="fit", size=128)
+    assert small.array_path != _open(paths, tmp_path / "small").array_path  # layouts apart
+    for i, path in enumerate(paths):
+        original = np.asarray(Image.open(path))
+        # longer side 70 -> 32: 50 * 32 / 70 = 22.9 -> 23 rows
+        want = cv2.resize(original, (32, 23), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(small[i][:, :, 0], want)
+        np.testing.assert_array_equal(large[i][:, :, 0], original)  # smaller than 128: as is
+    reopened = _open(paths, tmp_path / "large", layout="fit", size=128)
+    np.testing.assert_array_equal(reopened[2][:, :, 0], np.asarray(Image.open(paths[2])))
+
+
+def _boxed_csv(root, shape=(40, 64)):
+    """A CSV dataset of non-square images with a box each (the NIH box format)."""
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows, boxes = ["image,Nodule"], ["Image Index,Finding Label,Bbox [x,y,w,h],,,"]
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,1")
+        boxes.append(f"{i}.png,Nodule,{8 + 4 * i},10,12,9,,,")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    (root / "boxes.csv").write_text("\n".join(boxes) + "\n")
+    return root
+
+
+def test_training_augmentation_sees_the_original_shape(tmp_path):
+    """The reference rotates and crops the original image; a cache that keeps the image's shape
+    (here at full size) gives exactly the same augmented samples, seed for seed."""
+    from pylon.data import create_dataset
+
+    root = _boxed_csv(tmp_path / "data")
+    options = dict(split="all", size=32, augment=True, boxes="boxes.csv", progress=False)
+    direct = create_dataset("csv", root, cache=False, **options)
+    cached = create_dataset(
+        "csv", root, cache=True, cache_dir=tmp_path / "c", cache_size=64, **options
+    )
+    for seed in range(6):
+        for i in range(len(direct)):
+            direct.transform.set_random_seed(seed)
+            cached.transform.set_random_seed(seed)
+            a, b = direct[i], cached[i]
+            np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+            np.testing.assert_allclose(a["boxes"], b["boxes"], rtol=1e-6)
+
+
+def test_evaluation_pixels_equal_decoding_whatever_the_cache_size(tmp_path):
+    """Evaluation images are resized once, from the original, as the reference does; a larger
+    ``cache_size`` (sharper training crops) must not add a second resize."""
+    from pylon.data import create_dataset
+
+    root = _boxed_csv(tmp_path / "data", shape=(100, 90))
+    options = dict(split="all", size=32, augment=False, boxes="boxes.csv", progress=False)
+    direct = create_dataset("csv", root, cache=False, **options)
+    cached = create_dataset(
+        "csv", root, cache=True, cache_dir=tmp_path / "c", cache_size=64, **options
+    )
+    for i in range(len(direct)):
+        np.testing.assert_array_equal(direct[i]["image"].numpy(), cached[i]["image"].numpy())
+        np.testing.assert_allclose(direct[i]["boxes"], cached[i]["boxes"], rtol=1e-6)

@@ -149,10 +149,13 @@ def test_cache_options_reach_the_dataset(tmp_path):
         cache_dir=str(tmp_path / "caches"),
         options={"progress": False},
     )
-    dataset = build_dataset(config, "all")
-    assert dataset.cache.image_shape == (64, 64, 1)
+    dataset = build_dataset(config, "all", augment=True)
+    assert dataset.cache.image_shape == (64, 64, 1)  # a training cache: at cache_size
+    assert dataset.cache[0].shape == (64, 48, 1)  # 80 x 60 scaled to fit, shape kept
     assert dataset.cache.array_path.parent == tmp_path / "caches"
     assert dataset[0]["image"].shape == (1, 32, 32)
+    evaluation = build_dataset(config, "all")
+    assert evaluation.cache.image_shape == (32, 32, 1)  # at the input size: the eval resize
     clash = DataConfig(**{**config.__dict__, "options": {"cache_size": 128, "progress": False}})
     with pytest.raises(ValueError, match="data.cache_size"):
         build_dataset(clash, "all")

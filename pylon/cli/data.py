@@ -84,7 +84,8 @@ def cache_list_command(
         if e.complete:
             what = f"{e.name} {e.split}".strip()
             text = (
-                f"{what}: {e.size} px {e.channels}ch {e.interpolation}, {e.images} images, "
+                f"{what}: {e.size} px {e.layout} {e.channels}ch {e.interpolation}, "
+                f"{e.images} images, "
                 f"{format_bytes(e.bytes)}, created {e.created}"
             )
         else:

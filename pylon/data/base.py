@@ -134,7 +134,9 @@ class BoxDataset(Dataset):
     transform (VOC, as the reference: an object cropped away loses its label); otherwise
     they are the record's labels. Every file is stat-ed once, for the existence check and the
     cache key together; ``listed_in`` (the split file the records come from and each record's
-    line in it) makes a missing file's error name that line.
+    line in it) makes a missing file's error name that line. ``cache_size`` is the side of a
+    training (``augment``) cache, which keeps each image's aspect ratio; evaluation caches hold
+    the eval resize at ``size`` (:mod:`pylon.data.cache`).
     """
 
     def __init__(
@@ -172,11 +174,14 @@ class BoxDataset(Dataset):
         self.transform = build_transform(kind, size, augment, in_channels=in_channels)
         self.cache: ImageCache | None = None
         if cache:
+            # Evaluation caches hold the eval transform's own resize (pixels identical to
+            # decoding); training caches keep each image's shape for augmentation to act on.
             self.cache = ImageCache.open_or_build(
                 name,
                 [r.image_id for r in records],
                 [r.path for r in records],
-                size=cache_size or size,
+                size=(cache_size or size) if augment else size,
+                layout="fit" if augment else "square",
                 channels=in_channels,
                 interpolation=INTERPOLATION[kind],
                 cache_dir=cache_dir,

@@ -1,8 +1,13 @@
-"""Resized-image cache: one uint8 ``.npy`` array per dataset split, size, interpolation and sources.
+"""Resized-image cache: one uint8 ``.npy`` array per dataset split, size, layout, interpolation
+and sources.
 
 Decoding a 1024 px PNG costs far more than augmenting a 256 px array, so every image is decoded
 and resized once into ``<cache_dir>/<key>.npy`` (N x S x S x C) with an index ``<key>.json``
-holding the image ids, original sizes and what the cache is. Building streams bounded chunks to
+holding the image ids, original sizes and what the cache is. Two layouts: ``square`` (each image
+resized to S x S: exactly what the evaluation transform's resize gives) and ``fit`` (each image
+scaled uniformly so that its longer side is at most S, never up-sampled, kept at the top left of
+its S x S slot: training augmentation then sees the image's own shape, as the reference's
+augmentation of the original file does). Building streams bounded chunks to
 the file (memory does not grow with the cache); reads are file-backed (``pread`` of one image,
 served from the OS page cache once hot), so loaders never hold the array in their own memory.
 """
@@ -42,6 +47,7 @@ _INTERPOLATION_NAMES = {
     cv2.INTER_AREA: "area",
     cv2.INTER_LANCZOS4: "lanczos",
 }
+LAYOUTS = ("square", "fit")
 
 
 class CacheSpaceError(ValueError):
@@ -180,22 +186,48 @@ def check_free_space(cache_dir: Path, needed: int, what: str) -> int:
     return free
 
 
+def fit_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """The (H, W) of a ``height`` x ``width`` image in a ``fit`` cache of side ``size``: scaled
+    uniformly so that the longer side is at most ``size`` (never up-sampled)."""
+    scale = min(1.0, size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_image(
-    path: Path, size: int, channels: int, interpolation: int
+    path: Path, size: int, channels: int, interpolation: int, layout: str = "square"
 ) -> tuple[np.ndarray, int, int]:
-    """Decode ``path`` and resize it to ``size`` x ``size``; also return its original (H, W)."""
+    """Decode ``path`` into a ``size`` x ``size`` x ``channels`` slot; also return its original
+    (H, W).
+
+    Args:
+        path: the image file.
+        size: the slot's side.
+        channels: 1 or 3.
+        interpolation: OpenCV flag of the resize.
+        layout: ``"square"`` resizes to ``size`` x ``size``; ``"fit"`` resizes to
+            :func:`fit_shape` and zero-pads the slot's bottom and right.
+    """
     image = read_image(path, channels)
     height, width = image.shape[:2]
-    resized = cv2.resize(image, (size, size), interpolation=interpolation)
-    return resized.reshape(size, size, channels), height, width
+    if layout == "square":
+        resized = cv2.resize(image, (size, size), interpolation=interpolation)
+        return resized.reshape(size, size, channels), height, width
+    fit_height, fit_width = fit_shape(height, width, size)
+    if (fit_height, fit_width) != (height, width):
+        image = cv2.resize(image, (fit_width, fit_height), interpolation=interpolation)
+    slot = np.zeros((size, size, channels), np.uint8)
+    slot[:fit_height, :fit_width] = image.reshape(fit_height, fit_width, channels)
+    return slot, height, width
 
 
-def _resize_many(args: tuple[list[Path], int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    paths, size, channels, interpolation = args
+def _resize_many(args: tuple[list[Path], int, int, int, str]) -> tuple[np.ndarray, np.ndarray]:
+    paths, size, channels, interpolation, layout = args
     pixels = np.empty((len(paths), size, size, channels), np.uint8)
     sizes = np.empty((len(paths), 2), np.int64)
     for i, path in enumerate(paths):
-        pixels[i], sizes[i, 0], sizes[i, 1] = resize_image(path, size, channels, interpolation)
+        pixels[i], sizes[i, 0], sizes[i, 1] = resize_image(
+            path, size, channels, interpolation, layout
+        )
     return pixels, sizes
 
 
@@ -223,14 +255,22 @@ def _array_offset(array_path: Path) -> tuple[int, tuple[int, ...]]:
 
 class ImageCache:
     """Read-only view of a built cache; each process opens the file itself and reads one image
-    at a time (``pread``), so memory does not grow with the cache."""
+    at a time (``pread``), so memory does not grow with the cache. An item is the image as
+    cached: ``size`` x ``size`` (``square``) or its :func:`fit_shape` (``fit``)."""
 
-    def __init__(self, array_path: Path, image_ids: list[str], original_sizes: np.ndarray):
+    def __init__(
+        self,
+        array_path: Path,
+        image_ids: list[str],
+        original_sizes: np.ndarray,
+        layout: str = "square",
+    ):
         self.array_path = Path(array_path)
         self.image_ids = image_ids
         self.original_sizes = original_sizes  # (N, 2) int: height, width of each source image
+        self.layout = layout
         self.offset, shape = _array_offset(self.array_path)
-        self.image_shape = shape[1:]
+        self.image_shape = shape[1:]  # the slot: (S, S, C)
         self.image_bytes = int(np.prod(self.image_shape))
         self._fd: int | None = None
         self._pid = -1
@@ -243,11 +283,15 @@ class ImageCache:
             raise IndexError(f"cache index {index} out of range for {len(self.image_ids)} images")
         if self._fd is None or self._pid != os.getpid():
             self._fd, self._pid = os.open(self.array_path, os.O_RDONLY), os.getpid()
-        image = np.empty(self.image_shape, np.uint8)
+        side, _, channels = self.image_shape
+        height, width = side, side
+        if self.layout == "fit":
+            height, width = fit_shape(*self.original_sizes[index], side)
+        image = np.empty((height, side, channels), np.uint8)  # only the rows the image fills
         got = os.preadv(self._fd, [image], self.offset + index * self.image_bytes)
-        if got != self.image_bytes:
+        if got != image.nbytes:
             raise OSError(f"{self.array_path}: truncated cache (image {index}); delete it")
-        return image
+        return image if width == side else np.ascontiguousarray(image[:, :width])
 
     def __getstate__(self) -> dict:
         # Worker processes open the file themselves rather than inheriting a descriptor.
@@ -272,6 +316,7 @@ class ImageCache:
         progress: bool = True,
         split: str = "",
         digest: str | None = None,
+        layout: str = "square",
     ) -> ImageCache:
         """Open the cache for exactly these source files, building it first if needed.
 
@@ -291,6 +336,7 @@ class ImageCache:
             split: the split's name (part of the file name, shown by ``pylon cache list``).
             digest: :func:`stat_sources`'s hash of ``paths`` when the caller has just computed
                 it (a dataset checking its files exist), so that each file is stat-ed once.
+            layout: ``"square"`` or ``"fit"`` (see the module's docstring).
 
         Returns:
             The opened cache.
@@ -304,27 +350,31 @@ class ImageCache:
             workers = min(8, available_cpus())
         if len(image_ids) != len(paths):
             raise ValueError("image_ids and paths must have the same length")
+        if layout not in LAYOUTS:
+            raise ValueError(f"cache layout must be one of {LAYOUTS}, got {layout!r}")
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         digest = source_hash(paths) if digest is None else digest
         interp = _INTERPOLATION_NAMES.get(interpolation, str(interpolation))
         label = f"{name}-{split}" if split else name
-        stem = f"{label}-{size}px-{channels}ch-{interp}-{digest[:16]}"
+        shape = f"{size}px" if layout == "square" else f"{size}px-fit"
+        stem = f"{label}-{shape}-{channels}ch-{interp}-{digest[:16]}"
         array_path, index_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
-        cache = cls._open(array_path, index_path, digest, len(paths))
+        cache = cls._open(array_path, index_path, digest, len(paths), layout)
         if cache is not None:
             return cache
         what = f"{name} {split}".strip()
         needed = estimate_bytes(len(paths), size, channels, image_ids)
         free = check_free_space(cache_dir, needed, what)
         if progress:
+            at = f"{size} px" if layout == "square" else f"at most {size} px"
             print(
-                f"caching {what}: {len(paths)} images at {size} px -> {array_path} "
+                f"caching {what}: {len(paths)} images at {at} -> {array_path} "
                 f"({format_bytes(needed)}; {format_bytes(free)} free there)",
                 file=sys.stderr,
                 flush=True,
             )
         sizes = _build(
-            array_path, list(paths), size, channels, interpolation, workers, progress, what
+            array_path, list(paths), size, channels, interpolation, workers, progress, what, layout
         )
         index = {
             "version": CACHE_VERSION,
@@ -332,6 +382,7 @@ class ImageCache:
             "name": name,
             "split": split,
             "size": size,
+            "layout": layout,
             "channels": channels,
             "interpolation": interp,
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -339,10 +390,12 @@ class ImageCache:
             "original_sizes": sizes.tolist(),
         }
         write_text_atomic(index_path, json.dumps(index))
-        return cls(array_path, list(image_ids), sizes)
+        return cls(array_path, list(image_ids), sizes, layout)
 
     @classmethod
-    def _open(cls, array_path: Path, index_path: Path, digest: str, n: int) -> ImageCache | None:
+    def _open(
+        cls, array_path: Path, index_path: Path, digest: str, n: int, layout: str
+    ) -> ImageCache | None:
         if not (array_path.is_file() and index_path.is_file()):
             return None
         try:
@@ -354,11 +407,12 @@ class ImageCache:
             index.get("version") != CACHE_VERSION
             or index.get("source_hash") != digest
             or len(index.get("image_ids", ())) != n
+            or index.get("layout", "square") != layout
         ):
             return None
         sizes = np.asarray(index["original_sizes"], dtype=np.int64).reshape(n, 2)
         try:
-            cache = cls(array_path, list(index["image_ids"]), sizes)
+            cache = cls(array_path, list(index["image_ids"]), sizes, layout)
         except (OSError, ValueError):
             return None
         expected = cache.offset + n * cache.image_bytes
@@ -374,6 +428,7 @@ def _build(
     workers: int,
     progress: bool,
     what: str,
+    layout: str,
 ) -> np.ndarray:
     """Write the resized images to ``array_path`` atomically; return the original (H, W) sizes.
 
@@ -384,7 +439,9 @@ def _build(
     n = len(paths)
     sizes = np.zeros((n, 2), dtype=np.int64)
     chunk = max(1, min(256, BUFFER_BYTES // (size * size * channels)))
-    jobs = [(paths[i : i + chunk], size, channels, interpolation) for i in range(0, n, chunk)]
+    jobs = [
+        (paths[i : i + chunk], size, channels, interpolation, layout) for i in range(0, n, chunk)
+    ]
     header = {"descr": "|u1", "fortran_order": False, "shape": (n, size, size, channels)}
     pool = None
     if workers > 0 and len(jobs) > 1:
@@ -435,6 +492,7 @@ class CacheEntry:
     name: str = "?"
     split: str = ""
     size: int = 0
+    layout: str = "square"
     channels: int = 0
     interpolation: str = "?"
     images: int = 0
@@ -468,6 +526,7 @@ def list_caches(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
             entry.name = str(index.get("name", "?"))
             entry.split = str(index.get("split", ""))
             entry.size = int(index.get("size", 0))
+            entry.layout = str(index.get("layout", "square"))
             entry.channels = int(index.get("channels", 0))
             entry.interpolation = str(index.get("interpolation", "?"))
             entry.images = len(index.get("image_ids", ()))

@@ -43,7 +43,7 @@ class DataConfig:
     num_workers: int | None = None  # None: CPUs available (affinity, cgroup quota) - 1, 0..8
     persistent_workers: bool = False  # keep train and val worker pools alive between epochs
     cache_dir: str | None = None  # image caches (None: $PYLON_CACHE or ~/.cache/pylon)
-    cache_size: int | None = None  # side of the cached images (None: size; presets: 2 x size)
+    cache_size: int | None = None  # side of training caches (None: size; presets: 2 x size)
     augment: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # passed to create_dataset
     split_options: dict[str, dict[str, Any]] = field(
@@ -63,7 +63,7 @@ class OptimConfig:
     patience: int = 1
     factor: float = 0.2
     warmup_frac: float = 0.0  # onecycle/cosine: fraction of all steps spent warming up
-    lr_term: float = 1e-6  # stop once the learning rate falls below this
+    lr_term: float = 1e-6  # stop once the learning rate is <= this (as the reference)
     # weight of the flip/rotation equivariance loss (pylon.training.equivariance); 0: off, as in
     # the paper. On, every training image is also seen as a flipped/rotated view (2x the compute).
     equivariance: float = 0.0
