@@ -1,4 +1,5 @@
-"""Pascal VOC 2012: XML boxes (1-based, inclusive) to labels and COCO boxes, 3 channels."""
+"""Pascal VOC 2012: XML boxes (read as the reference, or 1-based inclusive) to labels and COCO
+boxes, 3 channels."""
 
 import albumentations as A
 import numpy as np
@@ -52,8 +53,21 @@ def test_labels_boxes_and_channels(tmp_path):
     expected[[VOC_CLASSES.index("dog"), VOC_CLASSES.index("person")]] = 1
     np.testing.assert_array_equal(first["labels"].numpy(), expected)
     sx, sy = 32 / 64, 32 / 48
+    # the reference's reading: x, y = xmin, ymin; w, h = xmax - xmin, ymax - ymin
     np.testing.assert_allclose(
         first["boxes"],
+        [
+            (1 * sx, 1 * sy, 39 * sx, 29 * sy, VOC_CLASSES.index("dog")),
+            (10 * sx, 5 * sy, 50 * sx, 43 * sy, 14),
+        ],
+        rtol=1e-5,
+    )
+    inclusive = create_dataset(
+        "voc", root, "train", size=32, augment=False, cache=False, inclusive_boxes=True
+    )
+    # 1-based inclusive corners as pixels: x, y = xmin - 1, ymin - 1; w, h one more
+    np.testing.assert_allclose(
+        inclusive[0]["boxes"],
         [
             (0, 0, 40 * sx, 30 * sy, VOC_CLASSES.index("dog")),
             (9 * sx, 4 * sy, 51 * sx, 44 * sy, 14),

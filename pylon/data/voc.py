@@ -46,8 +46,18 @@ def find_voc_root(root: Path) -> Path:
     )
 
 
-def parse_annotation(path: Path) -> tuple[list[tuple[float, float, float, float, int]], int, int]:
-    """Boxes ``(x, y, w, h, class)`` (0-based pixels) and (height, width) of a VOC XML file."""
+def parse_annotation(
+    path: Path, inclusive_boxes: bool = False
+) -> tuple[list[tuple[float, float, float, float, int]], int, int]:
+    """Boxes ``(x, y, w, h, class)`` and (height, width) of a VOC XML file.
+
+    Args:
+        path: the XML file.
+        inclusive_boxes: ``False`` (the reference): ``x, y = xmin, ymin`` and ``w, h = xmax -
+            xmin, ymax - ymin``. ``True`` reads VOC's corners as the 1-based, inclusive pixels
+            they are: ``x, y = xmin - 1, ymin - 1`` and ``w, h = xmax - xmin + 1, ...`` (each box
+            one pixel up-left and one wider than the reference's).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"voc: annotation file not found: {path}")
     try:
@@ -75,8 +85,10 @@ def parse_annotation(path: Path) -> tuple[list[tuple[float, float, float, float,
             raise ValueError(
                 f"{path}, object {k}: <bndbox> needs numeric xmin/ymin/xmax/ymax"
             ) from err
-        # VOC coordinates are 1-based and inclusive.
-        box = (xmin - 1.0, ymin - 1.0, xmax - xmin + 1.0, ymax - ymin + 1.0)
+        if inclusive_boxes:
+            box = (xmin - 1.0, ymin - 1.0, xmax - xmin + 1.0, ymax - ymin + 1.0)
+        else:
+            box = (xmin, ymin, xmax - xmin, ymax - ymin)
         boxes.append(
             (*check_box(box, height, width, f"{path}, object {k}"), VOC_CLASSES.index(name))
         )
@@ -90,7 +102,9 @@ class VOCDataset(BoxDataset):
     them at eval; an object an augmentation crops away loses its label, as in the reference);
     ``records`` hold the labels of all objects. Uses the VOC transform on 3-channel images.
     ``background_class=True`` prepends the reference's ``"background"`` class (21 outputs, one
-    that no object ever makes positive); by default the 20 object classes.
+    that no object ever makes positive); by default the 20 object classes. Boxes are read as
+    the reference reads them; ``inclusive_boxes=True`` reads VOC's 1-based inclusive corners
+    exactly (:func:`parse_annotation`).
     """
 
     def __init__(
@@ -101,6 +115,7 @@ class VOCDataset(BoxDataset):
         augment: bool = False,
         *,
         background_class: bool = False,
+        inclusive_boxes: bool = False,
         **options: Any,
     ):
         if root is None:
@@ -116,7 +131,7 @@ class VOCDataset(BoxDataset):
         shift = int(background_class)
         records = []
         for name in names:
-            boxes, _, _ = parse_annotation(voc / "Annotations" / f"{name}.xml")
+            boxes, _, _ = parse_annotation(voc / "Annotations" / f"{name}.xml", inclusive_boxes)
             boxes = [(*box[:4], box[4] + shift) for box in boxes]
             labels = np.zeros(len(class_names), dtype=np.float32)
             labels[[b[4] for b in boxes]] = 1.0
