@@ -29,6 +29,11 @@ MODELS = {
     "unet": ("unet", {}),
     "deeplabv3plus": ("deeplabv3plus", {}),
     "pan": ("pan", {}),
+    # variants the experiment functions offer by argument (nih_fpn use_norm='groupnorm',
+    # nih_deeplabv3 aspp_mode='nogap', nih_pan use_gap=False)
+    "fpn-gn": ("fpn", {"norm": "groupnorm", "dropout": 0.0}),
+    "deeplabv3plus-nogap": ("deeplabv3plus", {"aspp_pooling": False}),
+    "pan-nogap": ("pan", {"gap": False}),
 }
 # which runs each run file lists
 RUNS = {
@@ -37,7 +42,9 @@ RUNS = {
     "vindr": ["cam", "li2018", "fpn", "pylon"],
     "voc": ["cam", "li2018", "fpn"],
 }
+VARIANTS = ["fpn-gn", "deeplabv3plus-nogap", "pan-nogap"]  # at 256 px, as the NIH runs
 PAPER = [(f"{d}-{m}", d, m) for d, models in RUNS.items() for m in models]
+PAPER += [(f"nih256-{m}", "nih256", m) for m in VARIANTS]
 
 
 @pytest.mark.parametrize(("preset", "dataset", "model"), PAPER)

@@ -1,5 +1,6 @@
 """ClassifierModule: a non-finite loss or gradient stops training with a message naming the step;
-the item seeds of the data order depend only on (seed, epoch, index)."""
+the learning-rate stop is the reference's; the item seeds of the data order depend only on
+(seed, epoch, index)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class _Toy(nn.Module):
         n = x.shape[0]
         if self.mode == "nan_loss":
             logits = self.w * x.mean() * torch.nan
+        elif self.mode == "constant":  # the same loss every epoch: the plateau never improves
+            logits = self.w * 0.0 + x.mean() * 0
         else:  # sqrt at 0: the value is finite (0), its gradient is not
             logits = torch.sqrt(self.w * 0.0) + x.mean() * 0
         logits = logits.expand(n, 2)
@@ -62,6 +65,22 @@ def test_non_finite_training_stops_with_the_step(mode, message):
     )  # fmt: skip
     with pytest.raises(FloatingPointError, match=message):
         trainer.fit(module, train_dataloaders=_loader())
+
+
+def test_training_stops_once_the_lr_reaches_lr_term():
+    """The reference's TerminateLRCb stops at ``lr <= lr_thresh``: 1e-3 halved twice is exactly
+    2.5e-4 (halving is exact in binary), so training stops after the third epoch, not the
+    fourth."""
+    optim = OptimConfig(lr=1e-3, scheduler="plateau", patience=0, factor=0.5, lr_term=2.5e-4)
+    module = ClassifierModule(_Toy("constant"), optim)
+    trainer = L.Trainer(
+        max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=_loader(), val_dataloaders=_loader())
+    assert module.current_lr() == 2.5e-4
+    assert trainer.current_epoch == 3  # epochs 0, 1, 2 ran: lr 1e-3, then 5e-4, then 2.5e-4
+    assert "lr_term" in module.stop_reason
 
 
 def test_data_order_and_item_seeds_depend_on_seed_and_epoch_only():

@@ -120,9 +120,9 @@ class ClassifierModule(L.LightningModule):
             return
         if self.plateau is not None:
             self.plateau.step(val_loss)
-        if self.current_lr() < self.optim.lr_term:
+        if self.current_lr() <= self.optim.lr_term:  # <=, as the reference's TerminateLRCb
             self.stop_reason = (
-                f"learning rate {self.current_lr():.2e} < lr_term {self.optim.lr_term:.0e}"
+                f"learning rate {self.current_lr():.2e} <= lr_term {self.optim.lr_term:.0e}"
             )
             self.trainer.should_stop = True
 

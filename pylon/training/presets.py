@@ -37,7 +37,7 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 # The reference's Config defaults (utils/exp_base.py): Adam lr 1e-4, ReduceLROnPlateau on the
-# validation loss (patience 1, factor 0.2), stop below lr 1e-6, fp16 autocast (``auto`` is fp16
+# validation loss (patience 1, factor 0.2), stop at lr <= 1e-6, fp16 autocast (``auto`` is fp16
 # on CUDA; on a CPU, which has no fast fp16, bf16 or fp32), best validation loss kept.
 RECIPE = {
     "optim.lr": 1e-4,
@@ -53,8 +53,8 @@ RECIPE = {
 
 
 def _cache(size: int) -> dict[str, Any]:
-    """Cache at twice the input size (at most the 1024 px originals), so that random crops are
-    as sharp as the reference's crops of the full-size image."""
+    """Cache training images at twice the input size (at most the 1024 px originals), so that
+    random crops are as sharp as the reference's crops of the full-size image."""
     return {"data.size": size, "data.options": {"cache_size": min(2 * size, 1024)}}
 
 
