@@ -206,6 +206,9 @@ def resize_image(
         interpolation: OpenCV flag of the resize.
         layout: ``"square"`` resizes to ``size`` x ``size``; ``"fit"`` resizes to
             :func:`fit_shape` and zero-pads the slot's bottom and right.
+
+    Returns:
+        The uint8 slot ``(size, size, channels)`` and the original height and width.
     """
     image = read_image(path, channels)
     height, width = image.shape[:2]
