@@ -182,6 +182,23 @@ def test_reference_checkpoint_loads_strictly(tmp_path, layout, model_name, optio
         assert torch.equal(state[_ours(k, renames)], v), k
 
 
+def test_reference_single_file_checkpoint_loads(tmp_path):
+    """The reference's older checkpoints hold the weights under "net", beside the optimizer's
+    state and the trainer's counters."""
+    torch.manual_seed(0)
+    reference = {k: torch.randn(s) for k, s in baseline().items()}
+    reference = {
+        k: v.long() if k.endswith("num_batches_tracked") else v for k, v in reference.items()
+    }
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-4)
+    path = tmp_path / "checkpoint.pkl"
+    torch.save({"net": reference, "opt": optimizer.state_dict(), "state": {"i_itr": 7}}, path)
+    model = create_model("cam", encoder="resnet18", num_classes=N)
+    report = load_weights(model, path)  # strict
+    assert report.complete and len(report.loaded) == len(reference)
+    assert torch.equal(model.state_dict()["classifier.weight"], reference["out.weight"])
+
+
 def test_our_own_names_still_load(tmp_path):
     """A file in our names (e.g. an older pylon run) is not renamed."""
     source = create_model("li2018", encoder="resnet18", num_classes=N)

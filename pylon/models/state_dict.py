@@ -20,7 +20,8 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".pkl", ".pt", ".pth", ".bin", ".ckpt")
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+# "net": the reference's older single-file checkpoints, {"net": ..., "opt": ..., "state": ...}
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 _PREFIXES = ("module.", "model.")
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
@@ -124,7 +125,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
     if not isinstance(obj, Mapping) or not _is_tensor_dict(obj):
         raise ValueError(
             f"{path}: expected a state dict (a mapping of names to tensors, possibly under "
-            f"'state_dict' or 'model'), got {type(obj).__name__}"
+            f"'state_dict', 'model' or 'net'), got {type(obj).__name__}"
         )
     return dict(obj)
 
