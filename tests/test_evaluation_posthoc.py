@@ -136,11 +136,25 @@ def fake_run(root, size=64):
     return paths.root
 
 
+# the methods the reference's eval_cam.py runs (scorecam is commented out there)
+REFERENCE_METHODS = ["gradcam", "gradcam++", "xgradcam", "eigencam"]
+
+
+def test_evaluate_cam_defaults_to_the_reference_methods(tmp_path):
+    run = fake_run(tmp_path)
+    result = CliRunner().invoke(app, ["evaluate-cam", str(run), "--max-images", "1"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(run / "posthoc_comparison.csv")
+    assert list(table["method"]) == [OWN_CAM, *REFERENCE_METHODS]
+
+
 def test_evaluate_cam_writes_every_method_file(tmp_path):
     run = fake_run(tmp_path)
     result = CliRunner().invoke(
-        app, ["evaluate-cam", str(run), "--max-images", "2", "--batch-size", "4"]
-    )
+        app,
+        ["evaluate-cam", str(run), "--max-images", "2", "--batch-size", "4",
+         "--methods", ",".join(METHODS)],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     for method in METHODS:
         frame = pd.read_csv(run / f"posthoc_{method}.csv")

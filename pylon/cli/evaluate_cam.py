@@ -17,7 +17,9 @@ console = Console()
 def evaluate_cam_command(
     run: Path = typer.Argument(..., help="Run folder runs/<experiment>/<seed>."),
     methods: str = typer.Option(
-        "gradcam,gradcam++,xgradcam,eigencam,scorecam", help="Comma-separated post-hoc methods."
+        "gradcam,gradcam++,xgradcam,eigencam",
+        help="Comma-separated post-hoc methods (default: those of the reference's eval_cam.py; "
+        "scorecam is available too, one forward pass per channel of the layer).",
     ),
     split: str | None = typer.Option(None, help="Split with boxes (default: the run's loc split)."),
     max_images: int | None = typer.Option(
