@@ -272,6 +272,8 @@ def test_reference_split_file_naming_a_missing_image(tmp_path):
         nih(root, "train", split_files=folder)
     with pytest.raises(FileNotFoundError, match="original_split_val.csv"):
         nih(root, "val", split_files=folder)
+    with pytest.raises(FileNotFoundError, match=r"original_split_test.csv.*keeps it in data/"):
+        nih(root, "test", split_files=folder)
     with pytest.raises(FileNotFoundError, match="split_files folder nowhere not found"):
         nih(root, "val", split_files="nowhere")
 

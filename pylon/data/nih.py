@@ -168,7 +168,17 @@ def _split_names(
 
 
 def _split_file(root: Path, split_files: str | os.PathLike, split: str) -> Path:
-    return find_folder(root, split_files, "nih14: split_files") / REFERENCE_SPLIT_FILES[split]
+    path = find_folder(root, split_files, "nih14: split_files") / REFERENCE_SPLIT_FILES[split]
+    if not path.is_file():
+        # the reference repository keeps its test split one folder up, in data/
+        where = (
+            "; the reference repository keeps it in data/, not data/nih14/: copy it next to the "
+            "other split files"
+            if split == "test"
+            else ""
+        )
+        raise FileNotFoundError(f"nih14: split file for {split!r} not found: {path}{where}")
+    return path
 
 
 def _records_from_split_file(
