@@ -203,3 +203,63 @@ def test_evaluate_cam_scores_the_whole_split_by_default(tmp_path):
     first = next(dataset[i] for i in range(len(dataset)) if dataset[i]["boxes"])
     assert set(one["n_pairs"]) == {len({b[4] for b in first["boxes"]})} and pairs > 2
     assert one["n_pairs"].iloc[0] < pairs  # the default went past the first image
+
+
+def csv_run(root, size=64):
+    """A run on a CSV dataset of 96 x 128 images with boxes (originals larger than the input)."""
+    from PIL import Image
+
+    data = root / "data"
+    (data / "img").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    rows, boxes = ["image,split,Nodule,Mass"], ["Image Index,Finding Label,Bbox [x,y,w,h],,,"]
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (96, 128), dtype=np.uint8)).save(data / f"img/{i}.png")
+        rows.append(f"img/{i}.png,test,1,{i % 2}")
+        boxes.append(f"{i}.png,Nodule,{10 + 20 * i},{5 + 10 * i},30,24,,,")
+        if i % 2:
+            boxes.append(f"{i}.png,Mass,0,40,60,50,,,")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    (data / "boxes.csv").write_text("\n".join(boxes) + "\n")
+    paths = RunPaths.of(root, "csv", 0)
+    options = {"boxes": "boxes.csv", "cache": False, "progress": False}
+    config = TrainConfig(
+        experiment="csv",
+        precision="fp32",
+        progress=False,
+        model=ModelConfig(name="cam", encoder="resnet18"),
+        data=DataConfig(
+            name="csv", root=str(data), size=size, batch_size=2, num_workers=0, options=options
+        ),
+    )
+    config.data.loc_split = "test"
+    config.to_yaml(paths.config)
+    dataset = create_dataset("csv", data, "test", size=size, **options)
+    torch.manual_seed(0)
+    model = create_model("cam", encoder="resnet18", num_classes=2)
+    record = dataset.preprocessing.with_model(model.pylon_config)
+    save_weights(model, paths.best, metadata=record.to_metadata())
+    return paths
+
+
+def test_reference_style_peaks_come_from_the_map_at_the_original_size(tmp_path):
+    """As the reference's figures: the map (sigmoid) up-sampled bilinearly to the original image,
+    its first arg-max, and a hit when it lies in a box of the class, edges included."""
+    from pylon.evaluation.heatmaps import heatmap_rows
+
+    paths = csv_run(tmp_path)
+    rows = list(heatmap_rows(paths.root, peak_at="original", progress=False))
+    metric_rows = list(heatmap_rows(paths.root, peak_at="input", progress=False))
+    assert len(rows) == len(metric_rows) == 6  # 4 nodules, 2 masses
+    moved = 0
+    for row, metric_row in zip(rows, metric_rows, strict=True):
+        assert row.image.shape[:2] == (96, 128)
+        heat = torch.from_numpy(row.heatmap)[None, None]
+        up = F.interpolate(heat, size=(96, 128), mode="bilinear", align_corners=False)[0, 0]
+        index = int(torch.argmax(up))  # the first maximum in row-major order
+        want = (index // 128, index % 128)
+        assert row.peak == want
+        hit = any(x <= want[1] <= x + w and y <= want[0] <= y + h for x, y, w, h, _ in row.boxes)
+        assert row.hit == hit
+        moved += metric_row.peak != row.peak
+    assert moved > 0  # the two rules differ here, so the test tells them apart

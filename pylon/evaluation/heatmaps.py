@@ -25,6 +25,7 @@ from pylon.training.datamodule import build_dataset, eval_loader
 from pylon.training.runs import open_trained_run
 
 ROWS_PER_PAGE = 10
+PEAK_AT = ("input", "original")
 
 
 def read_picked(path: str | Path, class_names: list[str]) -> dict[str, set[int] | None]:
@@ -97,6 +98,7 @@ def heatmap_rows(
     limit: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    peak_at: str = "input",
 ) -> Iterator[HeatmapRow]:
     """One row per (image, class) pair with boxes, in dataset order (streamed batch by batch).
 
@@ -108,15 +110,21 @@ def heatmap_rows(
         device: where the model runs (default: where training runs); the precision policy and
             channels_last apply as in training.
         progress: report progress (a bar in a terminal, plain lines in logs).
+        peak_at: ``"input"``: the peak and hit are the metric's (the point-localization arg-max
+            at the network input, as in ``eval_loc.csv``), the peak mapped to original pixels by
+            :func:`pylon.evaluation.coordinates.peak_in_original`; ``"original"``: the map is
+            up-sampled to the original image and scored against the original boxes there, as the
+            reference's figures do.
 
     Returns:
-        An iterator of :class:`HeatmapRow`; the peak is the metric's (the point-localization
-        arg-max) mapped to original pixels by :func:`pylon.evaluation.coordinates.peak_in_original`.
+        An iterator of :class:`HeatmapRow`.
 
     Raises:
         ValueError: when picked images are not in the split, or none has boxes of the picked
             classes (those without boxes are skipped with a warning).
     """
+    if peak_at not in PEAK_AT:
+        raise ValueError(f"peak_at={peak_at!r}; expected one of {', '.join(PEAK_AT)}")
     paths, config = open_trained_run(run_dir)
     split = split or config.data.loc_split
     dataset = build_dataset(config.data, split)
@@ -152,16 +160,22 @@ def heatmap_rows(
                         continue
                 seen.add(image_id)
                 image, boxes = original_view(dataset, offset + i)
-                peak = peak_in_original(
-                    int(scores.peak_row[k]), int(scores.peak_col[k]), input_size, image.shape[:2]
-                )
+                boxes = [b for b in boxes if int(b[4]) == c]
+                if peak_at == "original":
+                    own = [[(*b[:4], 0) for b in boxes]]
+                    at = score_pairs(cams[i : i + 1, c : c + 1], own, image.shape[:2])
+                    peak, hit = (int(at.peak_row[0]), int(at.peak_col[0])), bool(at.point_hit[0])
+                else:
+                    row, col = int(scores.peak_row[k]), int(scores.peak_col[k])
+                    peak = peak_in_original(row, col, input_size, image.shape[:2])
+                    hit = bool(scores.point_hit[k])
                 yield HeatmapRow(
                     image=image,
                     heatmap=torch.sigmoid(cams[i, c]).numpy(),
-                    boxes=[b for b in boxes if int(b[4]) == c],
+                    boxes=boxes,
                     class_name=names[c],
                     probability=float(probabilities[i, c]),
-                    hit=bool(scores.point_hit[k]),
+                    hit=hit,
                     peak=(float(peak[0]), float(peak[1])),
                 )
                 count += 1
@@ -217,9 +231,10 @@ def write_run_heatmaps(
         run_dir: a trained run folder.
         out_dir: the output folder (default ``RUN/heatmaps/<split>``).
         split, picked, limit, device, progress: as :func:`heatmap_rows`.
-        style: ``"reference"`` (each map min-max scaled per image, heat + 0.5 x image, as the
-            reference's figures) or ``"probability"`` (absolute probabilities); the figure titles
-            say which.
+        style: ``"reference"`` (as the reference's figures: each map min-max scaled per image,
+            heat + 0.5 x image, white boxes, peak and hit taken from the map up-sampled to the
+            original image) or ``"probability"`` (absolute probabilities; peak and hit are the
+            metric's, as in ``eval_loc.csv``); the figure titles say which.
 
     Returns:
         The pages written, in order (none when no pair has boxes).
@@ -240,7 +255,13 @@ def write_run_heatmaps(
         chunk.clear()
 
     rows = heatmap_rows(
-        run_dir, split=split, picked=picked, limit=limit, device=device, progress=progress
+        run_dir,
+        split=split,
+        picked=picked,
+        limit=limit,
+        device=device,
+        progress=progress,
+        peak_at="original" if style == "reference" else "input",
     )
     for row in rows:
         chunk.append(row)

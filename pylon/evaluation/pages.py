@@ -65,11 +65,12 @@ def draw_heatmap_row(
     original_ax.set_title(row.class_name, fontsize=9)
     overlay = overlay_image(row.image, row.heatmap, alpha=alpha, style=style, max_side=max_side)
     overlay_ax.imshow(overlay, extent=extent)
+    edge = "white" if style == "reference" else "lime"  # the reference draws white boxes
     for box in row.boxes:
         x, y, w, h = (float(v) for v in box[:4])
         # imshow centres pixel i at i, so pixel edges sit at i - 0.5
         overlay_ax.add_patch(
-            Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="lime", linewidth=1.5)
+            Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=edge, linewidth=1.5)
         )
     if row.peak is not None:
         overlay_ax.plot(row.peak[1], row.peak[0], marker="x", color="white", markersize=8, mew=2)
