@@ -139,3 +139,52 @@ def test_a_box_cropped_away_loses_its_label(tmp_path):
     # at eval every object is kept
     val = create_dataset("voc", root, "train", size=32, augment=False, cache=False)
     assert set(np.flatnonzero(val[0]["labels"].numpy())) == {cat, dog}
+
+
+def test_voc_preset_trains_and_evaluates_with_the_background_output(tmp_path):
+    """The VOC presets use the reference's 21 outputs; the never-positive background is left out
+    of AUROC (as the reference's AUROCCb) and has no boxes to localize."""
+    import torch
+
+    from pylon.data.preprocessing import Preprocessing
+    from pylon.evaluation.evaluate import evaluate_run
+    from pylon.models.weights import read_weights_metadata
+    from pylon.training.config import apply_overrides
+    from pylon.training.fit import train
+    from pylon.training.presets import get_preset
+
+    torch.set_num_threads(2)
+    images = {
+        "2008_000001": [("dog", 1, 1, 40, 30), ("person", 10, 5, 60, 48)],
+        "2008_000002": [("cat", 5, 5, 20, 20)],
+        "2008_000003": [("dog", 2, 3, 64, 48)],
+        "2008_000004": [("cat", 30, 10, 50, 40)],
+        "2008_000005": [("dog", 2, 3, 30, 30), ("cat", 30, 10, 60, 44)],
+    }
+    root = make_voc(tmp_path / "voc", images, train=list(images)[:2], val=list(images)[2:])
+    config = apply_overrides(
+        get_preset("voc-cam"),
+        {
+            "data.root": str(root),
+            "data.size": 64,
+            "data.batch_size": 2,
+            "data.num_workers": 0,
+            "data.cache_dir": str(tmp_path / "cache"),
+            "model.encoder": "resnet18",
+            "model.encoder_weights": None,
+            "max_epochs": 1,
+            "precision": "fp32",
+            "progress": False,
+        },
+    )
+    run_dir = train(config, runs_dir=tmp_path / "runs")
+    meta = read_weights_metadata(run_dir / "checkpoints" / "best.safetensors")
+    record = Preprocessing.from_metadata(meta, "best")
+    assert list(record.class_names) == ["background", *VOC_CLASSES]
+    with pytest.warns(UserWarning, match="background"):
+        results = evaluate_run(run_dir, progress=False)
+    assert {"auroc_dog", "auroc_cat"} <= set(results["auc"]) and "auroc_background" not in results[
+        "auc"
+    ]
+    assert np.isfinite(results["auc"]["auroc_macro"])
+    assert not any("background" in key for key in results["loc"])

@@ -72,12 +72,15 @@ def test_paper_preset_equals_the_reference_run(preset, dataset, model):
     assert resolve_execution(config.precision, "cuda").precision == "fp16"
     # crops as sharp as the reference's crops of the original: cache >= 2x the input size
     assert config.data.options["cache_size"] >= min(2 * want["size"], 1024)
+    # data/voc.py ID_TO_CLS: 'background' then the 20 classes (21 outputs)
+    assert config.data.options.get("background_class", False) is (want["data"] == "voc")
 
 
 def test_voc_pylon_and_vindr_two_phase_freeze_first_then_fine_tune():
     for name in ("voc-pylon-twophase", "vindr-pylon-twophase"):
         config = get_preset(name)
         assert config.model.name == "pylon"
+        assert config.data.options.get("background_class", False) is name.startswith("voc")
         assert [p.get("model.freeze") for p in config.phases] == ["enc", None]
         assert "max_epochs" not in config.phases[0]  # each phase runs the full schedule
 

@@ -52,10 +52,11 @@ RECIPE = {
 }
 
 
-def _cache(size: int) -> dict[str, Any]:
+def _cache(size: int, **options: Any) -> dict[str, Any]:
     """Cache training images at twice the input size (at most the 1024 px originals), so that
-    random crops are as sharp as the reference's crops of the full-size image."""
-    return {"data.size": size, "data.options": {"cache_size": min(2 * size, 1024)}}
+    random crops are as sharp as the reference's crops of the full-size image; ``options`` are
+    the dataset's other options."""
+    return {"data.size": size, "data.options": {"cache_size": min(2 * size, 1024), **options}}
 
 
 NIH = {
@@ -153,15 +154,15 @@ def _build() -> dict[str, Preset]:
         {"model.init_from": "runs/nih256-pylon/{seed}/checkpoints/best.safetensors"},
         {"phases": _two_phase()},
     )
+    # the reference's VOC head has 21 outputs: "background" first, never positive
+    voc_data = _cache(256, background_class=True)
     for key in ("cam", "li2018", "fpn"):
-        add(
-            f"voc-{key}", f"Pascal VOC 2012, 256 px: {MODELS[key][2]}", VOC, _cache(256), model(key)
-        )
+        add(f"voc-{key}", f"Pascal VOC 2012, 256 px: {MODELS[key][2]}", VOC, voc_data, model(key))
     add(
         "voc-pylon-twophase",
         "Pascal VOC 2012 PYLON: frozen ImageNet encoder, then full fine-tuning",
         VOC,
-        _cache(256),
+        voc_data,
         model("pylon"),
         {"phases": _two_phase()},
     )
