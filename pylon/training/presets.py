@@ -154,15 +154,19 @@ def _build() -> dict[str, Preset]:
         {"model.init_from": "runs/nih256-pylon/{seed}/checkpoints/best.safetensors"},
         {"phases": _two_phase()},
     )
-    # the reference's VOC head has 21 outputs: "background" first, never positive
-    voc_data = _cache(256, background_class=True)
+
+    def voc_data() -> dict[str, Any]:
+        """A fresh options dict per preset; the reference's VOC head has 21 outputs, a
+        never-positive "background" first."""
+        return _cache(256, background_class=True)
+
     for key in ("cam", "li2018", "fpn"):
-        add(f"voc-{key}", f"Pascal VOC 2012, 256 px: {MODELS[key][2]}", VOC, voc_data, model(key))
+        add(f"voc-{key}", f"Pascal VOC 2012, 256 px: {MODELS[key][2]}", VOC, voc_data(), model(key))
     add(
         "voc-pylon-twophase",
         "Pascal VOC 2012 PYLON: frozen ImageNet encoder, then full fine-tuning",
         VOC,
-        voc_data,
+        voc_data(),
         model("pylon"),
         {"phases": _two_phase()},
     )
