@@ -103,6 +103,7 @@ def test_free_space_refusal_names_sizes_and_how_to_move(tmp_path, monkeypatch):
     index = len('["img0", "img1", "img2"]') + 3 * 16 + 1024
     assert f"{(3 * 512 * 512 + 4096 + index) / 1024:.1f} KiB" in message  # 773.1 KiB
     assert "free" in message and "976.6 KiB" in message  # 10**6 bytes
+    assert "plus 512.0 MiB pylon leaves free" in message  # the reserve is said
     assert "PYLON_CACHE" in message and "data.cache_dir" in message
     assert list(cache_dir.iterdir()) == []  # nothing written
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**12, 0, 10**12))
@@ -238,7 +239,9 @@ def test_cache_list_and_clear_commands(tmp_path):
         progress=False,
         split="val",
     )
-    (cache_dir / ".gamma.npy.x1.tmp").write_bytes(b"\0" * 100)  # an interrupted build
+    # an interrupted build of a version that wrote the index last: recognised by its name
+    stale = cache_dir / ".gamma-train-16px-1ch-area-0123456789abcdef.npy.ab_12xyz.tmp"
+    stale.write_bytes(b"\0" * 100)
     runner = CliRunner()
     listed = runner.invoke(app, ["cache", "list", "--cache-dir", str(cache_dir)])
     assert listed.exit_code == 0, listed.output
@@ -322,3 +325,126 @@ def test_evaluation_pixels_equal_decoding_whatever_the_cache_size(tmp_path):
     for i in range(len(direct)):
         np.testing.assert_array_equal(direct[i]["image"].numpy(), cached[i]["image"].numpy())
         np.testing.assert_allclose(direct[i]["boxes"], cached[i]["boxes"], rtol=1e-6)
+
+
+def _user_files(folder):
+    """Files a user keeps in a shared cache folder, two of them named like a cache."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "my_features.npy", np.arange(10))
+    (folder / "my_features.json").write_text('{"name": "mine", "version": 2}')
+    np.save(folder / "feat-32px-1ch-area-0123456789abcdef.npy", np.zeros(3))
+    (folder / "feat-32px-1ch-area-0123456789abcdef.json").write_text('{"source_hash": "ff"}')
+    (folder / ".notes.npy.abcd1234.tmp").write_text("mine")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_list_and_clear_touch_only_pylons_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from pylon.cli.main import app
+
+    cache_dir = tmp_path / "shared"
+    mine = _user_files(cache_dir)
+    cache = _open(_write(tmp_path / "img", 3), cache_dir)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["cache", "list", "--cache-dir", str(cache_dir)])
+    assert listed.exit_code == 0, listed.output
+    assert "1 cache(s)" in listed.output and "incomplete" not in listed.output
+    assert "my_features" not in listed.output and "feat-" not in listed.output
+    cleared = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "-y"])
+    assert cleared.exit_code == 0 and "removed 1 cache(s)" in cleared.output
+    assert not cache.array_path.exists()
+    assert {p.name: p.read_bytes() for p in cache_dir.iterdir()} == mine
+
+
+def test_killed_build_is_listed_and_cleared_but_a_running_one_is_left_alone(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from typer.testing import CliRunner
+
+    from pylon.cli.main import app
+
+    _write(tmp_path / "img", 4, shape=(8, 8))
+    cache_dir, flag = tmp_path / "cache", tmp_path / "started"
+    mine = _user_files(cache_dir)
+    code = textwrap.dedent(
+        f"""
+        import time, cv2
+        from pathlib import Path
+        import pylon.data.cache as cache
+        cache.BUFFER_BYTES = 8 * 8  # one image per chunk
+        resize = cache._resize_many
+        def slow(args):
+            if args[0][0].stem == "img2":  # two images written, then stuck
+                Path({str(flag)!r}).write_text("x")
+                time.sleep(120)
+            return resize(args)
+        cache._resize_many = slow
+        paths = sorted(Path({str(tmp_path / "img")!r}).glob("*.png"))
+        cache.ImageCache.open_or_build("gamma", [p.stem for p in paths], paths, size=8,
+            channels=1, interpolation=cv2.INTER_AREA, cache_dir={str(cache_dir)!r}, workers=0,
+            progress=False, split="train")
+        """
+    )
+    build = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        for _ in range(600):
+            if flag.exists() or build.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert flag.exists()
+        runner = CliRunner()
+        listed = runner.invoke(app, ["cache", "list", "--cache-dir", str(cache_dir)])
+        assert f"gamma train: being built (pid {build.pid})" in listed.output, listed.output
+        cleared = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "-y"])
+        assert "left alone: gamma train is being built" in cleared.output, cleared.output
+        assert len(list(cache_dir.iterdir())) == len(mine) + 2  # its index and temp array
+    finally:
+        build.send_signal(signal.SIGKILL)  # as the OOM killer or a cluster's time limit does
+        build.wait()
+    leftovers = sorted(p.name for p in cache_dir.iterdir() if p.name not in mine)
+    assert len(leftovers) == 2 and leftovers[0].startswith(".gamma-train-8px-1ch-area-")
+    assert leftovers[0].endswith(".tmp") and leftovers[1].endswith(".json")
+    listed = runner.invoke(app, ["cache", "list", "--cache-dir", str(cache_dir)])
+    assert "incomplete" in listed.output and "1 cache(s)" in listed.output, listed.output
+    # the next build is not fooled by the killed build's index
+    paths = sorted((tmp_path / "img").glob("*.png"))
+    cache = ImageCache.open_or_build(
+        "gamma",
+        [p.stem for p in paths],
+        paths,
+        size=8,
+        channels=1,
+        interpolation=cv2.INTER_AREA,
+        cache_dir=cache_dir,
+        progress=False,
+        split="train",
+    )
+    np.testing.assert_array_equal(cache[3][:, :, 0], np.asarray(Image.open(paths[3])))
+    cleared = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache_dir), "-y"])
+    # one cache (same key): the killed build's temp file goes with it
+    assert "removed 1 cache(s)" in cleared.output, cleared.output
+    assert {p.name: p.read_bytes() for p in cache_dir.iterdir()} == mine
+
+
+def test_cache_commands_name_a_folder_that_is_not_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from pylon.cli.main import app
+
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0")
+    runner = CliRunner()
+    for command in ("list", "clear"):
+        result = runner.invoke(
+            app, ["cache", command, "--cache-dir", str(a_file), "-y"][: 4 + (command == "clear")]
+        )
+        assert result.exit_code == 2, result.output
+        assert f"{a_file}: not a folder" in result.output and "Traceback" not in result.output
+        missing = runner.invoke(app, ["cache", command, "--cache-dir", str(tmp_path / "nope")])
+        assert missing.exit_code == 0 and "does not exist" in missing.output, missing.output
+    assert a_file.read_text() == "root:x:0:0"

@@ -71,18 +71,23 @@ _CACHE_DIR_HELP = "Cache folder (default: $PYLON_CACHE or ~/.cache/pylon; data.c
 def cache_list_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
 ) -> None:
-    """List the caches, largest first: dataset, split, size, images, bytes, created, file."""
+    """List the caches, largest first: dataset, split, size, images, bytes, created, file. Only
+    pylon's own files are listed (other files in the folder are ignored)."""
     from pylon.data.cache import default_cache_dir, format_bytes, list_caches
 
     folder = cache_dir or default_cache_dir()
-    entries = list_caches(folder)
     console = Console()
+    with exit_on_user_error(console, code=2):
+        entries = list_caches(folder)
     if not entries:
-        console.print(f"no caches in {folder}", soft_wrap=True, highlight=False)
+        missing = "" if folder.is_dir() else " (the folder does not exist)"
+        console.print(f"no caches in {folder}{missing}", soft_wrap=True, highlight=False)
         return
     for e in entries:
-        if e.complete:
-            what = f"{e.name} {e.split}".strip()
+        what = f"{e.name} {e.split}".strip()
+        if e.building:
+            text = f"{what}: being built ({e.building}), {format_bytes(e.bytes)} so far"
+        elif e.complete:
             text = (
                 f"{what}: {e.size} px {e.layout} {e.channels}ch {e.interpolation}, "
                 f"{e.images} images, "
@@ -104,14 +109,26 @@ def cache_clear_command(
     name: str | None = typer.Option(None, "--dataset", help="Only this dataset's caches."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Delete caches (all of them, or one dataset's); they are rebuilt when next needed."""
+    """Delete caches (all of them, or one dataset's); they are rebuilt when next needed. Only
+    pylon's own files are removed (other files in the folder stay), and no running build's."""
     from pylon.data.cache import clear_caches, default_cache_dir, format_bytes, list_caches
 
     folder = cache_dir or default_cache_dir()
     console = Console()
-    chosen = [e for e in list_caches(folder) if name is None or e.name == name]
+    with exit_on_user_error(console, code=2):
+        chosen = [e for e in list_caches(folder) if name is None or e.name == name]
+    running = [e for e in chosen if e.building]
+    for e in running:
+        console.print(
+            f"left alone: {e.name} {e.split} is being built ({e.building}): {e.files[0]}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    chosen = [e for e in chosen if not e.building]
     if not chosen:
-        console.print(f"no caches to remove in {folder}", soft_wrap=True, highlight=False)
+        missing = "" if folder.is_dir() else " (the folder does not exist)"
+        console.print(f"no caches to remove in {folder}{missing}", soft_wrap=True, highlight=False)
         return
     total = format_bytes(sum(e.bytes for e in chosen))
     if not yes and not typer.confirm(f"remove {len(chosen)} cache(s), {total}, in {folder}?"):

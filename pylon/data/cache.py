@@ -10,6 +10,11 @@ its S x S slot: training augmentation then sees the image's own shape, as the re
 augmentation of the original file does). Building streams bounded chunks to
 the file (memory does not grow with the cache); reads are file-backed (``pread`` of one image,
 served from the OS page cache once hot), so loaders never hold the array in their own memory.
+
+The cache folder may be shared with other files (``--cache-dir`` pointed at a project folder):
+``pylon cache list``/``clear`` only touch files named as pylon names them whose index says
+pylon wrote them. The index is written (marked ``building``) before the array, so an
+interrupted build's temp file is recognised by its name and that index.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import gc
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import time
 from collections import deque
@@ -40,6 +47,11 @@ CACHE_VERSION = 2
 CACHE_ENV = "PYLON_CACHE"
 BUFFER_BYTES = 32 * 2**20  # pixels per decoding job (and so per write)
 RESERVE_BYTES = 512 * 2**20  # free space left over after a build
+# A cache's file stem (see ImageCache.open_or_build) and the temp files of its atomic writes.
+_STEM = re.compile(r".+-[0-9]+px(?:-fit)?-[0-9]+ch-[a-z0-9]+-(?P<digest>[0-9a-f]{16})")
+_TEMP = re.compile(
+    re.escape(TEMP_PREFIX) + r"(?P<stem>.+)\.(?:npy|json)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX)
+)
 _INTERPOLATION_NAMES = {
     cv2.INTER_NEAREST: "nearest",
     cv2.INTER_LINEAR: "linear",
@@ -177,7 +189,8 @@ def check_free_space(cache_dir: Path, needed: int, what: str) -> int:
     free = shutil.disk_usage(cache_dir).free
     if needed + RESERVE_BYTES > free:
         raise CacheSpaceError(
-            f"the image cache for {what} needs {format_bytes(needed)} in {cache_dir}, but only "
+            f"the image cache for {what} needs {format_bytes(needed)} in {cache_dir}, plus "
+            f"{format_bytes(RESERVE_BYTES)} pylon leaves free for other programs, but only "
             f"{format_bytes(free)} is free there; free some space, or put the cache on a bigger "
             f"disk with {CACHE_ENV}=/path/to/dir or --set data.cache_dir=/path/to/dir (or "
             "--set data.options.cache=false to decode every image on the fly, ~10x slower); "
@@ -376,9 +389,6 @@ class ImageCache:
                 file=sys.stderr,
                 flush=True,
             )
-        sizes = _build(
-            array_path, list(paths), size, channels, interpolation, workers, progress, what, layout
-        )
         index = {
             "version": CACHE_VERSION,
             "source_hash": digest,
@@ -389,9 +399,26 @@ class ImageCache:
             "channels": channels,
             "interpolation": interp,
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "image_ids": list(image_ids),
-            "original_sizes": sizes.tolist(),
         }
+        # Written first, so that a killed build's files are still recognisably pylon's.
+        building = {"pid": os.getpid(), "host": socket.gethostname()}
+        write_text_atomic(index_path, json.dumps({**index, "building": building}))
+        try:
+            sizes = _build(
+                array_path,
+                list(paths),
+                size,
+                channels,
+                interpolation,
+                workers,
+                progress,
+                what,
+                layout,
+            )
+        except BaseException:
+            index_path.unlink(missing_ok=True)
+            raise
+        index.update(image_ids=list(image_ids), original_sizes=sizes.tolist())
         write_text_atomic(index_path, json.dumps(index))
         return cls(array_path, list(image_ids), sizes, layout)
 
@@ -408,6 +435,7 @@ class ImageCache:
             return None
         if (
             index.get("version") != CACHE_VERSION
+            or "building" in index
             or index.get("source_hash") != digest
             or len(index.get("image_ids", ())) != n
             or index.get("layout", "square") != layout
@@ -500,32 +528,79 @@ class CacheEntry:
     interpolation: str = "?"
     images: int = 0
     created: str = ""
-    complete: bool = True  # False: a partial build's temp file or an array without its index
+    complete: bool = True  # False: an interrupted build, or an older version's cache
+    building: str = ""  # "pid N": a build still running on this host (left alone by clear)
+
+
+def _pylon_index(index_path: Path, stem: str) -> dict | None:
+    """The index at ``index_path`` when pylon wrote it for the cache ``stem`` (its source hash
+    ends the stem), else ``None`` (missing, unreadable, or someone else's JSON)."""
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        return None
+    digest = _STEM.fullmatch(stem)["digest"]
+    if not isinstance(index, dict) or str(index.get("source_hash", ""))[:16] != digest:
+        return None
+    return index
+
+
+def _live_build(index: dict) -> str:
+    """``"pid N"`` when the index's build is still running on this host, else ``""``."""
+    building = index.get("building")
+    if not isinstance(building, dict) or building.get("host") != socket.gethostname():
+        return ""
+    pid = building.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return ""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass  # alive, another user's
+    return f"pid {pid}"
 
 
 def list_caches(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
-    """The caches in ``cache_dir`` (default :func:`default_cache_dir`), largest first.
+    """The caches pylon wrote in ``cache_dir`` (default :func:`default_cache_dir`), largest
+    first. Other files in the folder are ignored.
+
+    A cache is the ``<stem>.npy`` and ``<stem>.json`` of a stem as pylon names them, whose index
+    is pylon's (its source hash ends the stem), plus the temp files of its atomic writes
+    (``.<stem>.npy.XXXXXXXX.tmp``: an interrupted build). Temp files so named without an index
+    (interrupted builds of versions that wrote the index last) are listed as incomplete too.
 
     Args:
         cache_dir: the folder.
 
     Returns:
-        One entry per cache (its ``.npy`` and ``.json``) and per leftover temp file.
+        One entry per cache.
+
+    Raises:
+        NotADirectoryError: ``cache_dir`` exists but is not a folder.
     """
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: not a folder (expected the cache folder)")
     if not folder.is_dir():
         return []
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        temp = _TEMP.fullmatch(path.name)
+        stem = temp["stem"] if temp else path.stem if path.suffix in (".npy", ".json") else ""
+        if _STEM.fullmatch(stem) and path.is_file():
+            found.setdefault(stem, []).append(path)
     entries = []
-    for array in sorted(folder.glob("*.npy")):
-        index_path = array.with_suffix(".json")
-        entry = CacheEntry(array.stem, [array], array.stat().st_size)
-        try:
-            index = json.loads(index_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            entry.complete = False
-        else:
-            entry.files.append(index_path)
-            entry.bytes += index_path.stat().st_size
+    for stem, files in found.items():
+        array, index_path = folder / f"{stem}.npy", folder / f"{stem}.json"
+        index = _pylon_index(index_path, stem) if index_path in files else None
+        if index is None:
+            files = [p for p in files if _TEMP.fullmatch(p.name)]
+            if not files:
+                continue  # a pylon-like name, but nothing says pylon wrote it
+        entry = CacheEntry(stem, files, sum(p.stat().st_size for p in files), complete=False)
+        if index is not None:
             entry.name = str(index.get("name", "?"))
             entry.split = str(index.get("split", ""))
             entry.size = int(index.get("size", 0))
@@ -534,29 +609,31 @@ def list_caches(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
             entry.interpolation = str(index.get("interpolation", "?"))
             entry.images = len(index.get("image_ids", ()))
             entry.created = str(index.get("created", ""))
-            entry.complete = index.get("version") == CACHE_VERSION
+            entry.building = _live_build(index)
+            entry.complete = (
+                index.get("version") == CACHE_VERSION and "building" not in index and array in files
+            )
         entries.append(entry)
-    for tmp in sorted(folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")):
-        if tmp.is_file():
-            entries.append(CacheEntry(tmp.name, [tmp], tmp.stat().st_size, complete=False))
     return sorted(entries, key=lambda e: -e.bytes)
 
 
 def clear_caches(
     cache_dir: str | os.PathLike | None = None, name: str | None = None
 ) -> list[CacheEntry]:
-    """Delete the caches of ``cache_dir`` (only those of dataset ``name`` if given).
+    """Delete the caches pylon wrote in ``cache_dir`` (only those of dataset ``name`` if given);
+    other files, and builds still running, are left alone.
 
     Args:
         cache_dir: the folder (default :func:`default_cache_dir`).
-        name: a dataset name (``nih14``); leftover temp files go only when it is ``None``.
+        name: a dataset name (``nih14``); leftovers whose index is gone go only when it is
+            ``None``.
 
     Returns:
         The entries removed.
     """
     removed = []
     for entry in list_caches(cache_dir):
-        if name is not None and entry.name != name:
+        if entry.building or (name is not None and entry.name != name):
             continue
         for path in entry.files:
             path.unlink(missing_ok=True)
