@@ -18,6 +18,7 @@ from pylon.evaluation.posthoc import (
     OWN_CAM,
     BoxedImages,
     evaluate_methods,
+    evaluate_run_posthoc,
     last_encoder_stage,
     posthoc_maps,
 )
@@ -172,3 +173,20 @@ def test_evaluate_cam_rejects_bad_input(tmp_path):
     assert result.exit_code == 1 and "config.yaml" in result.output  # failed work
     result = CliRunner().invoke(app, ["evaluate-cam", str(tmp_path), "--methods", "magic"])
     assert result.exit_code == 2 and "magic" in result.output
+
+
+def test_evaluate_cam_progress_counts_the_images_scored_per_method(tmp_path, capsys, monkeypatch):
+    """`--max-images 2` of a split of 8 counts to 2/2 (100 %), once per method: scorecam is far
+    slower per image than the own CAM, so each method gets its own count (and honest ETA)."""
+    run = fake_run(tmp_path)
+    config = TrainConfig.from_yaml(run / "config.yaml")
+    config.data.options["num_images"] = 8
+    config.to_yaml(run / "config.yaml")
+    monkeypatch.setenv("PYLON_PROGRESS", "lines")
+    evaluate_run_posthoc(run, ["gradcam", "scorecam"], max_images=2, batch_size=1)
+    err = capsys.readouterr().err
+    for name in (OWN_CAM, "gradcam", "scorecam"):
+        assert f"evaluate-cam test ({name}): 2/2 (100%)" in err, err
+    assert "/8" not in err
+    table = pd.read_csv(run / "posthoc_comparison.csv")
+    assert table["n_pairs"].nunique() == 1

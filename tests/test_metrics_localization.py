@@ -484,3 +484,21 @@ def test_bad_cams_raise_clear_errors():
     cams = torch.zeros(1, 2, 2, 2)
     cams[0, 1] = math.nan
     assert localization_accuracy(cams, [[(0, 0, 1, 1, 0)]], (8, 8))["point_acc_0"] == 1.0
+
+
+def test_probabilities_above_one_are_refused_with_the_range_found():
+    """Raw scores passed as probabilities (apply_sigmoid=False) are refused, not scored."""
+    cams = torch.zeros(1, 2, 2, 2)
+    cams[0, 0, 0, 0] = 3.5  # a logit, not a probability
+    boxes = [[(0, 0, 1, 1, 0)]]
+    with pytest.raises(ValueError, match=r"\[0, 1\].* from 0 to 3\.5"):
+        localization_accuracy(cams, boxes, (8, 8), apply_sigmoid=False)
+    acc = LocalizationAccumulator(2, (8, 8), apply_sigmoid=False)
+    with pytest.raises(ValueError, match=r"from 0 to 3\.5"):
+        acc.update(cams, boxes)
+    cams[0, 1, 1, 1] = -0.25  # below 0 in a map without boxes
+    cams[0, 0, 0, 0] = 1.0
+    with pytest.raises(ValueError, match=r"from -0\.25 to 1"):
+        localization_accuracy(cams, boxes, (8, 8), apply_sigmoid=False)
+    cams[0, 1, 1, 1] = 0.0
+    assert localization_accuracy(cams, boxes, (8, 8), apply_sigmoid=False)["point_acc_0"] == 1.0

@@ -19,6 +19,14 @@ def _fmt(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.4f}"
 
 
+def _warn_stale(experiment_dir: Path) -> None:
+    from pylon.evaluation.evaluate import stale_evaluations
+
+    if experiment_dir.is_dir():
+        for line in stale_evaluations(experiment_dir):
+            console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("evaluate")
 def evaluate_command(
     run: Path = typer.Argument(..., help="Run folder, e.g. runs/nih256-pylon/0."),
@@ -27,15 +35,36 @@ def evaluate_command(
     progress: bool = typer.Option(
         True, help="Report progress (a bar in a terminal, plain lines in log files)."
     ),
+    allow_unfinished: bool = typer.Option(
+        False,
+        help="Evaluate a run without DONE (intermediate weights) into unfinished_eval_*.csv, "
+        "which seed summaries and sweeps never count.",
+    ),
 ) -> None:
     """Evaluate the run's best weights on the test split; write eval_*.csv and seed summaries."""
     from pylon.evaluation.evaluate import evaluate_run, summarize_experiment
     from pylon.training.fit import is_rank_zero_process
+    from pylon.training.runs import RunPaths
 
     with exit_on_user_error(console):
-        results = evaluate_run(run, devices=devices, strategy=strategy, progress=progress)
+        results = evaluate_run(
+            run,
+            devices=devices,
+            strategy=strategy,
+            progress=progress,
+            allow_unfinished=allow_unfinished,
+        )
     if not is_rank_zero_process():
         return
+    if not RunPaths(run).is_done():
+        console.print(
+            f"{run} is not finished: wrote unfinished_eval_auc.csv and unfinished_eval_loc.csv "
+            "(not counted in seed summaries)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    _warn_stale(Path(run).parent)
     summary = summarize_experiment(Path(run).parent)
     for kind, title in (("auc", "AUROC"), ("loc", "Localization")):
         table = Table("metric", "this run", "mean over seeds", "std", "n", title=f"{title}: {run}")
@@ -85,6 +114,8 @@ def heatmaps_command(
         raise typer.BadParameter("give --picked FILE or --all, not both")
     if style not in STYLES:
         raise fail(console, f"--style {style!r}; expected one of {', '.join(STYLES)}", code=2)
+    if limit < 1:
+        raise fail(console, f"--limit must be >= 1 (or use --all), got {limit}", code=2)
     with exit_on_user_error(console):
         pages = write_run_heatmaps(
             run,
@@ -112,6 +143,8 @@ def summarize_command(
     from pylon.evaluation.paper_table import COLUMNS, paper_table
     from pylon.io import write_csv_atomic
 
+    for folder in experiments:
+        _warn_stale(folder)
     with exit_on_user_error(console):
         frame = paper_table(experiments)
     table = Table("experiment", "n", *COLUMNS, title="mean +- std over seeds (published)")

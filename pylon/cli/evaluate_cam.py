@@ -35,7 +35,9 @@ def evaluate_cam_command(
     ),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
     progress: bool = typer.Option(
-        True, help="Report progress (a bar in a terminal, plain lines in log files)."
+        True,
+        help="Report progress per method, in images (a bar in a terminal, plain lines in log "
+        "files).",
     ),
 ) -> None:
     """Compare pytorch-grad-cam methods on the model's last encoder stage with its own CAM.
@@ -50,6 +52,8 @@ def evaluate_cam_command(
         raise fail(console, err, code=2) from err
     if max_images is not None and max_images < 1:
         raise fail(console, f"--max-images must be >= 1, got {max_images}", code=2)
+    if batch_size < 1:
+        raise fail(console, f"--batch-size must be >= 1, got {batch_size}", code=2)
     with exit_on_user_error(console):
         table = evaluate_run_posthoc(
             run,

@@ -67,6 +67,19 @@ def read_picked(path: str | Path, class_names: list[str]) -> dict[str, set[int] 
     return picked
 
 
+def check_limit(limit: int | None) -> None:
+    """Refuse a row limit below 1 (``None``, no limit, is fine).
+
+    Args:
+        limit: the most rows to draw.
+
+    Raises:
+        ValueError: naming the limit and what is expected.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (or None for every pair), got {limit}")
+
+
 def original_view(dataset, index: int) -> tuple[np.ndarray, list]:
     """The image at its original resolution and its boxes in that image's pixels.
 
@@ -106,7 +119,7 @@ def heatmap_rows(
         run_dir: a trained run folder.
         split: the split with boxes (default: the run's ``loc_split``).
         picked: a picked list (:func:`read_picked`): only those images (and classes).
-        limit: stop after this many rows.
+        limit: stop after this many rows (``None``: every pair); at least 1.
         device: where the model runs (default: where training runs); the precision policy and
             channels_last apply as in training.
         progress: report progress (a bar in a terminal, plain lines in logs).
@@ -120,9 +133,10 @@ def heatmap_rows(
         An iterator of :class:`HeatmapRow`.
 
     Raises:
-        ValueError: when picked images are not in the split, or none has boxes of the picked
-            classes (those without boxes are skipped with a warning).
+        ValueError: when ``limit`` is below 1, when picked images are not in the split, or none
+            has boxes of the picked classes (those without boxes are skipped with a warning).
     """
+    check_limit(limit)
     if peak_at not in PEAK_AT:
         raise ValueError(f"peak_at={peak_at!r}; expected one of {', '.join(PEAK_AT)}")
     paths, config = open_trained_run(run_dir)
@@ -241,6 +255,7 @@ def write_run_heatmaps(
     """
     if style not in STYLES:
         raise ValueError(f"style={style!r}; expected one of {', '.join(STYLES)}")
+    check_limit(limit)
     paths, config = open_trained_run(run_dir)
     split = split or config.data.loc_split
     out_dir = Path(out_dir) if out_dir else paths.root / "heatmaps" / split

@@ -6,7 +6,7 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +129,7 @@ class BoxedImages:
         max_images: int | None = None,
         block_images: int | None = 32,
         on_image=None,
+        indices: Sequence[int] | None = None,
     ) -> Iterator[BoxedImages]:
         """Stream the images with boxes of ``dataset`` in blocks, so that a whole split never has
         to be in memory at once.
@@ -138,12 +139,13 @@ class BoxedImages:
             max_images: stop after this many images with boxes (``None``: the whole split).
             block_images: images per block (``None``: one block).
             on_image: called once per dataset image read (progress).
+            indices: read only these samples (e.g. :func:`boxed_indices`; default: all).
 
         Returns:
             An iterator of non-empty blocks, in dataset order.
         """
         images, boxes, ids, taken = [], [], [], 0
-        for index in range(len(dataset)):
+        for index in range(len(dataset)) if indices is None else indices:
             if max_images is not None and taken >= max_images:
                 break
             sample = dataset[index]
@@ -160,6 +162,33 @@ class BoxedImages:
                 images, boxes, ids = [], [], []
         if images:
             yield cls(torch.stack(images), boxes, ids)
+
+
+def boxed_indices(dataset, max_images: int | None = None) -> list[int]:
+    """The indices of the samples that have ground-truth boxes, the first ``max_images`` of them.
+
+    File-backed datasets answer from their records without reading an image; others (the
+    synthetic one) are read sample by sample.
+
+    Args:
+        dataset: an evaluation dataset.
+        max_images: keep at most this many (``None``: all).
+
+    Returns:
+        The indices, in dataset order.
+    """
+    records = getattr(dataset, "records", None)
+    if records is not None and len(records) == len(dataset):
+        has_boxes = (bool(record.boxes) for record in records)
+    else:
+        has_boxes = (bool(dataset[i]["boxes"]) for i in range(len(dataset)))
+    found: list[int] = []
+    for index, boxed in enumerate(has_boxes):
+        if max_images is not None and len(found) >= max_images:
+            break
+        if boxed:
+            found.append(index)
+    return found
 
 
 def _pairs(boxes: Sequence[Sequence]) -> list[tuple[int, int]]:
@@ -204,7 +233,8 @@ class MethodScores:
         target_layer: the layer grad-cam reads (default: the encoder's last stage).
         execution: precision / memory format of the own CAM's forward (default: fp32 as is);
             grad-cam methods run in float32 (they read activations into numpy, which has no bf16).
-        on_chunk: ``on_chunk(method, pairs_done, pairs_so_far)`` after each chunk.
+        on_chunk: ``on_chunk(method, pairs_done, pairs_so_far)`` after each chunk: the pairs
+            that method has scored, of those of the blocks given to it so far.
     """
 
     def __init__(
@@ -218,6 +248,8 @@ class MethodScores:
         execution: Execution | None = None,
         on_chunk=None,
     ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
         self.class_names = list(class_names)
         self.methods = list(methods)
@@ -228,6 +260,7 @@ class MethodScores:
         self.device = next(model.parameters()).device
         self.accumulators: dict[str, LocalizationAccumulator] = {}
         self.seconds = dict.fromkeys([OWN_CAM, *self.methods], 0.0)
+        self.pairs_done = dict.fromkeys([OWN_CAM, *self.methods], 0)
         self.pairs_seen = 0
 
     def _accumulator(self, name: str, size: tuple[int, int]) -> LocalizationAccumulator:
@@ -240,19 +273,45 @@ class MethodScores:
             )
         return self.accumulators[name]
 
-    def add(self, data: BoxedImages) -> None:
+    def add(
+        self,
+        data: BoxedImages,
+        *,
+        only: Sequence[str] | None = None,
+        on_images: Callable[[int], None] | None = None,
+    ) -> None:
         """Score the own CAM and every method on one block of images.
 
         Args:
             data: the block (images with boxes).
+            only: score just these of :data:`OWN_CAM` and the methods (default: all of them);
+                call once per name over the same blocks to report progress per method.
+            on_images: ``on_images(n)`` when ``n`` more images of the block are done by a method
+                (``len(data.image_ids)`` in all per method).
 
         Returns:
             None; the counts are added up.
         """
+        names = [OWN_CAM, *self.methods]
+        if only is not None:
+            unknown = [name for name in only if name not in names]
+            if unknown:
+                raise ValueError(f"not scored here: {unknown}; expected some of {names}")
+            names = [name for name in names if name in only]
         size = tuple(data.images.shape[-2:])
         pairs = _pairs(data.boxes)
-        self.pairs_seen += len(pairs)
-        start = time.perf_counter()
+        for name in names:
+            start = time.perf_counter()
+            before = self.pairs_done[name]
+            self.pairs_done[name] += len(pairs)
+            if name == OWN_CAM:
+                self._add_own(data, size, on_images)
+            else:
+                self._add_method(name, data, size, pairs, before, on_images)
+            self.seconds[name] += time.perf_counter() - start
+        self.pairs_seen = max(self.pairs_done.values())
+
+    def _add_own(self, data: BoxedImages, size, on_images) -> None:
         own = self._accumulator(OWN_CAM, size)
         execution = self.execution
         with torch.no_grad():
@@ -265,32 +324,37 @@ class MethodScores:
                 else:
                     cam = self.model(batch).cam
                 own.update(cam.float(), data.boxes[first:stop])
-        self.seconds[OWN_CAM] += time.perf_counter() - start
+                if on_images is not None:
+                    on_images(len(batch))
         if self.on_chunk is not None:
-            self.on_chunk(OWN_CAM, self.pairs_seen, self.pairs_seen)
+            self.on_chunk(OWN_CAM, self.pairs_done[OWN_CAM], self.pairs_done[OWN_CAM])
 
-        wrapped = LogitsOnly(self.model).eval()
+    def _add_method(self, method: str, data: BoxedImages, size, pairs, done, on_images) -> None:
         num_classes = len(self.class_names)
-        for method in self.methods:
-            start = time.perf_counter()
-            acc = self._accumulator(method, size)
-            cam = METHODS[method](model=wrapped, target_layers=[self.layer])
-            if method == "scorecam":
-                cam.batch_size = SCORECAM_BATCH
-            try:
-                done = self.pairs_seen - len(pairs)
-                for chunk, maps in posthoc_maps(cam, data.images, pairs, self.batch_size):
-                    # one row per pair: the pair's map in its class channel, its boxes only
-                    full = torch.zeros(len(chunk), num_classes, *maps.shape[-2:])
-                    full[torch.arange(len(chunk)), [c for _, c in chunk]] = maps
-                    boxes = [[b for b in data.boxes[i] if int(b[4]) == c] for i, c in chunk]
-                    acc.update(full, boxes)
-                    done += len(chunk)
-                    if self.on_chunk is not None:
-                        self.on_chunk(method, done, self.pairs_seen)
-            finally:  # not ``with``: grad-cam's __exit__ swallows IndexError
-                cam.activations_and_grads.release()
-            self.seconds[method] += time.perf_counter() - start
+        acc = self._accumulator(method, size)
+        cam = METHODS[method](model=LogitsOnly(self.model).eval(), target_layers=[self.layer])
+        if method == "scorecam":
+            cam.batch_size = SCORECAM_BATCH
+        images_done, position = 0, 0
+        try:
+            for chunk, maps in posthoc_maps(cam, data.images, pairs, self.batch_size):
+                # one row per pair: the pair's map in its class channel, its boxes only
+                full = torch.zeros(len(chunk), num_classes, *maps.shape[-2:])
+                full[torch.arange(len(chunk)), [c for _, c in chunk]] = maps
+                boxes = [[b for b in data.boxes[i] if int(b[4]) == c] for i, c in chunk]
+                acc.update(full, boxes)
+                done += len(chunk)
+                position += len(chunk)
+                if self.on_chunk is not None:
+                    self.on_chunk(method, done, self.pairs_done[method])
+                if on_images is not None:
+                    # pairs run image by image: the images before the next pair's are done
+                    now = pairs[position][0] if position < len(pairs) else len(data.images)
+                    if now > images_done:
+                        on_images(now - images_done)
+                        images_done = now
+        finally:  # not ``with``: grad-cam's __exit__ swallows IndexError
+            cam.activations_and_grads.release()
 
     def results(self) -> dict[str, dict[str, float]]:
         """Metrics per method (the own CAM first), each with ``n_pairs`` and ``seconds``.
@@ -377,7 +441,8 @@ def evaluate_run_posthoc(
             last stage.
         device: where the model runs (``None``: where training runs); the own CAM uses the run's
             precision policy and channels_last (:func:`pylon.evaluation.execution.run_execution`).
-        progress: report images read (a bar in a terminal, plain lines in log files).
+        progress: report progress per method, in images with boxes scored (a bar in a terminal,
+            plain lines in log files); the images are read once per method.
         on_chunk: see :class:`MethodScores`.
 
     Returns:
@@ -393,6 +458,8 @@ def evaluate_run_posthoc(
     methods = resolve_methods(methods)
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths, config = open_trained_run(run_dir)
     split = split or config.data.loc_split
     dataset = build_dataset(config.data, split)
@@ -412,10 +479,16 @@ def evaluate_run_posthoc(
         execution=execution,
         on_chunk=on_chunk,
     )
-    label = f"evaluate-cam {split} ({', '.join(methods)})"
-    with Progress(label, len(dataset), unit="img", enabled=progress) as reporter:
-        for block in BoxedImages.blocks(dataset, max_images=max_images, on_image=reporter.advance):
-            scores.add(block)
+    indices = boxed_indices(dataset, max_images)
+    if not indices:
+        raise ValueError(f"split {split!r} has no image with a ground-truth box")
+    # one pass over the images per method, each with its own count: the methods' costs differ
+    # by orders of magnitude (scorecam runs a forward per channel), so one shared bar's ETA lies
+    for name in [OWN_CAM, *methods]:
+        label = f"evaluate-cam {split} ({name})"
+        with Progress(label, len(indices), unit="img", enabled=progress) as reporter:
+            for block in BoxedImages.blocks(dataset, indices=indices):
+                scores.add(block, only=[name], on_images=reporter.advance)
     results = scores.results()
     out = Path(out_dir) if out_dir is not None else paths.root
     for method in methods:

@@ -80,9 +80,16 @@ class LocalizationAccumulator:
 
         Returns:
             The batch's ``PairScores`` (e.g. to pick heatmaps to draw).
+
+        Raises:
+            ValueError: for bad maps or boxes; with ``apply_sigmoid=False``, for maps with
+                values outside [0, 1] (raw scores passed as probabilities), naming the range.
         """
+        cams = as_cams(cams, self.num_classes)
+        if not self.apply_sigmoid:
+            check_probabilities(cams)
         scores = score_pairs(
-            as_cams(cams, self.num_classes),
+            cams,
             boxes,
             self.image_size,
             apply_sigmoid=self.apply_sigmoid,
@@ -162,6 +169,28 @@ class LocalizationAccumulator:
         return out
 
 
+def check_probabilities(cams: Tensor) -> None:
+    """Refuse maps that are not probabilities: finite values below 0 or above 1.
+
+    Args:
+        cams: maps (N, C, h, w) meant to hold probabilities.
+
+    Raises:
+        ValueError: naming the range found and pointing to ``apply_sigmoid=True``.
+    """
+    finite = torch.isfinite(cams)
+    if not bool(finite.any()):
+        return
+    # NaN and infinity are refused per pair by score_pairs, with the pair named
+    low = float(torch.where(finite, cams, math.inf).min())
+    high = float(torch.where(finite, cams, -math.inf).max())
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"apply_sigmoid=False expects probabilities in [0, 1], but the maps range from "
+            f"{low:.4g} to {high:.4g}; pass apply_sigmoid=True for raw scores (logits)"
+        )
+
+
 def accuracies(prefix: str, hits: Tensor, pairs: Tensor, names: Sequence[str]) -> dict[str, float]:
     """Hit rates from counts per class.
 
@@ -202,13 +231,15 @@ def localization_accuracy(
         boxes: N lists of ``(x, y, w, h, class_index)`` in input pixels.
         image_size: (H, W) of the network input.
         class_names: names for the per-class keys (default: the class indices).
-        apply_sigmoid: False when ``cams`` already are probabilities in [0, 1].
+        apply_sigmoid: False when ``cams`` already are probabilities in [0, 1] (values outside
+            are refused).
         thresholds: IoBB / IoU thresholds.
 
     Returns:
         ``point_acc_{weighted,macro,<class>}``, ``iobb<t>_...`` and ``iou<t>_...`` per threshold
         ``t``; ``<class>`` is the class name (or index); classes without boxes are omitted.
-        Raises ``ValueError`` for bad boxes (one entirely outside the image included) or maps.
+        Raises ``ValueError`` for bad boxes (one entirely outside the image included) or maps
+        (with ``apply_sigmoid=False``, values outside [0, 1]).
     """
     cams = as_cams(cams)
     acc = LocalizationAccumulator(
