@@ -1,0 +1,284 @@
+"""Pointing game (TorchRay) and energy-based pointing game (Score-CAM), one record per pair.
+
+Both score every (image, class) pair that has at least one box, from the raw class map
+``cams[i, c]`` (no sigmoid: a monotone sigmoid would not move the TorchRay peak in exact
+arithmetic, but in float32 it saturates and creates ties; Score-CAM's energy is defined on the
+ReLU of the raw map). The ground truth of a pair is the union of its boxes' pixels, a box
+``(x, y, w, h)`` covering rows ``int(y) .. int(y)+int(h)-1`` and columns
+``int(x) .. int(x)+int(w)-1`` clipped to the image (``pylon.metrics.boxes.pixel_extents``).
+
+The maps of a chunk of pairs are up-sampled at once on the maps' device
+(``pylon.metrics.peaks``), so memory stays bounded whatever the number of pairs.
+:func:`pair_maps` (the chunks with their ground-truth masks) is shared with
+``pylon.metrics.chexlocalize``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pylon.metrics.boxes import box_table, pixel_extents
+from pylon.metrics.pairs import as_cams
+from pylon.metrics.peaks import (
+    as_image_size,
+    check_maps,
+    chunk_pairs,
+    first_peaks,
+    full_precision,
+    upsample,
+)
+from pylon.metrics.records import PairRecords
+
+# Up-sampled map, ground-truth mask and a temporary, float32 each.
+_BYTES_PER_PIXEL = 12
+
+
+@dataclass
+class PairBoxes:
+    """The scored pairs of a batch and their boxes.
+
+    ``keys`` (P,) ascending ``image * C + class``; box ``b`` belongs to pair ``box_pair[b]`` (B,)
+    as its ``slot[b]``-th box, with pixel extents ``extents[b]`` (row0, row1, col0, col1,
+    half-open); the boxes of pair ``p`` are ``first_of_pair[p] .. first_of_pair[p+1]-1``. A pair
+    may have no box (``extra_keys`` of :func:`pair_boxes`): its mask is empty.
+    """
+
+    keys: Tensor
+    box_pair: Tensor
+    slot: Tensor
+    extents: Tensor
+    first_of_pair: Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def pair_boxes(
+    cams: Tensor,
+    boxes: Sequence[Sequence],
+    size: tuple[int, int],
+    extra_keys: Tensor | None = None,
+) -> PairBoxes:
+    """Validate ``boxes`` (``pylon.metrics.boxes.box_table``) and group them by pair.
+
+    The pairs are those with at least one box, plus ``extra_keys`` (``image * C + class``, long)
+    when given, ascending."""
+    num_images, num_classes = cams.shape[:2]
+    table = box_table(boxes, num_images, num_classes, size)
+    box_keys = table.image * num_classes + table.cls
+    all_keys = box_keys if extra_keys is None else torch.cat([box_keys, extra_keys.long()])
+    keys = torch.unique(all_keys)  # sorted
+    box_pair = torch.searchsorted(keys, box_keys)
+    order = torch.argsort(box_pair, stable=True)
+    box_pair, xywh = box_pair[order], table.xywh[order]
+    first_of_pair = torch.searchsorted(box_pair, torch.arange(len(keys) + 1))
+    slot = torch.arange(len(box_pair)) - first_of_pair[box_pair]
+    return PairBoxes(keys, box_pair, slot, pixel_extents(xywh, size), first_of_pair, num_classes)
+
+
+def pair_maps(
+    cams: Tensor,
+    pairs: PairBoxes,
+    size: tuple[int, int],
+    *,
+    bytes_per_pixel: int = _BYTES_PER_PIXEL,
+    chunk_bytes: int | None = None,
+) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Chunks ``(start, stop, up, gt)`` of the pairs ``start .. stop-1``.
+
+    ``up`` (p, H, W) float32: the raw maps up-sampled bilinearly (``align_corners=False``,
+    ``pylon.metrics.peaks.upsample``, no sigmoid); ``gt`` (p, H, W) float32 0/1: the union of each
+    pair's boxes. Both on the maps' device, under ``torch.no_grad`` and with autocast off. Raises
+    ``ValueError`` naming the first scored map with NaN or infinity."""
+    device = cams.device
+    flat = cams.flatten(0, 1)
+    height, width = size
+    step = chunk_pairs(size, device, bytes_per_pixel, chunk_bytes)
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    with torch.no_grad(), full_precision(device):
+        for start in range(0, len(pairs), step):
+            stop = min(start + step, len(pairs))
+            keys = pairs.keys[start:stop]
+            maps = flat.index_select(0, keys.to(device))
+            # apply_sigmoid=True only tells check_maps not to reject negative raw scores.
+            check_maps(maps, True, _pair_name(keys, pairs.num_classes))
+            up = upsample(maps, size, apply_sigmoid=False)
+            first, last = int(pairs.first_of_pair[start]), int(pairs.first_of_pair[stop])
+            pair = (pairs.box_pair[first:last] - start).to(device)
+            slot = pairs.slot[first:last].to(device)
+            ext = pairs.extents[first:last].to(device)
+            # The union of a pair's boxes: (rows in its k-th box) x (columns in it), summed over
+            # k, clipped to 1 (as pylon.metrics.pairs does).
+            slots = int(slot.max()) + 1 if len(slot) else 1
+            in_rows = up.new_zeros(stop - start, slots, height)
+            in_cols = up.new_zeros(stop - start, slots, width)
+            in_rows[pair, slot] = ((rows >= ext[:, :1]) & (rows < ext[:, 1:2])).float()
+            in_cols[pair, slot] = ((cols >= ext[:, 2:3]) & (cols < ext[:, 3:4])).float()
+            gt = in_rows[:, 0, :, None] * in_cols[:, 0, None, :]
+            for k in range(1, slots):
+                gt.addcmul_(in_rows[:, k, :, None], in_cols[:, k, None, :])
+            if slots > 1:
+                gt.clamp_(max=1)
+            yield start, stop, up, gt
+
+
+def records(pairs: PairBoxes, value: Tensor, box_area: Tensor, size) -> PairRecords:
+    """``PairRecords`` of ``pairs`` with ``value`` (P,) and ``box_area`` (P,)."""
+    return PairRecords(
+        pairs.keys // pairs.num_classes,
+        pairs.keys % pairs.num_classes,
+        value.double().cpu(),
+        box_area.long().cpu(),
+        torch.full((len(pairs),), size[0] * size[1], dtype=torch.long),
+    )
+
+
+def _area(gt: Tensor) -> Tensor:
+    """Pixels of each mask of ``gt`` (p, H, W) 0/1 float32, long (exact counts)."""
+    dtype = torch.float32 if gt.shape[1] * gt.shape[2] <= 2**24 else torch.float64
+    return gt.sum(dim=(1, 2), dtype=dtype).long()
+
+
+def pointing_game(
+    cams,
+    boxes: Sequence[Sequence],
+    image_size: tuple[int, int],
+    *,
+    tolerance: int = 15,
+    chunk_bytes: int | None = None,
+) -> PairRecords:
+    """TorchRay's pointing game (Zhang et al. 2018), one hit (1.0) or miss (0.0) per pair.
+
+    Reference: facebookresearch/TorchRay, ``torchray/benchmark/pointing_game.py``
+    (``PointingGame.evaluate``), ``torchray/attribution/common.py`` (``resize_saliency``) and
+    ``torchray/benchmark/datasets.py`` (``voc_as_mask``).
+
+    For every (image, class) pair with at least one box: the raw map ``cams[i, c]`` is up-sampled
+    to ``image_size`` with ``F.interpolate(bilinear, align_corners=False)`` in float32, its point
+    is the first maximum in row-major order (``argmax`` of the flattened map), and the pair is a
+    hit when some pixel ``(row, col)`` of the union of the class's boxes lies strictly inside the
+    disc ``(row - y)**2 + (col - x)**2 < tolerance**2`` around the point (row ``y``, column
+    ``x``). With ``tolerance=1`` the point itself must lie in a box. A pair whose boxes cover no
+    pixel (zero width or height) is a miss, as TorchRay's empty mask is.
+
+    Box pixels: TorchRay rasterises a VOC box as ``mask[ymin-1 : ymax, xmin-1 : xmax] = 1`` (VOC's
+    1-based inclusive corners). Here a box covers rows ``int(y) .. int(y)+int(h)-1`` and columns
+    ``int(x) .. int(x)+int(w)-1``, clipped to the image; VOC boxes read with
+    ``inclusive_boxes=True`` (``x = xmin - 1``, ``w = xmax - xmin + 1``,
+    ``pylon.data.voc.parse_annotation``) give exactly TorchRay's mask; the reference-style reading
+    (``x = xmin``, ``w = xmax - xmin``) gives the mask one pixel down-right and one narrower.
+
+    The tolerance is in pixels of ``image_size``: TorchRay's default 15 was set on the ~500 px VOC
+    and COCO originals (about 3 % of the side), so on a 256 px input 15 px is twice as lenient;
+    report the tolerance used (and scale it, e.g. ``round(15 * 256 / 500) = 8``, to compare).
+
+    Aggregation: TorchRay's ``accuracy`` is the mean of ``hits / (hits + misses)`` over *all*
+    classes, a class without pairs counting as 0. ``reduce_records(records, C)`` instead gives
+    ``pooled`` (every pair weighs the same) and ``macro`` (mean over the classes that have pairs);
+    the two agree with TorchRay only when every class has pairs (``macro``).
+
+    Args:
+        cams: raw class maps (N, C, h, w), torch (any device; the chunks run there) or numpy.
+        boxes: N lists of ``(x, y, w, h, class_index)`` in pixels of ``image_size``.
+        image_size: (H, W) of the network input.
+        tolerance: a positive integer, pixels.
+        chunk_bytes: memory for one chunk of up-sampled maps (default 8 MiB on the CPU, 512 MiB
+            on a GPU).
+
+    Returns:
+        ``PairRecords`` (pairs ordered by image then class), ``value`` 1.0 / 0.0. Raises
+        ``ValueError`` for bad boxes, a bad tolerance, or a scored map with NaN or infinity.
+    """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Integral) or tolerance < 1:
+        raise ValueError(f"tolerance must be a positive integer (pixels), got {tolerance!r}")
+    tolerance = int(tolerance)
+    cams = as_cams(cams)
+    size = as_image_size(image_size)
+    pairs = pair_boxes(cams, boxes, size)
+    peak_rows, peak_cols, areas = [], [], []
+    for _, _, up, gt in pair_maps(cams, pairs, size, chunk_bytes=chunk_bytes):
+        rows, cols, _ = first_peaks(up)
+        peak_rows.append(rows.cpu())
+        peak_cols.append(cols.cpu())
+        areas.append(_area(gt).cpu())
+    if not areas:
+        return PairRecords.empty()
+    rows, cols, box_area = torch.cat(peak_rows), torch.cat(peak_cols), torch.cat(areas)
+
+    # The pixel of a box nearest to the point is the point clamped into the box: the union of the
+    # boxes meets the disc when one box's nearest pixel lies inside it (integers, exact).
+    row0, row1, col0, col1 = pairs.extents.unbind(1)
+    r, c = rows[pairs.box_pair], cols[pairs.box_pair]
+    nonempty = (row1 > row0) & (col1 > col0)
+    dr = torch.minimum(torch.maximum(r, row0), row1 - 1) - r
+    dc = torch.minimum(torch.maximum(c, col0), col1 - 1) - c
+    inside = nonempty & (dr * dr + dc * dc < tolerance * tolerance)
+    hits = torch.zeros(len(pairs), dtype=torch.long).index_add_(0, pairs.box_pair, inside.long())
+    return records(pairs, (hits > 0).double(), box_area, size)
+
+
+def energy_pointing_game(
+    cams,
+    boxes: Sequence[Sequence],
+    image_size: tuple[int, int],
+    *,
+    chunk_bytes: int | None = None,
+) -> PairRecords:
+    """Score-CAM's energy-based pointing game (Wang et al. 2020): the map's share inside the boxes.
+
+    Reference: haofanwang/Score-CAM, ``utils/energyPointGame.py`` (the ratio) and
+    ``cam/scorecam.py`` (the maps it is fed).
+
+    For every (image, class) pair with at least one box: the raw map ``cams[i, c]`` is up-sampled
+    to ``image_size`` with ``F.interpolate(bilinear, align_corners=False)`` in float32 — Score-CAM
+    forms its map at input resolution from activations up-sampled exactly so, and bilinear
+    up-sampling is linear, so up-sampling the low-resolution map is the same map — then ReLU, then
+    min-max (``(m - min) / (max - min)``, float32), as ``ScoreCAM.forward`` does. The value is
+    ``sum(map inside the union of the class's boxes) / sum(map)``, the sums in float64 (the
+    reference sums float32; the difference is rounding). A map that is constant after the ReLU
+    (all zero or negative, or flat: Score-CAM returns ``None``) is undefined: NaN, counted by
+    ``reduce_records`` as ``undefined``. Boxes covering no pixel give 0.
+
+    The box is scored the right way round: rows ``y``, columns ``x``. The reference builds its
+    box mask as ``empty[x1:x2, y1:y2]`` on an (H, W) map, i.e. transposed (on a square input it
+    scores the box mirrored about the diagonal). Several boxes of a class count as their union
+    (the reference takes one box). Box pixels as in :func:`pointing_game`.
+
+    Args:
+        cams: raw class maps (N, C, h, w), torch (any device) or numpy.
+        boxes: N lists of ``(x, y, w, h, class_index)`` in pixels of ``image_size``.
+        image_size: (H, W) of the network input.
+        chunk_bytes: memory for one chunk of up-sampled maps.
+
+    Returns:
+        ``PairRecords`` (pairs ordered by image then class), ``value`` in [0, 1] or NaN.
+    """
+    cams = as_cams(cams)
+    size = as_image_size(image_size)
+    pairs = pair_boxes(cams, boxes, size)
+    values, areas = [], []
+    for _, _, up, gt in pair_maps(cams, pairs, size, chunk_bytes=chunk_bytes):
+        up.relu_()
+        low = up.amin(dim=(1, 2), keepdim=True)
+        high = up.amax(dim=(1, 2), keepdim=True)
+        flat = (high == low).flatten()
+        norm = up.sub_(low).div_(high - low)  # NaN for flat maps: replaced below
+        inside = (norm * gt).sum(dim=(1, 2), dtype=torch.float64)
+        total = norm.sum(dim=(1, 2), dtype=torch.float64)
+        value = torch.where(flat, torch.full_like(total, float("nan")), inside / total)
+        values.append(value.cpu())
+        areas.append(_area(gt).cpu())
+    if not values:
+        return PairRecords.empty()
+    return records(pairs, torch.cat(values), torch.cat(areas), size)
+
+
+def _pair_name(keys: Tensor, num_classes: int):
+    return lambda k: f"cams[{int(keys[k]) // num_classes}, {int(keys[k]) % num_classes}]"
