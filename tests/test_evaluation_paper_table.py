@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from pylon.cli.main import app
 from pylon.evaluation.evaluate import write_metrics
-from pylon.evaluation.paper_table import paper_table
+from pylon.evaluation.paper import paper_table
 
 
 def _fake_experiment(root, name, aucs, points):
@@ -43,3 +43,21 @@ def test_unevaluated_experiment_is_a_clear_error(tmp_path):
     (tmp_path / "nih256-cam" / "0").mkdir(parents=True)
     result = CliRunner().invoke(app, ["summarize", str(tmp_path / "nih256-cam")])
     assert result.exit_code == 1 and "no evaluated seed folder" in result.output
+
+
+def test_lazy_exports_are_never_shadowed_by_submodules():
+    """`from pylon.evaluation import paper_table` gives the function even after every submodule
+    was imported (an import sets the package attribute of the submodule's name)."""
+    import importlib
+    import pkgutil
+    import types
+
+    import pylon.evaluation as evaluation
+
+    for module in pkgutil.iter_modules(evaluation.__path__):
+        importlib.import_module(f"pylon.evaluation.{module.name}")
+    for name in evaluation.__all__:
+        assert not isinstance(getattr(evaluation, name), types.ModuleType), name
+    from pylon.evaluation import paper_table as imported
+
+    assert callable(imported) and imported is paper_table

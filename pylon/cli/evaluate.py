@@ -140,7 +140,7 @@ def summarize_command(
 ) -> None:
     """Paper-style table: AUROC macro / weighted and point localization, mean +- std over seeds,
     with the published values beside ours where they are known."""
-    from pylon.evaluation.paper_table import COLUMNS, paper_table
+    from pylon.evaluation.paper import COLUMNS, paper_table
     from pylon.io import write_csv_atomic
 
     for folder in experiments:

@@ -3,7 +3,9 @@ summaries, the paper table, heatmap pages and overlays, post-hoc CAMs, sweeps ov
 demo. Imports models, data, training and metrics; never inference or cli.
 
 Names are imported lazily, so that ``pylon.inference`` can use the overlay and the coordinate
-mapping without loading Lightning.
+mapping without loading Lightning. No exported name is also a submodule's name: importing a
+submodule sets the package attribute of its name, which would then shadow the export (as
+``paper_table``, the function, was shadowed by its module until the module became ``paper``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ _EXPORTS = {
     "summarize_experiment": "pylon.evaluation.evaluate",
     "read_metrics": "pylon.evaluation.evaluate",
     "write_metrics": "pylon.evaluation.evaluate",
-    "paper_table": "pylon.evaluation.paper_table",
+    "paper_table": "pylon.evaluation.paper",
     "write_run_heatmaps": "pylon.evaluation.heatmaps",
     "read_picked": "pylon.evaluation.heatmaps",
     "evaluate_run_posthoc": "pylon.evaluation.posthoc",
