@@ -21,3 +21,9 @@ def test_plain_list_with_classes(tmp_path):
     path = tmp_path / "mine.txt"
     path.write_text("image_id,class\nx.png,Cardiomegaly\ny.png\n")
     assert read_picked(path, NIH) == {"x.png": {1}, "y.png": None}
+
+
+def test_plain_list_header_after_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("# for the paper\n\nimage_id,class\nx.png,Cardiomegaly\n# more\ny.png\n")
+    assert read_picked(path, NIH) == {"x.png": {1}, "y.png": None}

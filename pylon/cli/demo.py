@@ -30,7 +30,8 @@ def demo_command(
     head_prior: float = typer.Option(
         0.01,
         help="Both models' class maps start at this probability everywhere (prior init); "
-        "0 keeps PyTorch's default init.",
+        "0 turns it off: each model keeps its own initialisation (the paper's: smp's for PYLON, "
+        "PyTorch's defaults for the CAM head).",
     ),
     equivariance: float = typer.Option(
         0.1, help="Weight of the flip/rotation equivariance loss for both models; 0 turns it off."

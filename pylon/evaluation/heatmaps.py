@@ -32,8 +32,9 @@ def read_picked(path: str | Path, class_names: list[str]) -> dict[str, set[int] 
     """Parse a picked list.
 
     Args:
-        path: either one ``image_id`` or ``image_id,class_name`` per line (an optional
-            ``image_id[,class]`` header and ``#`` comments are skipped), or the reference's
+        path: either one ``image_id`` or ``image_id,class_name`` per line (``#`` comments,
+            blank lines and an ``image_id[,class]`` header, the first line that is not a
+            comment, are skipped), or the reference's
             ``picked.csv`` / ``v*_picked.csv`` (``Image Index,<classes>`` with an unnamed index
             column, or ``image_id,<classes>``), whose images are shown for every class with boxes.
         class_names: the run's classes.
@@ -48,9 +49,13 @@ def read_picked(path: str | Path, class_names: list[str]) -> dict[str, set[int] 
     if "Image Index" in header or (header[:1] == ["image_id"] and len(header) > 2):
         return dict.fromkeys(read_reference_picked(path))
     picked: dict[str, set[int] | None] = {}
+    first = True
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         parts = [p.strip() for p in line.split(",")]
-        if not parts[0] or parts[0].startswith("#") or (number == 1 and parts[0] == "image_id"):
+        if not parts[0] or parts[0].startswith("#"):
+            continue
+        header, first = first and parts[0] == "image_id", False
+        if header:
             continue
         if len(parts) == 1 or not parts[1]:
             picked[parts[0]] = None
