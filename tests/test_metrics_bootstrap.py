@@ -319,3 +319,12 @@ def test_formatters():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         bootstrap_ci(random_records(0), 4, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["percentile", "chexlocalize"])
+def test_no_pairs_gives_nan(method):
+    empty = PairRecords.empty()
+    out = bootstrap_ci(empty, 3, resamples=20, method=method)
+    assert math.isnan(out.estimate) and math.isnan(out.low) and math.isnan(out.high)
+    assert out.n == 0 and out.undefined_resamples == 20
+    assert math.isnan(paired_bootstrap(empty, empty, 3, resamples=20, method=method).p_value)

@@ -108,10 +108,19 @@ def _index_blocks(n: int, resamples: int, seed: int, draws: str, block: int):
     """The rows of the index matrix, ``block`` rows at a time (the same numbers as one call)."""
     if draws == "generator":
         rng = np.random.default_rng(seed)
-        draw = lambda rows: rng.integers(0, n, size=(rows, n))  # noqa: E731
+
+        def draw(rows):
+            return rng.integers(0, n, size=(rows, n)) if n else np.zeros((rows, 0), np.int64)
+
     elif draws == "legacy":
         rs = np.random.RandomState(seed)
-        draw = lambda rows: np.stack([rs.choice(n, size=n, replace=True) for _ in range(rows)])  # noqa: E731
+
+        def draw(rows):
+            rows = [
+                rs.choice(n, size=n, replace=True) if n else np.zeros(0, int) for _ in range(rows)
+            ]
+            return np.stack(rows).astype(np.int64)
+
     else:
         raise ValueError(f"draws must be 'generator' or 'legacy', got {draws!r}")
     for start in range(0, resamples, block):
@@ -201,7 +210,8 @@ def _interval(samples: np.ndarray, full: float, method: str, confidence: float):
         return estimate, math.nan, math.nan, math.nan, undefined
     mean = float(kept.mean())
     if method == "percentile":
-        low, high = np.percentile(kept, [50 * (1 - confidence), 50 * (1 + confidence)])
+        tails = [round(50 * (1 - confidence), 10), round(50 * (1 + confidence), 10)]
+        low, high = np.percentile(kept, tails)
         return full, float(low), float(high), mean, undefined
     # CheXlocalize's compute_cis with confidence_level = 1 - confidence (0.05), rounded so that
     # 1 - 0.95 gives their 0.05 and positions 24 and 974 of 1,000.
