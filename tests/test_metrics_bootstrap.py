@@ -263,6 +263,8 @@ def test_paired_bootstrap_of_a_method_with_itself():
     out = paired_bootstrap(a, a, 4, resamples=100)
     assert out.estimate == 0 and out.low == 0 and out.high == 0
     assert out.p_value == 1.0
+    line = format_comparison(out, "A", "B")
+    assert line.startswith("A and B differ by 0.000 [0.000, 0.000], p = 1 (")
 
 
 def test_paired_bootstrap_warns_when_images_differ():

@@ -374,20 +374,21 @@ def format_comparison(
     0.002 (pooled, 95 % paired bootstrap over 500 images, 1000 resamples)``.
 
     The better method (by the estimate) is named first, so the difference is non-negative; its
-    interval is turned round with it. ``p = 0`` is written ``p < 1/R``. With ``percent`` the
-    figures are percentage points (``5.2 pp``), ``digits`` decimals either way.
+    interval is turned round with it (``A and B differ by 0.000 [...]`` for a zero estimate).
+    ``p = 0`` is written ``p < 1/R``. With ``percent`` the figures are percentage points
+    (``5.2 pp``), ``digits`` decimals either way.
     """
     unit = " pp" if percent else ""
     est, low, high = result.estimate, result.low, result.high
     if est < 0:
         name_a, name_b, est, low, high = name_b, name_a, -est, -high, -low
-    verb = "beats" if est > 0 else "ties with"
+    who = f"{name_a} beats {name_b}" if est > 0 else f"{name_a} and {name_b} differ"
     what = result.statistic if isinstance(result.statistic, str) else f"class {result.statistic}"
     defined = result.resamples - result.undefined_resamples
     conf = f"{100 * result.confidence:g} %"
     how = "paired bootstrap" if result.method == "percentile" else "paired bootstrap, CheXlocalize"
     return (
-        f"{name_a} {verb} {name_b} by {_number(est, digits, unit)} "
+        f"{who} by {_number(est, digits, unit)} "
         f"[{_number(low, digits, unit)}, {_number(high, digits, unit)}], "
         f"{_p_text(result.p_value, max(defined, 1))} "
         f"({what}, {conf} {how} over {result.n_images} images, {result.resamples} resamples)"
