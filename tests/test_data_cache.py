@@ -448,3 +448,25 @@ def test_cache_commands_name_a_folder_that_is_not_one(tmp_path):
         missing = runner.invoke(app, ["cache", command, "--cache-dir", str(tmp_path / "nope")])
         assert missing.exit_code == 0 and "does not exist" in missing.output, missing.output
     assert a_file.read_text() == "root:x:0:0"
+
+
+def test_a_failed_write_names_the_cache_file_and_leaves_nothing(tmp_path):
+    import resource
+    import signal
+
+    import pytest
+
+    paths = _write(tmp_path / "img", 3)
+    cache_dir = tmp_path / "cache"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))  # as a full disk: no file named
+    try:
+        with pytest.raises(OSError) as err:
+            _open(paths, cache_dir, workers=0)  # 3 x 32 x 32 pixels: over 2000 bytes
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert err.value.filename.startswith(str(cache_dir / "test-32px-1ch-area-"))
+    assert err.value.filename.endswith(".npy") and "File too large" in str(err.value)
+    assert list(cache_dir.iterdir()) == []

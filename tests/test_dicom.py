@@ -86,24 +86,27 @@ def _folder(tmp_path):
 
 def test_convert_folder_reports_corrupt_file_and_skips_existing(tmp_path):
     src, dst = _folder(tmp_path), tmp_path / "png"
-    report = convert_folder(src, dst, size=100, conversion=PLAIN_CONVERSION, progress=False)
+    report = convert_folder(src, dst, size=30, conversion=PLAIN_CONVERSION, progress=False)
     assert report.converted == 3 and report.skipped == 0
     assert [name for name, _ in report.failed] == [str(src / "broken.dicom")]
     assert report.failed[0][1]  # a reason is given
     ratios = pd.read_csv(dst / "ratios.csv").set_index("image_id")
     assert list(ratios.index) == ["a", "b", "c"]
-    assert ratios.loc["a"].tolist() == [100 / 60, 40, 60, 67, 100]
-    assert ratios.loc["b"].tolist() == [2.0, 50, 20, 100, 40]
+    assert ratios.loc["a"].tolist() == [0.5, 40, 60, 20, 30]
+    assert ratios.loc["b"].tolist() == [0.6, 50, 20, 30, 12]
+    assert ratios.loc["c"].tolist() == [1.0, 30, 30, 30, 30]  # not resized: ratio 1
     png = np.asarray(Image.open(dst / "a.png"))
-    assert png.shape == (67, 100) and png.dtype == np.uint8
+    assert png.shape == (20, 30) and png.dtype == np.uint8
     stamp = (dst / "a.png").stat().st_mtime_ns
 
-    again = convert_folder(src, dst, size=100, progress=False)
+    again = convert_folder(src, dst, size=30, conversion=PLAIN_CONVERSION, progress=False)
     assert (again.converted, again.skipped, len(again.failed)) == (0, 3, 1)
     assert (dst / "a.png").stat().st_mtime_ns == stamp
     assert pd.read_csv(dst / "ratios.csv").shape == (3, 6)
 
-    forced = convert_folder(src, dst, size=100, overwrite=True, workers=2, progress=False)
+    forced = convert_folder(
+        src, dst, size=30, conversion=PLAIN_CONVERSION, overwrite=True, workers=2, progress=False
+    )
     assert (forced.converted, forced.skipped) == (3, 0)
 
 
@@ -149,7 +152,7 @@ def reference_script(pixels, invert, target):
 @pytest.mark.parametrize("photometric,invert", [("MONOCHROME1", True), ("MONOCHROME2", False)])
 def test_default_recipe_is_the_reference_script(tmp_path, photometric, invert):
     rng = np.random.default_rng(3)
-    pixels = (rng.gamma(2.0, 300.0, (50, 20)) + 100).clip(0, 4095).astype(np.uint16)
+    pixels = (rng.gamma(2.0, 300.0, (100, 40)) + 100).clip(0, 4095).astype(np.uint16)
     path = write_dicom(tmp_path / "a.dicom", pixels, photometric)
     expected, ratio = reference_script(pixels, invert, 64)
     image, got_ratio, _ = dicom_to_array(path, 64)
@@ -216,3 +219,204 @@ def test_cli_recipe_options(tmp_path):
         app, ["convert-dicom", str(src), str(tmp_path / "x"), "--interpolation", "nearest"]
     )
     assert bad.exit_code == 2 and "interpolation" in bad.output
+
+
+def _run_cli(args, log, env=None):
+    """``pylon`` as a separate process with stdout and stderr to ``log``, as under nohup/sbatch."""
+    import os
+    import subprocess
+    import sys
+
+    with open(log, "w") as fh:
+        return subprocess.run(
+            [sys.executable, "-m", "pylon.cli.main", *map(str, args)],
+            stdout=fh,
+            stderr=fh,
+            env={**os.environ, "PYLON_PROGRESS": "auto", **(env or {})},
+            timeout=120,
+        )
+
+
+def _padded_dicom(path, pixels):
+    """A DICOM whose pixel data has 4 bytes too many: pydicom warns when decoding it."""
+    import pydicom
+
+    dataset = pydicom.dcmread(write_dicom(path, pixels))
+    dataset.PixelData = dataset.PixelData + b"\0" * 4
+    dataset.save_as(path)
+    return path
+
+
+def test_rerun_with_other_settings_is_refused_then_redone_with_overwrite(tmp_path):
+    src, dst = tmp_path / "dicom", tmp_path / "png"
+    src.mkdir()
+    write_dicom(src / "a.dicom", ramp(40, 60))
+    write_dicom(src / "b.dicom", ramp(50, 20))
+    runner = CliRunner()
+    first = runner.invoke(app, ["convert-dicom", str(src), str(dst), "--size", "30"])
+    assert first.exit_code == 0, first.output
+    stamp = (dst / "a.png").stat().st_mtime_ns
+    refused = runner.invoke(app, ["convert-dicom", str(src), str(dst), "--size", "20"])
+    assert refused.exit_code == 2, refused.output
+    message = " ".join(refused.output.split())
+    assert message.startswith("error:") and "--size 30" in message and "--size 20" in message
+    assert "--overwrite" in message and "conversion.json" in message
+    assert (dst / "a.png").stat().st_mtime_ns == stamp  # nothing redone
+    recipe = runner.invoke(
+        app, ["convert-dicom", str(src), str(dst), "--size", "30", "--no-equalize"]
+    )
+    assert recipe.exit_code == 2 and "not equalised" in recipe.output
+
+    redone = runner.invoke(
+        app, ["convert-dicom", str(src), str(dst), "--size", "20", "--overwrite"]
+    )
+    assert redone.exit_code == 0 and "converted 2" in redone.output, redone.output
+    ratios = pd.read_csv(dst / "ratios.csv").set_index("image_id")
+    assert ratios[["height", "width"]].values.tolist() == [[13, 20], [20, 8]]
+    assert np.asarray(Image.open(dst / "a.png")).shape == (13, 20)
+    again = runner.invoke(app, ["convert-dicom", str(src), str(dst), "--size", "20"])
+    assert again.exit_code == 0 and "skipped 2" in again.output
+
+    # --overwrite would leave PNGs of the earlier settings that this SRC does not cover
+    (src / "b.dicom").unlink()
+    mixed = runner.invoke(app, ["convert-dicom", str(src), str(dst), "--size", "30", "--overwrite"])
+    assert mixed.exit_code == 2 and "not in" in mixed.output and "b" in mixed.output
+
+
+def test_ratios_without_recorded_settings_are_checked_against_the_size(tmp_path):
+    src, dst = tmp_path / "dicom", tmp_path / "png"
+    src.mkdir()
+    write_dicom(src / "a.dicom", ramp(40, 60))
+    convert_folder(src, dst, size=30, progress=False)
+    (dst / "conversion.json").unlink()  # as an earlier pylon left it
+    assert convert_folder(src, dst, size=30, progress=False).skipped == 1
+    assert (dst / "conversion.json").is_file()
+    (dst / "conversion.json").unlink()
+    with pytest.raises(ValueError, match=r"row a \(20x30 from 40x60\) does not match --size 50"):
+        convert_folder(src, dst, size=50, progress=False)
+
+
+def test_size_larger_than_the_source_keeps_the_source_size(tmp_path, monkeypatch):
+    src, dst = tmp_path / "dicom", tmp_path / "png"
+    src.mkdir()
+    pixels = ramp(128, 96)
+    path = write_dicom(src / "ct.dcm", pixels)
+    image, ratio, original = dicom_to_array(path, 100_000, PLAIN_CONVERSION)
+    assert image.shape == (128, 96) and ratio == 1.0 and original == (128, 96)
+    np.testing.assert_array_equal(image, naive_minmax(pixels, False))
+    result = CliRunner().invoke(app, ["convert-dicom", str(src), str(dst), "--size", "100000"])
+    assert result.exit_code == 0, result.output
+    ratios = pd.read_csv(dst / "ratios.csv")
+    assert ratios.drop(columns="image_id").values.tolist() == [[1.0, 128, 96, 128, 96]]
+    assert np.asarray(Image.open(dst / "ct.png")).shape == (128, 96)
+    # the pixel limit of `pylon predict`, checked from the header
+    monkeypatch.setenv("PYLON_MAX_PIXELS", "10000")
+    report = convert_folder(src, tmp_path / "small", size=64, progress=False)
+    assert report.converted == 0
+    assert "ImageTooLargeError" in report.failed[0][1] and "ct.dcm" in report.failed[0][1]
+    assert "PYLON_MAX_PIXELS" in report.failed[0][1]
+
+
+def test_progress_lines_and_warnings_in_a_log_file(tmp_path):
+    src, dst, log = tmp_path / "dicom", tmp_path / "png", tmp_path / "convert.log"
+    src.mkdir()
+    for i in range(3):
+        write_dicom(src / f"ok{i}.dicom", ramp(40, 60))
+    _padded_dicom(src / "padded.dicom", ramp(40, 60))
+    run = _run_cli(
+        ["convert-dicom", src, dst, "--size", "30"], log, {"PYLON_PROGRESS_INTERVAL": "0"}
+    )
+    text = log.read_text()
+    assert run.returncode == 0, text
+    lines = text.splitlines()
+    counts = [line for line in lines if line.startswith("converting DICOM files: ")]
+    assert len(counts) == 4 and counts[0].startswith("converting DICOM files: 1/4 (25%)"), text
+    assert "file/s" in counts[0] and counts[-1].startswith("converting DICOM files: 4/4 (100%)")
+    # pydicom's warning is the file's record in the report, not a stray line of the log
+    assert "UserWarning" not in text and "warn_and_log" not in text
+    (warned,) = [line for line in lines if "excess padding" in line]
+    assert warned.strip().startswith(f"{src / 'padded.dicom'}: The pixel data is"), text
+    assert "1 file(s) gave warnings" in text and "converted 4" in text
+
+
+def test_captured_warnings_keep_c_library_output_and_pydicom_log_per_file(capfd):
+    import ctypes
+    import logging
+    import warnings
+
+    from pylon.data.dicom import captured_warnings
+
+    libc = ctypes.CDLL(None)
+    with captured_warnings() as notes:
+        os_write_from_c = b"libpng warning: iCCP: known incorrect sRGB profile\n"
+        libc.write(2, os_write_from_c, len(os_write_from_c))
+        warnings.warn("The pixel data is 8196 bytes long", UserWarning, stacklevel=1)
+        logging.getLogger("pydicom").warning("Invalid value for VR DA: '2021-01-01'")
+        warnings.warn("The pixel data is 8196 bytes long", UserWarning, stacklevel=1)
+    assert notes == [
+        "Invalid value for VR DA: '2021-01-01'",
+        "The pixel data is 8196 bytes long",
+        "libpng warning: iCCP: known incorrect sRGB profile",
+    ]
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    libc.write(2, b"after\n", 6)  # the terminal is back
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_unwritable_dst_fails_once_before_any_file(tmp_path):
+    import os
+
+    src = _folder(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    targets = [blocker, blocker / "png"]
+    if os.geteuid() != 0:  # root writes anywhere; a file in the way stops it too
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        targets.append(locked)
+    for dst in targets:
+        result = CliRunner().invoke(app, ["convert-dicom", str(src), str(dst)])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+        assert "DST" in lines[0] and str(dst) in " ".join(result.output.split())
+        assert "a.dicom" not in result.output  # not once per file
+
+
+def test_single_file_src_is_converted(tmp_path):
+    src = write_dicom(tmp_path / "scan.dcm", ramp(40, 60))
+    result = CliRunner().invoke(
+        app, ["convert-dicom", str(src), str(tmp_path / "png"), "--size", "30"]
+    )
+    assert result.exit_code == 0 and "converted 1" in result.output, result.output
+    ratios = pd.read_csv(tmp_path / "png" / "ratios.csv")
+    assert ratios["image_id"].tolist() == ["scan"]
+    assert np.asarray(Image.open(tmp_path / "png" / "scan.png")).shape == (20, 30)
+    text = tmp_path / "notes.txt"
+    text.write_text("x")
+    other = CliRunner().invoke(app, ["convert-dicom", str(text), str(tmp_path / "png")])
+    assert other.exit_code == 2 and "is a file without a .dicom/.dcm suffix" in other.output
+
+
+def test_write_errors_name_the_file(tmp_path):
+    """A write that fails without a file name ([Errno 27]/[Errno 28]: a size limit, a full disk)
+    is reported with the PNG's path."""
+    import resource
+    import signal
+
+    src, dst = tmp_path / "dicom", tmp_path / "png"
+    src.mkdir()
+    noise = np.random.default_rng(0).integers(0, 4000, (64, 64)).astype(np.uint16)
+    write_dicom(src / "noise.dicom", noise)  # its PNG is ~6 KB, over the limit below
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))
+    try:
+        report = convert_folder(src, dst, size=64, progress=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert report.failed == [
+        (str(src / "noise.dicom"), f"OSError: {dst / 'noise.png'}: cannot write: File too large")
+    ]

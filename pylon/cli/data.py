@@ -10,9 +10,15 @@ from pylon.cli.app import app, exit_on_user_error
 
 @app.command("convert-dicom")
 def convert_dicom_command(
-    src: Path = typer.Argument(..., help="Folder searched recursively for *.dicom / *.dcm files."),
-    dst: Path = typer.Argument(..., help="Output folder for the PNGs and ratios.csv."),
-    size: int = typer.Option(1024, help="Length of the longer side after resizing."),
+    src: Path = typer.Argument(
+        ..., help="Folder searched recursively for *.dicom / *.dcm files, or one such file."
+    ),
+    dst: Path = typer.Argument(
+        ..., help="Output folder for the PNGs, ratios.csv and conversion.json (the settings)."
+    ),
+    size: int = typer.Option(
+        1024, help="Longest the longer side may be (larger images are shrunk, none enlarged)."
+    ),
     reference: bool = typer.Option(
         True,
         "--reference/--no-reference",
@@ -29,9 +35,17 @@ def convert_dicom_command(
         help="linear, area or cubic (default: linear with --reference, area without).",
     ),
     workers: int = typer.Option(1, help="Worker processes."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Reconvert existing outputs."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Reconvert existing outputs; needed to change the settings DST/conversion.json "
+        "records.",
+    ),
 ) -> None:
-    """Convert DICOMs to 8-bit PNGs (MONOCHROME1 inverted, min-max normalised, aspect kept)."""
+    """Convert DICOMs to 8-bit PNGs (MONOCHROME1 inverted, min-max normalised, aspect kept).
+
+    Progress: a bar in a terminal, plain lines in a log ($PYLON_PROGRESS_INTERVAL). Warnings
+    pydicom or libpng give are listed per file at the end instead of interleaved."""
     import dataclasses
 
     from pylon.data.dicom import PLAIN_CONVERSION, REFERENCE_CONVERSION, convert_folder
@@ -46,6 +60,17 @@ def convert_dicom_command(
         report = convert_folder(
             src, dst, size=size, conversion=conversion, workers=workers, overwrite=overwrite
         )
+    if report.warnings:
+        by_message: dict[str, list[str]] = {}
+        for name, message in report.warnings:
+            by_message.setdefault(message, []).append(name)
+        files = len({name for name, _ in report.warnings})
+        console.print(f"[yellow]{files} file(s) gave warnings while converting:[/yellow]")
+        for message, names in by_message.items():
+            more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+            console.print(
+                f"  {names[0]}{more}: {message}", soft_wrap=True, markup=False, highlight=False
+            )
     if report.failed:
         console.print(f"[red]{len(report.failed)} file(s) not converted:[/red]")
         for name, reason in report.failed:

@@ -20,6 +20,7 @@ interrupted build's temp file is recognised by its name and that index.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import hashlib
 import json
@@ -47,6 +48,7 @@ CACHE_VERSION = 2
 CACHE_ENV = "PYLON_CACHE"
 BUFFER_BYTES = 32 * 2**20  # pixels per decoding job (and so per write)
 RESERVE_BYTES = 512 * 2**20  # free space left over after a build
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # write errors that name no file
 # A cache's file stem (see ImageCache.open_or_build) and the temp files of its atomic writes.
 _STEM = re.compile(r".+-[0-9]+px(?:-fit)?-[0-9]+ch-[a-z0-9]+-(?P<digest>[0-9a-f]{16})")
 _TEMP = re.compile(
@@ -402,8 +404,8 @@ class ImageCache:
         }
         # Written first, so that a killed build's files are still recognisably pylon's.
         building = {"pid": os.getpid(), "host": socket.gethostname()}
-        write_text_atomic(index_path, json.dumps({**index, "building": building}))
         try:
+            write_text_atomic(index_path, json.dumps({**index, "building": building}))
             sizes = _build(
                 array_path,
                 list(paths),
@@ -415,11 +417,14 @@ class ImageCache:
                 what,
                 layout,
             )
-        except BaseException:
+            index.update(image_ids=list(image_ids), original_sizes=sizes.tolist())
+            write_text_atomic(index_path, json.dumps(index))
+        except BaseException as err:
             index_path.unlink(missing_ok=True)
+            if isinstance(err, OSError) and err.errno in _FULL and err.filename is None:
+                # "[Errno 28] No space left on device" alone does not say where
+                raise OSError(err.errno, f"cannot write: {err.strerror}", str(array_path)) from err
             raise
-        index.update(image_ids=list(image_ids), original_sizes=sizes.tolist())
-        write_text_atomic(index_path, json.dumps(index))
         return cls(array_path, list(image_ids), sizes, layout)
 
     @classmethod

@@ -1,7 +1,13 @@
 """DICOM to 8-bit PNG conversion (VinDr-CXR recipe) with a per-image resize-ratio CSV.
 
 The default recipe is the reference implementation's (histogram equalisation, linear resize);
-``PLAIN_CONVERSION`` keeps the stored contrast and resizes with INTER_AREA.
+``PLAIN_CONVERSION`` keeps the stored contrast and resizes with INTER_AREA. Images are only ever
+shrunk: the longer side becomes ``min(size, source longer side)``.
+
+A converted folder records its settings in ``conversion.json``, so a rerun with other settings is
+refused (or redone with ``overwrite``) instead of mixing two kinds of PNG. What pydicom and the C
+libraries (libpng, OpenJPEG) say while a file converts is kept as that file's warnings in the
+report instead of reaching the terminal.
 
 Compressed transfer syntaxes decode through pydicom's pixel-data plugins (pylibjpeg-libjpeg,
 -openjpeg, -rle), which are declared dependencies.
@@ -9,7 +15,14 @@ Compressed transfer syntaxes decode through pydicom's pixel-data plugins (pylibj
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import logging
 import os
+import sys
+import tempfile
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -19,11 +32,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pydicom
-from rich.progress import Progress
 
-from pylon.io import atomic_path, write_csv_atomic
+from pylon.data.images import refuse_too_large
+from pylon.io import atomic_path, write_csv_atomic, write_text_atomic
+from pylon.progress import Progress
 
 RATIO_FILE = "ratios.csv"
+SETTINGS_FILE = "conversion.json"
 RATIO_COLUMNS = ["image_id", "ratio", "original_height", "original_width", "height", "width"]
 DICOM_SUFFIXES = (".dicom", ".dcm")
 INTERPOLATIONS = ("linear", "area", "cubic")
@@ -67,16 +82,36 @@ def equalize_histogram(values: np.ndarray, bins: int = 256) -> np.ndarray:
 
 
 def dicom_to_array(
-    path: str | os.PathLike, size: int = 1024, conversion: DicomConversion = REFERENCE_CONVERSION
+    path: str | os.PathLike,
+    size: int = 1024,
+    conversion: DicomConversion = REFERENCE_CONVERSION,
 ) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Read a single-frame grayscale DICOM as uint8 with the longer side resized to ``size``.
+    """Read a single-frame grayscale DICOM as uint8 with the longer side at most ``size``.
 
     MONOCHROME1 is inverted (so bone is bright), values are min-max normalised to [0, 1],
-    optionally histogram-equalised, quantised to 0..255, then resized keeping the aspect ratio,
-    all as ``conversion`` says (default: the reference's recipe).
-    Returns ``(image, ratio, (original_height, original_width))``.
+    optionally histogram-equalised, quantised to 0..255, then shrunk keeping the aspect ratio
+    when the longer side exceeds ``size`` (never enlarged), all as ``conversion`` says (default:
+    the reference's recipe).
+
+    Args:
+        path: the DICOM file.
+        size: the longest the longer side may be.
+        conversion: the pixel recipe.
+
+    Returns:
+        ``(image, ratio, (original_height, original_width))``; ``ratio`` is ``size`` over the
+        original longer side when shrunk, else 1.
     """
     dataset = pydicom.dcmread(path)
+    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    if not rows or not columns:
+        raise ValueError("DICOM header lacks Rows/Columns (no image in this file?)")
+    frames = int(dataset.get("NumberOfFrames") or 1)
+    samples = int(dataset.get("SamplesPerPixel") or 1)
+    if frames != 1 or samples != 1:
+        raise ValueError(
+            f"expected a single-frame grayscale image, got {frames} frame(s) of {samples} sample(s)"
+        )
     pixels = dataset.pixel_array
     if pixels.ndim != 2:
         raise ValueError(f"expected a single-frame grayscale image, got pixel array {pixels.shape}")
@@ -90,6 +125,8 @@ def dicom_to_array(
     quantise = np.floor if conversion.floor else np.rint
     image = np.clip(quantise(scaled * 255.0), 0, 255).astype(np.uint8)
     height, width = image.shape
+    if max(height, width) <= size:
+        return image, 1.0, (height, width)
     ratio = size / max(height, width)
     fit = (lambda v: int(v * ratio)) if conversion.floor else (lambda v: round(v * ratio))
     new_size = (max(1, fit(width)), max(1, fit(height)))
@@ -106,14 +143,93 @@ def dicom_to_array(
 
 @dataclass
 class ConversionReport:
-    """What ``convert_folder`` did: counts and every file it could not convert, with the reason."""
+    """What ``convert_folder`` did: counts, every file it could not convert with the reason, and
+    every warning a file gave while converting (``(file, message)``, one per distinct message)."""
 
     converted: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def conversion_settings(size: int, conversion: DicomConversion) -> dict:
+    """The settings ``conversion.json`` records: what decides the PNGs' pixels."""
+    return {"size": size, "longer_side": "at most size", **dataclasses.asdict(conversion)}
+
+
+def describe_settings(settings: dict) -> str:
+    """``--size 1024, equalised, linear resize, truncated levels`` for messages."""
+    return (
+        f"--size {settings.get('size')}, "
+        f"{'equalised' if settings.get('equalize') else 'not equalised'}, "
+        f"{settings.get('interpolation')} resize, "
+        f"{'truncated' if settings.get('floor') else 'rounded'} levels"
+        + ("" if settings.get("longer_side") == "at most size" else ", enlarging small images")
+    )
+
+
+class _NoteHandler(logging.Handler):
+    def __init__(self, notes: list[str]):
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def captured_warnings() -> Iterator[list[str]]:
+    """Collect what is said while one file converts instead of letting it reach the terminal:
+    Python warnings, pydicom's log and whatever C libraries write to file descriptor 2 (libpng,
+    OpenJPEG). Yields the list that receives the messages when the block ends: pydicom's log,
+    then Python warnings, then the C libraries' lines, one per line, repeats dropped."""
+    notes: list[str] = []
+    logger = logging.getLogger("pydicom")
+    saved_handlers, saved_propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [_NoteHandler(notes)], False
+    sys.stderr.flush()
+    sink = tempfile.TemporaryFile()
+    try:
+        saved_fd = os.dup(2)
+    except OSError:  # no descriptor 2 (a daemon): nothing to capture there
+        saved_fd = None
+    else:
+        os.dup2(sink.fileno(), 2)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield notes
+            finally:
+                notes.extend(str(w.message) for w in caught)
+    finally:
+        if saved_fd is not None:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+        logger.handlers, logger.propagate = saved_handlers, saved_propagate
+        sink.seek(0)
+        notes.extend(sink.read().decode(errors="replace").splitlines())
+        sink.close()
+        unique = dict.fromkeys(" ".join(n.split()) for n in notes)
+        notes[:] = [n for n in unique if n]
 
 
 def find_dicoms(src: Path) -> list[Path]:
+    """The ``*.dicom``/``*.dcm`` files under ``src``, sorted (``[src]`` for one such file).
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+        ValueError: ``src`` is a file without a DICOM suffix.
+    """
+    if src.is_file():
+        if src.suffix.lower() not in DICOM_SUFFIXES:
+            raise ValueError(
+                f"SRC {src} is a file without a .dicom/.dcm suffix; expected a DICOM file or a "
+                "folder of them"
+            )
+        return [src]
+    if not src.is_dir():
+        raise FileNotFoundError(f"DICOM source not found: {src} (expected a folder or a file)")
     return sorted(p for p in src.rglob("*") if p.suffix.lower() in DICOM_SUFFIXES and p.is_file())
 
 
@@ -136,12 +252,19 @@ def _check_unique_ids(files: list[Path], src: Path) -> None:
 
 
 def _convert_one(src: Path, dst: Path, image_id: str, size: int, conversion) -> dict:
+    # the pixel limit of `pylon predict`, from the header before any decoding
+    header = pydicom.dcmread(src, stop_before_pixels=True)
+    rows, columns = int(header.get("Rows") or 0), int(header.get("Columns") or 0)
+    refuse_too_large(src, rows, columns, what="DICOM")
     image, ratio, (height, width) = dicom_to_array(src, size, conversion)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise ValueError("PNG encoding failed")
-    with atomic_path(dst) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+    try:
+        with atomic_path(dst) as tmp:
+            tmp.write_bytes(encoded.tobytes())
+    except OSError as err:  # a full disk says "[Errno 28]" without naming the file
+        raise OSError(err.errno, f"cannot write: {err.strerror}", str(dst)) from None
     return {
         "image_id": image_id,
         "ratio": ratio,
@@ -153,10 +276,15 @@ def _convert_one(src: Path, dst: Path, image_id: str, size: int, conversion) -> 
 
 
 def _safe_convert(src: Path, dst: Path, image_id: str, size: int, conversion):
-    try:
-        return _convert_one(src, dst, image_id, size, conversion), ""
-    except Exception as err:  # noqa: BLE001  every failure is reported, none stops the batch
-        return None, f"{type(err).__name__}: {err}"
+    row, reason = None, ""
+    with captured_warnings() as notes:
+        try:
+            row = _convert_one(src, dst, image_id, size, conversion)
+        except Exception as err:  # noqa: BLE001  every failure is reported, none stops the batch
+            reason = f"{type(err).__name__}: {err}"
+            if isinstance(err, OSError) and err.filename is not None:
+                reason = f"{type(err).__name__}: {err.filename}: {err.strerror}"
+    return row, reason, notes
 
 
 def _run(jobs: list[tuple[Path, Path, str]], size: int, conversion, workers: int) -> Iterator:
@@ -168,6 +296,52 @@ def _run(jobs: list[tuple[Path, Path, str]], size: int, conversion, workers: int
         futures = {pool.submit(_safe_convert, s, d, i, size, conversion): s for s, d, i in jobs}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+def _check_writable(dst: Path) -> None:
+    """Create ``dst`` and write a probe file there, so that an unusable DST fails once, up front,
+    instead of once per file."""
+    if dst.exists() and not dst.is_dir():
+        raise NotADirectoryError(f"DST {dst} is not a folder")
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=dst):
+            pass
+    except OSError as err:
+        raise OSError(
+            err.errno, f"cannot write to the output folder DST ({err.strerror})", str(dst)
+        ) from None
+
+
+def _read_settings(dst: Path) -> dict | None:
+    path = dst / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{path}: unreadable ({err}); delete it and rerun with --overwrite"
+        ) from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: expected a JSON object; delete it and rerun with --overwrite")
+    return settings
+
+
+def _check_legacy_rows(rows: dict, size: int, ratio_path: Path) -> None:
+    """A ``ratios.csv`` written before settings were recorded: its sizes must be what ``size``
+    gives (longer side at most ``size``, within a pixel of truncation), else refuse."""
+    for image_id, row in rows.items():
+        longer = max(int(row["height"]), int(row["width"]))
+        original = max(int(row["original_height"]), int(row["original_width"]))
+        expected = min(size, original)
+        if not expected - 1 <= longer <= expected:
+            raise ValueError(
+                f"{ratio_path} was written without a record of its settings and its row "
+                f"{image_id} ({row['height']}x{row['width']} from {row['original_height']}x"
+                f"{row['original_width']}) does not match --size {size}; use another DST, or "
+                "--overwrite to reconvert every file"
+            )
 
 
 def convert_folder(
@@ -183,13 +357,25 @@ def convert_folder(
     """Convert every ``*.dicom``/``*.dcm`` under ``src`` to ``dst/<relative path>.png``.
 
     Args:
-        src: folder searched recursively.
-        dst: output folder; it receives the PNGs and ``ratios.csv``.
-        size: length of the longer side after resizing.
+        src: folder searched recursively, or one DICOM file.
+        dst: output folder (created); it receives the PNGs, ``ratios.csv`` and
+            ``conversion.json`` (the settings below). Checked writable before any work.
+        size: the longest the longer side may be: larger images are shrunk, smaller ones kept.
+            A file over the pixel limit of ``pylon predict`` (:func:`pylon.data.images.max_pixels`)
+            is refused from its header and listed as failed.
         conversion: the pixel recipe (default the reference's: equalised, linear resize).
         workers: worker processes.
-        overwrite: reconvert files whose PNG and ratio row already exist (else skipped).
-        progress: show a progress bar.
+        overwrite: reconvert files whose PNG and ratio row already exist (else skipped); also
+            what lets a run use other settings than those recorded in ``dst`` (refused when
+            ``dst`` holds files of other settings that are not in ``src``).
+        progress: report progress (a bar in a terminal, plain lines in a log, as
+            :class:`pylon.progress.Progress`).
+
+    Raises:
+        ValueError: other settings than those recorded (without ``overwrite``), no DICOM files,
+            two inputs with one output name.
+        OSError: ``src`` missing or ``dst`` not writable, naming the path.
+
     Returns:
         A :class:`ConversionReport`. Each input gets one PNG and one row of ``dst/ratios.csv``
         (``image_id, ratio, original_height, original_width, height, width``), keyed by
@@ -198,14 +384,14 @@ def convert_folder(
         the rows of earlier runs.
     """
     src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise FileNotFoundError(f"DICOM source folder not found: {src}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     files = find_dicoms(src)
     if not files:
         raise ValueError(f"no *.dicom or *.dcm files found under {src}")
-    _check_unique_ids(files, src)
+    root = src.parent if src.is_file() else src
+    _check_unique_ids(files, root)
+    _check_writable(dst)
     ratio_path = dst / RATIO_FILE
     rows = {}
     if ratio_path.is_file():
@@ -215,27 +401,55 @@ def convert_folder(
                 f"{ratio_path}: expected columns {RATIO_COLUMNS}, got {list(previous.columns)}"
             )
         rows = {r["image_id"]: r for r in previous.to_dict("records")}
+    requested = conversion_settings(size, conversion)
+    recorded = _read_settings(dst)
+    if recorded is not None and recorded != requested and rows:
+        ids = {image_id_for(path, root) for path in files}
+        others = sorted(set(rows) - ids)
+        if not overwrite:
+            raise ValueError(
+                f"{dst} holds PNGs converted with {describe_settings(recorded)} "
+                f"({dst / SETTINGS_FILE}); this run asks for {describe_settings(requested)}: "
+                "rerun with the recorded settings, use another DST, or add --overwrite to "
+                "reconvert every file with the new ones"
+            )
+        if others:
+            raise ValueError(
+                f"{dst} also holds {len(others)} converted file(s) that are not in {src} (first: "
+                f"{others[0]}), converted with {describe_settings(recorded)}; --overwrite would "
+                f"mix them with {describe_settings(requested)}: use another DST"
+            )
+        rows = {}  # all reconverted: no row of the earlier settings may survive a failure
+    elif recorded is None and rows and not overwrite:
+        _check_legacy_rows(rows, size, ratio_path)
+    write_text_atomic(dst / SETTINGS_FILE, json.dumps(requested, indent=1) + "\n")
     report = ConversionReport()
     jobs = []
     for path in files:
-        image_id = image_id_for(path, src)
+        image_id = image_id_for(path, root)
         out = dst / f"{image_id}.png"
         if not overwrite and out.is_file() and image_id in rows:
             report.skipped += 1
         else:
             jobs.append((path, out, image_id))
     try:
-        with Progress(disable=not progress) as bar:
-            task = bar.add_task(f"converting {len(jobs)} DICOM files", total=len(jobs))
-            for path, (row, reason) in _run(jobs, size, conversion, workers):
+        with Progress(
+            "converting DICOM files", total=len(jobs), unit="file", enabled=progress
+        ) as bar:
+            for path, (row, reason, notes) in _run(jobs, size, conversion, workers):
+                report.warnings.extend((str(path), note) for note in notes)
                 if row is None:
                     report.failed.append((str(path), reason))
                 else:
                     rows[row["image_id"]] = row
                     report.converted += 1
-                bar.advance(task)
+                bar.advance()
     finally:
         if rows:
             frame = pd.DataFrame(list(rows.values()), columns=RATIO_COLUMNS)
-            write_csv_atomic(frame.sort_values("image_id"), ratio_path)
+            try:
+                write_csv_atomic(frame.sort_values("image_id"), ratio_path)
+            except OSError as err:
+                raise OSError(err.errno, f"cannot write: {err.strerror}", str(ratio_path)) from None
+    report.failed.sort()
     return report
