@@ -194,10 +194,10 @@ def test_energy_pointing_game_matches_pixel_loop(low, size):
     boxes[0].append((1, 1, 3, 3, 0))
     expected = naive_energy(cams, boxes, size)
     got = energy_pointing_game(cams, boxes, size)
-    assert_same(got, expected, size, rel=1e-9)
+    assert_same(got, expected, size, rel=1e-6)
     assert math.isnan(got.value[0])
     small = energy_pointing_game(cams.numpy(), boxes, size, chunk_bytes=1)
-    torch.testing.assert_close(small.value, got.value, equal_nan=True, rtol=1e-12, atol=0)
+    torch.testing.assert_close(small.value, got.value, equal_nan=True, rtol=1e-6, atol=0)
 
 
 def test_pointing_first_maximum_on_ties():

@@ -87,21 +87,19 @@ def pair_maps(
     pairs: PairBoxes,
     size: tuple[int, int],
     *,
+    with_gt: bool = True,
     bytes_per_pixel: int = _BYTES_PER_PIXEL,
     chunk_bytes: int | None = None,
-) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+) -> Iterator[tuple[int, int, Tensor, Tensor | None]]:
     """Chunks ``(start, stop, up, gt)`` of the pairs ``start .. stop-1``.
 
     ``up`` (p, H, W) float32: the raw maps up-sampled bilinearly (``align_corners=False``,
     ``pylon.metrics.peaks.upsample``, no sigmoid); ``gt`` (p, H, W) float32 0/1: the union of each
-    pair's boxes. Both on the maps' device, under ``torch.no_grad`` and with autocast off. Raises
-    ``ValueError`` naming the first scored map with NaN or infinity."""
+    pair's boxes (None unless ``with_gt``). Both on the maps' device, under ``torch.no_grad`` and
+    with autocast off. Raises ``ValueError`` naming the first scored map with NaN or infinity."""
     device = cams.device
     flat = cams.flatten(0, 1)
-    height, width = size
     step = chunk_pairs(size, device, bytes_per_pixel, chunk_bytes)
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
     with torch.no_grad(), full_precision(device):
         for start in range(0, len(pairs), step):
             stop = min(start + step, len(pairs))
@@ -110,23 +108,52 @@ def pair_maps(
             # apply_sigmoid=True only tells check_maps not to reject negative raw scores.
             check_maps(maps, True, _pair_name(keys, pairs.num_classes))
             up = upsample(maps, size, apply_sigmoid=False)
-            first, last = int(pairs.first_of_pair[start]), int(pairs.first_of_pair[stop])
-            pair = (pairs.box_pair[first:last] - start).to(device)
-            slot = pairs.slot[first:last].to(device)
-            ext = pairs.extents[first:last].to(device)
-            # The union of a pair's boxes: (rows in its k-th box) x (columns in it), summed over
-            # k, clipped to 1 (as pylon.metrics.pairs does).
-            slots = int(slot.max()) + 1 if len(slot) else 1
-            in_rows = up.new_zeros(stop - start, slots, height)
-            in_cols = up.new_zeros(stop - start, slots, width)
-            in_rows[pair, slot] = ((rows >= ext[:, :1]) & (rows < ext[:, 1:2])).float()
-            in_cols[pair, slot] = ((cols >= ext[:, 2:3]) & (cols < ext[:, 3:4])).float()
-            gt = in_rows[:, 0, :, None] * in_cols[:, 0, None, :]
-            for k in range(1, slots):
-                gt.addcmul_(in_rows[:, k, :, None], in_cols[:, k, None, :])
-            if slots > 1:
-                gt.clamp_(max=1)
+            gt = _union_masks(pairs, start, stop, size, device) if with_gt else None
             yield start, stop, up, gt
+
+
+def _union_masks(pairs: PairBoxes, start: int, stop: int, size, device) -> Tensor:
+    """The union of the boxes of each pair ``start .. stop-1``, (p, H, W) float32 0/1: (rows in
+    its k-th box) x (columns in it), summed over k, clipped to 1 (as pylon.metrics.pairs does)."""
+    height, width = size
+    first, last = int(pairs.first_of_pair[start]), int(pairs.first_of_pair[stop])
+    pair = (pairs.box_pair[first:last] - start).to(device)
+    slot = pairs.slot[first:last].to(device)
+    ext = pairs.extents[first:last].to(device)
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    slots = int(slot.max()) + 1 if len(slot) else 1
+    in_rows = torch.zeros(stop - start, slots, height, device=device)
+    in_cols = torch.zeros(stop - start, slots, width, device=device)
+    in_rows[pair, slot] = ((rows >= ext[:, :1]) & (rows < ext[:, 1:2])).float()
+    in_cols[pair, slot] = ((cols >= ext[:, 2:3]) & (cols < ext[:, 3:4])).float()
+    gt = in_rows[:, 0, :, None] * in_cols[:, 0, None, :]
+    for k in range(1, slots):
+        gt.addcmul_(in_rows[:, k, :, None], in_cols[:, k, None, :])
+    if slots > 1:
+        gt.clamp_(max=1)
+    return gt
+
+
+def union_areas(pairs: PairBoxes, size: tuple[int, int]) -> Tensor:
+    """Pixels of the union of each pair's boxes, (P,) long: the extent's area for pairs with one
+    box (or none), a count of the union mask (on the CPU, one pair at a time) for the others."""
+    row0, row1, col0, col1 = pairs.extents.unbind(1)
+    box_area = (row1 - row0).clamp(min=0) * (col1 - col0).clamp(min=0)
+    area = torch.zeros(len(pairs), dtype=torch.long).index_add_(0, pairs.box_pair, box_area)
+    several = (pairs.first_of_pair[1:] - pairs.first_of_pair[:-1] > 1).nonzero().flatten()
+    for p in several.tolist():
+        area[p] = _area(_union_masks(pairs, p, p + 1, size, torch.device("cpu")))[0]
+    return area
+
+
+def inside_boxes(pairs: PairBoxes, rows: Tensor, cols: Tensor) -> Tensor:
+    """Whether pixel ``(rows[p], cols[p])`` lies in one of pair ``p``'s boxes, (P,) bool."""
+    row0, row1, col0, col1 = pairs.extents.unbind(1)
+    r, c = rows[pairs.box_pair], cols[pairs.box_pair]
+    inside = (r >= row0) & (r < row1) & (c >= col0) & (c < col1)
+    count = torch.zeros(len(pairs), dtype=torch.long).index_add_(0, pairs.box_pair, inside.long())
+    return count > 0
 
 
 def records(pairs: PairBoxes, value: Tensor, box_area: Tensor, size) -> PairRecords:
@@ -202,15 +229,16 @@ def pointing_game(
     cams = as_cams(cams)
     size = as_image_size(image_size)
     pairs = pair_boxes(cams, boxes, size)
-    peak_rows, peak_cols, areas = [], [], []
-    for _, _, up, gt in pair_maps(cams, pairs, size, chunk_bytes=chunk_bytes):
+    peak_rows, peak_cols = [], []
+    for _, _, up, _ in pair_maps(
+        cams, pairs, size, with_gt=False, bytes_per_pixel=4, chunk_bytes=chunk_bytes
+    ):
         rows, cols, _ = first_peaks(up)
         peak_rows.append(rows.cpu())
         peak_cols.append(cols.cpu())
-        areas.append(_area(gt).cpu())
-    if not areas:
+    if not peak_rows:
         return PairRecords.empty()
-    rows, cols, box_area = torch.cat(peak_rows), torch.cat(peak_cols), torch.cat(areas)
+    rows, cols = torch.cat(peak_rows), torch.cat(peak_cols)
 
     # The pixel of a box nearest to the point is the point clamped into the box: the union of the
     # boxes meets the disc when one box's nearest pixel lies inside it (integers, exact).
@@ -221,7 +249,7 @@ def pointing_game(
     dc = torch.minimum(torch.maximum(c, col0), col1 - 1) - c
     inside = nonempty & (dr * dr + dc * dc < tolerance * tolerance)
     hits = torch.zeros(len(pairs), dtype=torch.long).index_add_(0, pairs.box_pair, inside.long())
-    return records(pairs, (hits > 0).double(), box_area, size)
+    return records(pairs, (hits > 0).double(), union_areas(pairs, size), size)
 
 
 def energy_pointing_game(
@@ -241,10 +269,11 @@ def energy_pointing_game(
     forms its map at input resolution from activations up-sampled exactly so, and bilinear
     up-sampling is linear, so up-sampling the low-resolution map is the same map — then ReLU, then
     min-max (``(m - min) / (max - min)``, float32), as ``ScoreCAM.forward`` does. The value is
-    ``sum(map inside the union of the class's boxes) / sum(map)``, the sums in float64 (the
-    reference sums float32; the difference is rounding). A map that is constant after the ReLU
-    (all zero or negative, or flat: Score-CAM returns ``None``) is undefined: NaN, counted by
-    ``reduce_records`` as ``undefined``. Boxes covering no pixel give 0.
+    ``sum(map inside the union of the class's boxes) / sum(map)``, each row summed in float32 and
+    the rows in float64 (the reference sums in float32; the difference is rounding, ~1e-7). A map
+    that is constant after the ReLU (all zero or negative, or flat: Score-CAM returns ``None``) is
+    undefined: NaN, counted by ``reduce_records`` as ``undefined``. Boxes covering no pixel give
+    0.
 
     The box is scored the right way round: rows ``y``, columns ``x``. The reference builds its
     box mask as ``empty[x1:x2, y1:y2]`` on an (H, W) map, i.e. transposed (on a square input it
@@ -270,14 +299,20 @@ def energy_pointing_game(
         high = up.amax(dim=(1, 2), keepdim=True)
         flat = (high == low).flatten()
         norm = up.sub_(low).div_(high - low)  # NaN for flat maps: replaced below
-        inside = (norm * gt).sum(dim=(1, 2), dtype=torch.float64)
-        total = norm.sum(dim=(1, 2), dtype=torch.float64)
+        areas.append(_area(gt).cpu())
+        total = _sum(norm)
+        inside = _sum(gt.mul_(norm))
         value = torch.where(flat, torch.full_like(total, float("nan")), inside / total)
         values.append(value.cpu())
-        areas.append(_area(gt).cpu())
     if not values:
         return PairRecords.empty()
     return records(pairs, torch.cat(values), torch.cat(areas), size)
+
+
+def _sum(maps: Tensor) -> Tensor:
+    """Sum of each map of ``maps`` (p, H, W) float32: rows in float32, then float64 over rows
+    (a float64 sum of every pixel costs a conversion pass; the rows' rounding is ~1e-7)."""
+    return maps.sum(dim=2).sum(dim=1, dtype=torch.float64)
 
 
 def _pair_name(keys: Tensor, num_classes: int):
