@@ -8,9 +8,11 @@ from pylon.metrics.bootstrap import (
     format_comparison,
     paired_bootstrap,
 )
+from pylon.metrics.chexlocalize import hit_rate, segmentation_iou, tune_segmentation_threshold
 from pylon.metrics.localization import LocalizationAccumulator, localization_accuracy
 from pylon.metrics.pairs import PairScores, score_pairs
 from pylon.metrics.peaks import peak_locations
+from pylon.metrics.pointing import energy_pointing_game, pointing_game
 from pylon.metrics.sizes import by_size, records_from_pair_scores, size_buckets
 from pylon.metrics.summary import summarize_seeds
 
@@ -22,13 +24,18 @@ __all__ = [
     "auroc",
     "bootstrap_ci",
     "by_size",
+    "energy_pointing_game",
     "format_ci",
     "format_comparison",
+    "hit_rate",
     "localization_accuracy",
     "paired_bootstrap",
     "peak_locations",
+    "pointing_game",
     "records_from_pair_scores",
     "score_pairs",
+    "segmentation_iou",
     "size_buckets",
     "summarize_seeds",
+    "tune_segmentation_threshold",
 ]
