@@ -1,5 +1,7 @@
 """DICOM conversion: inversion, min-max scaling, aspect-keeping resize, compressed syntaxes, CLI."""
 
+import json
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -294,6 +296,9 @@ def test_ratios_without_recorded_settings_are_checked_against_the_size(tmp_path)
     (dst / "conversion.json").unlink()
     with pytest.raises(ValueError, match=r"row a \(20x30 from 40x60\) does not match --size 50"):
         convert_folder(src, dst, size=50, progress=False)
+    assert convert_folder(src, dst, size=50, overwrite=True, progress=False).converted == 1
+    assert json.loads((dst / "conversion.json").read_text())["size"] == 50
+    assert pd.read_csv(dst / "ratios.csv")[["height", "width"]].values.tolist() == [[33, 50]]
 
 
 def test_size_larger_than_the_source_keeps_the_source_size(tmp_path, monkeypatch):

@@ -328,20 +328,29 @@ def _read_settings(dst: Path) -> dict | None:
     return settings
 
 
-def _check_legacy_rows(rows: dict, size: int, ratio_path: Path) -> None:
-    """A ``ratios.csv`` written before settings were recorded: its sizes must be what ``size``
-    gives (longer side at most ``size``, within a pixel of truncation), else refuse."""
+def _settings_mismatch(rows: dict, recorded: dict | None, requested: dict, dst: Path) -> str:
+    """Why the PNGs in ``dst`` (ratio ``rows``, settings ``recorded``) do not match ``requested``;
+    ``""`` when they do. A ``ratios.csv`` from before settings were recorded (``recorded`` is
+    ``None``) matches when every row's longer side is what ``--size`` gives (within a pixel of
+    truncation); its recipe cannot be checked."""
+    if recorded is not None:
+        if recorded == requested:
+            return ""
+        return (
+            f"{dst} holds PNGs converted with {describe_settings(recorded)} "
+            f"({dst / SETTINGS_FILE}); this run asks for {describe_settings(requested)}"
+        )
+    size = requested["size"]
     for image_id, row in rows.items():
         longer = max(int(row["height"]), int(row["width"]))
-        original = max(int(row["original_height"]), int(row["original_width"]))
-        expected = min(size, original)
+        expected = min(size, max(int(row["original_height"]), int(row["original_width"])))
         if not expected - 1 <= longer <= expected:
-            raise ValueError(
-                f"{ratio_path} was written without a record of its settings and its row "
+            return (
+                f"{dst / RATIO_FILE} was written without a record of its settings and its row "
                 f"{image_id} ({row['height']}x{row['width']} from {row['original_height']}x"
-                f"{row['original_width']}) does not match --size {size}; use another DST, or "
-                "--overwrite to reconvert every file"
+                f"{row['original_width']}) does not match --size {size}"
             )
+    return ""
 
 
 def convert_folder(
@@ -402,26 +411,21 @@ def convert_folder(
             )
         rows = {r["image_id"]: r for r in previous.to_dict("records")}
     requested = conversion_settings(size, conversion)
-    recorded = _read_settings(dst)
-    if recorded is not None and recorded != requested and rows:
-        ids = {image_id_for(path, root) for path in files}
-        others = sorted(set(rows) - ids)
-        if not overwrite:
-            raise ValueError(
-                f"{dst} holds PNGs converted with {describe_settings(recorded)} "
-                f"({dst / SETTINGS_FILE}); this run asks for {describe_settings(requested)}: "
-                "rerun with the recorded settings, use another DST, or add --overwrite to "
-                "reconvert every file with the new ones"
-            )
+    mismatch = _settings_mismatch(rows, _read_settings(dst), requested, dst) if rows else ""
+    if mismatch and not overwrite:
+        raise ValueError(
+            f"{mismatch}: rerun with the recorded settings, use another DST, or add --overwrite "
+            "to reconvert every file with the new ones"
+        )
+    if mismatch:
+        others = sorted(set(rows) - {image_id_for(path, root) for path in files})
         if others:
             raise ValueError(
-                f"{dst} also holds {len(others)} converted file(s) that are not in {src} (first: "
-                f"{others[0]}), converted with {describe_settings(recorded)}; --overwrite would "
-                f"mix them with {describe_settings(requested)}: use another DST"
+                f"{mismatch}, and {len(others)} of its converted file(s) are not in {src} "
+                f"(first: {others[0]}): --overwrite would leave them beside the new ones; use "
+                "another DST"
             )
         rows = {}  # all reconverted: no row of the earlier settings may survive a failure
-    elif recorded is None and rows and not overwrite:
-        _check_legacy_rows(rows, size, ratio_path)
     write_text_atomic(dst / SETTINGS_FILE, json.dumps(requested, indent=1) + "\n")
     report = ConversionReport()
     jobs = []
