@@ -13,6 +13,10 @@ from pylon.cli.app import app, exit_on_user_error
 console = Console()
 
 
+def _say(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def resolve_config(
     preset: str | None, config_file: Path | None, overrides: list[str], seed: int | None
 ):
@@ -48,9 +52,15 @@ def train_command(
     precision: str | None = typer.Option(
         None, help="auto (fp16 on GPU, bf16 on CPUs with native bf16), fp32, bf16 or fp16."
     ),
-    retrain: bool = typer.Option(False, help="Delete the run folder and train again."),
+    retrain: bool = typer.Option(
+        False, help="Delete pylon's files of the run folder (never others) and train again."
+    ),
 ) -> None:
-    """Train one run; re-running the same command resumes it, or skips it when finished."""
+    """Train one run; re-running the same command resumes it, or skips it when finished.
+
+    The run folder is locked while the command runs: a second command on the same run is
+    refused. SIGTERM exits 143 and Ctrl+C 130; both resume on rerun.
+    """
     from pylon.training.fit import is_rank_zero_process, train
 
     if preset is None and config_file is None:
@@ -70,7 +80,7 @@ def train_command(
             extra.append(f"{key}={value}")
     with exit_on_user_error(console):
         config = resolve_config(preset, config_file, extra, seed)
-        run_dir = train(config, runs_dir=runs_dir, retrain=retrain)
+        run_dir = train(config, runs_dir=runs_dir, retrain=retrain, notify=_say)
     if is_rank_zero_process():
         console.print(f"run folder: {run_dir}")
 

@@ -20,9 +20,18 @@ from pylon.models.precision import Execution
 from pylon.models.weights import load_model
 from pylon.training.config import TrainConfig
 from pylon.training.datamodule import build_dataset, eval_loader
-from pylon.training.fit import hardware_options, quiet_lightning_notices, resolve_precision
+from pylon.training.fit import (
+    hardware_options,
+    quiet_lightning_notices,
+    resolve_precision,
+    run_lock,
+)
 from pylon.training.loop_progress import LoopProgress
-from pylon.training.runs import open_trained_run, seed_dirs
+from pylon.training.runs import evaluation_staleness, open_trained_run, seed_dirs
+
+# A run evaluated before it finished (``allow_unfinished``) gets these names instead of
+# ``eval_<kind>.csv``: seed summaries and ``pylon sweep`` never count them.
+UNFINISHED_PREFIX = "unfinished_"
 
 
 class EvalModule(L.LightningModule):
@@ -135,9 +144,13 @@ def evaluate_run(
     devices: str | None = None,
     strategy: str | None = None,
     progress: bool = True,
+    allow_unfinished: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``RUN/checkpoints/best.safetensors``; write ``eval_auc.csv``/``eval_loc.csv`` in
     the run folder and ``summary_auc.csv``/``summary_loc.csv`` over the experiment's seeds.
+
+    The run folder is locked meanwhile (:func:`pylon.training.fit.run_lock`): a run that is
+    being trained is refused.
 
     The model runs on the training fast path (the run's precision policy and channels_last,
     :func:`pylon.training.fit.resolve_precision`); progress is reported in a terminal and in
@@ -147,13 +160,33 @@ def evaluate_run(
         run_dir: a trained run folder ``runs/<experiment>/<seed>``.
         devices, strategy: override the run's (e.g. ``devices="2", strategy="ddp"``).
         progress: report progress.
+        allow_unfinished: evaluate a run that has no ``DONE`` yet (its intermediate best
+            weights); the files are then ``unfinished_eval_{auc,loc}.csv`` and no seed summary
+            is written.
 
     Returns:
         ``{"auc": {...}, "loc": {...}}`` (on every DDP rank; only rank 0 writes files).
+
+    Raises:
+        ValueError: the run is not finished and ``allow_unfinished`` is not set.
+        pylon.locks.FolderLockedError: another command (e.g. its training) holds the run folder.
     """
     paths, config = open_trained_run(run_dir)
     hardware = {"devices": devices, "strategy": strategy}
     config = dataclasses.replace(config, **{k: v for k, v in hardware.items() if v is not None})
+    hardware_options(config)  # refuse devices this machine lacks before taking the lock
+    with run_lock(paths, "pylon evaluate"):
+        finished = paths.is_done()
+        if not finished and not allow_unfinished:
+            raise ValueError(
+                f"{paths.root} is not finished (no {paths.done.name}): its best weights are "
+                "intermediate; finish training first (rerun `pylon train` to resume), or pass "
+                f"--allow-unfinished to write {UNFINISHED_PREFIX}eval_*.csv"
+            )
+        return _evaluate_locked(paths, config, progress=progress, finished=finished)
+
+
+def _evaluate_locked(paths, config: TrainConfig, *, progress: bool, finished: bool) -> dict:
     data = config.data
     model = load_model(paths.best).eval()
 
@@ -168,9 +201,11 @@ def evaluate_run(
         )
     if not is_main:
         return {"auc": auc, "loc": loc}
-    write_metrics(auc, paths.root / "eval_auc.csv")
-    write_metrics(loc, paths.root / "eval_loc.csv")
-    summarize_experiment(paths.experiment_dir)
+    prefix = "" if finished else UNFINISHED_PREFIX
+    write_metrics(auc, paths.root / f"{prefix}eval_auc.csv")
+    write_metrics(loc, paths.root / f"{prefix}eval_loc.csv")
+    if finished:
+        summarize_experiment(paths.experiment_dir)
     return {"auc": auc, "loc": loc}
 
 
@@ -206,8 +241,42 @@ def read_metrics(path: Path) -> dict[str, float]:
     return dict(zip(frame["metric"], frame["value"].astype(float), strict=True))
 
 
+def evaluation_outputs(experiment_dir: str | Path, kind: str) -> tuple[list[Path], list[str]]:
+    """The current ``eval_<kind>.csv`` files of an experiment's seed folders, and why the others
+    were left out.
+
+    Args:
+        experiment_dir: ``runs/<experiment>``.
+        kind: ``"auc"`` or ``"loc"``.
+
+    Returns:
+        ``(files, stale)``: the files that describe their run's final weights, and one line per
+        file older than the weights it scored (:func:`pylon.training.runs.evaluation_staleness`).
+    """
+    files, stale = [], []
+    for seed_dir in seed_dirs(experiment_dir):
+        path = seed_dir / f"eval_{kind}.csv"
+        if not path.is_file():
+            continue
+        reason = evaluation_staleness(seed_dir, path)
+        if reason is None:
+            files.append(path)
+        else:
+            stale.append(reason)
+    return files, stale
+
+
+def stale_evaluations(experiment_dir: str | Path) -> list[str]:
+    """One line per ``eval_*.csv`` of the experiment that :func:`summarize_experiment` skips
+    because it is older than the weights it scored (e.g. written before the run finished)."""
+    return [line for kind in ("auc", "loc") for line in evaluation_outputs(experiment_dir, kind)[1]]
+
+
 def summarize_experiment(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Mean, std and n over the evaluated seed folders; writes ``summary_{auc,loc}.csv``.
+
+    An ``eval_*.csv`` older than the weights it scored is stale and skipped
+    (:func:`stale_evaluations` says which).
 
     Args:
         experiment_dir: ``runs/<experiment>``, holding seed folders with ``eval_*.csv``.
@@ -219,9 +288,12 @@ def summarize_experiment(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
     experiment_dir = Path(experiment_dir)
     out = {}
     for kind in ("auc", "loc"):
-        files = [d / f"eval_{kind}.csv" for d in seed_dirs(experiment_dir)]
-        runs = [read_metrics(f) for f in files if f.is_file()]
+        files, _ = evaluation_outputs(experiment_dir, kind)
+        runs = [read_metrics(f) for f in files]
+        summary = experiment_dir / f"summary_{kind}.csv"
         if runs:
             out[kind] = summarize_seeds(runs)
-            write_csv_atomic(out[kind], experiment_dir / f"summary_{kind}.csv")
+            write_csv_atomic(out[kind], summary)
+        else:
+            summary.unlink(missing_ok=True)  # it summarised outputs that are stale now
     return out

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pylon.evaluation.evaluate import summarize_experiment
 from pylon.training.config import apply_overrides, parse_override
-from pylon.training.fit import TrainingInterrupted
+from pylon.training.fit import SIGINT_EXIT_CODE, TrainingInterrupted
 from pylon.training.presets import get_preset
-from pylon.training.runs import RunPaths
+from pylon.training.runs import RunPaths, evaluation_staleness
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -43,6 +43,15 @@ def parse_seeds(text: str) -> list[int]:
 
 def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pylon.cli.main", *args]
+
+
+def is_evaluated(paths: RunPaths) -> bool:
+    """True when the run has ``eval_auc.csv`` and no evaluation output of it is older than the
+    weights it scored (:func:`pylon.training.runs.evaluation_staleness`)."""
+    outputs = [p for p in (paths.root / "eval_auc.csv", paths.root / "eval_loc.csv") if p.is_file()]
+    if not outputs or outputs[0].name != "eval_auc.csv":
+        return False
+    return all(evaluation_staleness(paths.root, p) is None for p in outputs)
 
 
 def sweep(
@@ -83,7 +92,7 @@ def sweep(
             row = {"experiment": config.experiment, "seed": seed, "status": "pending"}
             rows.append(row)
             trained = paths.is_done()
-            evaluated = (paths.root / "eval_auc.csv").is_file()
+            evaluated = is_evaluated(paths)
             if trained and (evaluated or not evaluate):
                 row["status"] = "skipped (finished)"
                 continue
@@ -113,8 +122,8 @@ def sweep(
             with open(log, "a") as out:
                 for command in commands:
                     result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-                    if result.returncode == TrainingInterrupted.exit_code:
-                        row["status"] = f"interrupted (SIGTERM; rerun to resume, see {log})"
+                    if result.returncode in (TrainingInterrupted.exit_code, SIGINT_EXIT_CODE):
+                        row["status"] = f"interrupted (rerun to resume, see {log})"
                         break
                     if result.returncode != 0:
                         row["status"] = f"failed (see {log})"

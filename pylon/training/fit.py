@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -10,6 +11,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -20,7 +22,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from pylon.data.workers import available_cpus
 from pylon.io import atomic_path, remove_stale_temp_files, write_text_atomic
+from pylon.locks import folder_lock
 from pylon.models import create_model
 from pylon.models.freeze import freeze_encoder
 from pylon.models.head_prior import init_head_prior
@@ -33,13 +37,22 @@ from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
 from pylon.training.datamodule import PylonDataModule
 from pylon.training.loop_progress import LoopProgress
 from pylon.training.module import ClassifierModule
-from pylon.training.runs import RunPaths
+from pylon.training.runnable import check_runnable
+from pylon.training.runs import RunPaths, clear_run
 
 
 class TrainingInterrupted(RuntimeError):
-    """Training was stopped by SIGTERM before it finished; the run folder resumes on restart."""
+    """Training was stopped by SIGTERM (exit 143) or SIGINT (Ctrl+C, exit 130) before it
+    finished; the run folder resumes on restart."""
 
     exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+SIGINT_EXIT_CODE = 130  # 128 + SIGINT
 
 
 # Keys that may differ when a run is resumed (hardware and display, not the experiment).
@@ -52,14 +65,50 @@ def on_gpu(config: TrainConfig) -> bool:
     return config.accelerator == "auto" and torch.cuda.is_available()
 
 
+def _check_device_count(config: TrainConfig) -> None:
+    """Refuse more processes than this machine has CPUs or GPUs for (DDP would start them all
+    and hang at initialisation); ``ValueError`` naming ``devices`` and the limit."""
+    devices = str(config.devices).strip().strip("[]").replace(" ", "")
+    if config.accelerator not in ("auto", "cpu", "gpu", "cuda") or devices in ("auto", "-1", ""):
+        return
+    if on_gpu(config):
+        count = torch.cuda.device_count()
+        if "," in devices or devices.endswith(","):
+            ids = [int(i) for i in devices.split(",") if i.lstrip("-").isdigit()]
+            missing = [i for i in ids if not 0 <= i < count]
+            if missing:
+                raise ValueError(
+                    f"devices={config.devices} (--devices): GPU {missing[0]} does not exist; "
+                    f"this machine has {count} GPU(s) visible to PyTorch (ids 0 to {count - 1})"
+                )
+        elif devices.isdigit() and int(devices) > count:
+            raise ValueError(
+                f"devices={config.devices} (--devices): more GPUs than exist; this machine has "
+                f"{count} GPU(s) visible to PyTorch"
+            )
+        return
+    cpus = available_cpus()
+    if devices.isdigit() and int(devices) > cpus:
+        raise ValueError(
+            f"devices={config.devices} (--devices): more CPU processes than CPUs; this process "
+            f"may use {cpus} CPU(s), so at most --devices {cpus}"
+        )
+
+
 def hardware_options(config: TrainConfig) -> dict[str, object]:
     """The ``L.Trainer`` arguments that say where a run executes (the same for training and
-    evaluation): accelerator, devices, num_nodes, strategy."""
+    evaluation): accelerator, devices, num_nodes, strategy.
+
+    Raises:
+        ValueError: naming the option when the machine cannot provide it: a GPU accelerator
+            without a GPU, more GPUs than exist, or more CPU processes than CPUs.
+    """
     if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"accelerator={config.accelerator!r}: no CUDA GPU is available to PyTorch on this "
             "machine (torch.cuda.is_available() is False); use --accelerator cpu or auto"
         )
+    _check_device_count(config)
     return {
         "accelerator": config.accelerator,
         "devices": config.devices,
@@ -110,18 +159,26 @@ def _comparable(config: TrainConfig) -> dict:
     return data
 
 
-def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> None:
-    """Clear the folder for ``retrain``; refuse to resume a folder trained with another config."""
+def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> list[Path]:
+    """Clear pylon's files of the folder for ``retrain``; refuse to resume a folder trained with
+    another config; mark a run pylon starts (:attr:`RunPaths.marker`). Call it holding the run
+    folder's lock (:func:`run_lock`).
+
+    Args:
+        config: the run's config.
+        paths: the run folder.
+        retrain: delete pylon's files of an earlier run first
+            (:func:`pylon.training.runs.clear_run`).
+
+    Returns:
+        What ``retrain`` kept because pylon did not write it (empty otherwise).
+    """
     if not is_rank_zero_process():
-        return
-    if retrain and paths.root.exists():
-        if not paths.config.is_file():
-            raise ValueError(
-                f"--retrain: {paths.root} exists but is not a pylon run (no config.yaml); "
-                "refusing to delete it"
-            )
-        shutil.rmtree(paths.root)
+        return []
+    kept = clear_run(paths) if retrain else []
     remove_stale_temp_files(paths.checkpoints, paths.last.name)
+    if not paths.config.is_file():
+        paths.write_marker(config.experiment, config.seed)
     if paths.config.is_file():
         previous = TrainConfig.from_yaml(paths.config)
         # a run that failed before its first checkpoint holds nothing to resume: start it afresh
@@ -134,6 +191,22 @@ def prepare_run(config: TrainConfig, paths: RunPaths, *, retrain: bool) -> None:
                 "name"
             )
     config.to_yaml(paths.config)
+    return kept
+
+
+@contextlib.contextmanager
+def run_lock(paths: RunPaths, what: str) -> Iterator[None]:
+    """Hold the run folder's exclusive lock (:func:`pylon.locks.folder_lock`) in the rank-zero
+    process; DDP's child processes (ranks > 0, started by the holder) take none.
+
+    Raises:
+        pylon.locks.FolderLockedError: another live command holds the folder.
+    """
+    if not is_rank_zero_process():
+        yield
+        return
+    with folder_lock(paths.root, what):
+        yield
 
 
 def progress_callbacks(enabled: bool, stream: TextIO | None = None) -> list[L.Callback]:
@@ -155,7 +228,8 @@ def progress_callbacks(enabled: bool, stream: TextIO | None = None) -> list[L.Ca
 
 
 def _drop_tips(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("💡 Tip")
+    # the KeyboardInterrupt notice too: train() says in one line what happened to the run
+    return not str(record.msg).startswith(("💡 Tip", "\nDetected KeyboardInterrupt"))
 
 
 def quiet_lightning_notices() -> None:
@@ -198,19 +272,72 @@ def check_model_config(config: TrainConfig) -> None:
             )
 
 
-def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool = False) -> Path:
-    """Train (or resume, or skip if finished) the run of ``config``; returns the run folder."""
+def train(
+    config: TrainConfig,
+    *,
+    runs_dir: str | Path = "runs",
+    retrain: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Path:
+    """Train (or resume, or skip if finished) the run of ``config``, holding the run folder's
+    lock for the whole time.
+
+    Args:
+        config: the run's config.
+        runs_dir: the runs root; the run folder is ``runs_dir/<experiment>/<seed>``.
+        retrain: delete pylon's files of an earlier run of the folder and train again.
+        notify: called (on rank zero) with one line when the run is skipped as finished or
+            ``retrain`` kept files pylon did not write.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        TrainingInterrupted: SIGTERM (exit code 143) or SIGINT (130) stopped training.
+        pylon.locks.FolderLockedError: another command holds the run folder.
+    """
     config.validate()
     check_model_config(config)
+    hardware_options(config)  # refuse what this machine cannot run before any folder exists
+    check_runnable(config)  # weights, precision and splits, also before any folder exists
     paths = RunPaths.of(runs_dir, config.experiment, config.seed)
-    prepare_run(config, paths, retrain=retrain)
+    try:
+        with run_lock(paths, "pylon train"):
+            _train_locked(config, paths, retrain=retrain, notify=notify)
+    except KeyboardInterrupt:
+        raise _interrupted(paths, "SIGINT", SIGINT_EXIT_CODE) from None
+    return paths.root
+
+
+def _interrupted(paths: RunPaths, signal_name: str, exit_code: int) -> TrainingInterrupted:
+    return TrainingInterrupted(
+        f"training of {paths.root} was interrupted ({signal_name}); run the same command again "
+        "to resume from the last completed epoch",
+        exit_code,
+    )
+
+
+def _train_locked(
+    config: TrainConfig, paths: RunPaths, *, retrain: bool, notify: Callable[[str], None] | None
+) -> None:
+    notify = notify if notify is not None and is_rank_zero_process() else lambda line: None
+    kept = prepare_run(config, paths, retrain=retrain)
+    if kept:
+        notify(
+            f"--retrain kept what pylon did not write in {paths.root}: "
+            + ", ".join(p.relative_to(paths.root).as_posix() for p in kept)
+        )
     if paths.is_done():
-        return paths.root
+        notify(
+            f"run {paths.root} is finished (DONE at {paths.finished_at()}); skipped; --retrain "
+            "to train again"
+        )
+        return
     # the run's identity in its resume checkpoints: the top config (phase configs hold paths)
     fingerprint = run_fingerprint(_comparable(config))
     if not config.phases:
         _fit(config, paths, fingerprint)
-        return paths.root
+        return
 
     base = dataclasses.replace(config, phases=[])
     previous_best: Path | None = None
@@ -230,7 +357,16 @@ def train(config: TrainConfig, *, runs_dir: str | Path = "runs", retrain: bool =
             previous_best.parent.parent / "train_summary.json", paths.root / "train_summary.json"
         )
         paths.mark_done(f"{len(config.phases)} phases")
-    return paths.root
+
+
+class _KeyboardInterrupts(L.Callback):
+    """Records that Lightning's loop was stopped by KeyboardInterrupt (SIGINT)."""
+
+    seen = False
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.seen = True
 
 
 def _fit(config: TrainConfig, paths: RunPaths, fingerprint: str) -> None:
@@ -263,7 +399,8 @@ def _fit(config: TrainConfig, paths: RunPaths, fingerprint: str) -> None:
     module = ClassifierModule(model, config.optim, check_gradients=execution.precision != "fp16")
     best = BestWeights(paths.best, record)
     progress = progress_callbacks(config.progress)
-    callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last), *progress]
+    interrupts = _KeyboardInterrupts()
+    callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last), *progress, interrupts]
     quiet_lightning_notices()
     trainer = L.Trainer(
         **hardware_options(config),
@@ -302,6 +439,11 @@ def _fit(config: TrainConfig, paths: RunPaths, fingerprint: str) -> None:
             f"training of {paths.root} was terminated (SIGTERM); the last completed epoch is in "
             f"{paths.last}: run the same command again to resume"
         ) from None
+    except SystemExit:
+        # Lightning turns Ctrl+C into a bare sys.exit(1); say what happened and exit 130
+        if interrupts.seen:
+            raise _interrupted(paths, "SIGINT", SIGINT_EXIT_CODE) from None
+        raise
     if not trainer.is_global_zero:
         return
     if not paths.best.is_file():
