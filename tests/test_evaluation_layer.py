@@ -101,7 +101,8 @@ def test_pages_keep_original_coordinates_for_huge_images():
 
 
 def tiny_run(root, *, precision="fp32", size=64):
-    """A run folder as `pylon train` leaves it: config and untrained CAM (resnet18) weights."""
+    """A finished run folder as `pylon train` leaves it: config, untrained CAM (resnet18) weights
+    and DONE."""
     paths = RunPaths.of(root, "tiny", 0)
     config = TrainConfig(
         experiment="tiny",
@@ -117,6 +118,7 @@ def tiny_run(root, *, precision="fp32", size=64):
     model = create_model("cam", encoder="resnet18", num_classes=len(dataset.class_names))
     record = dataset.preprocessing.with_model(model.pylon_config)
     save_weights(model, paths.best, metadata=record.to_metadata())
+    paths.mark_done("test")
     return paths, config
 
 
