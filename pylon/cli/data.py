@@ -44,8 +44,9 @@ def convert_dicom_command(
 ) -> None:
     """Convert DICOMs to 8-bit PNGs (MONOCHROME1 inverted, min-max normalised, aspect kept).
 
-    Progress: a bar in a terminal, plain lines in a log ($PYLON_PROGRESS_INTERVAL). Warnings
-    pydicom or libpng give are listed per file at the end instead of interleaved."""
+    Progress: a bar in a terminal, plain lines in a log ($PYLON_PROGRESS_INTERVAL).
+
+    Warnings from pydicom or libpng are listed per file at the end, not interleaved."""
     import dataclasses
 
     from pylon.data.dicom import PLAIN_CONVERSION, REFERENCE_CONVERSION, convert_folder
