@@ -10,7 +10,8 @@ if "cv2" in sys.modules:  # already imported (an embedding program): same effect
     logging = sys.modules["cv2"].utils.logging
     logging.setLogLevel(logging.LOG_LEVEL_SILENT)
 
-from pylon.cli import data as _data  # noqa: E402, F401  (each import registers commands)
+from pylon.cli import benchmark as _benchmark  # noqa: E402, F401  (each import registers commands)
+from pylon.cli import data as _data  # noqa: E402, F401
 from pylon.cli import demo as _demo  # noqa: E402, F401
 from pylon.cli import evaluate as _evaluate  # noqa: E402, F401
 from pylon.cli import evaluate_cam as _evaluate_cam  # noqa: E402, F401
