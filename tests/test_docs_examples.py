@@ -193,3 +193,37 @@ def test_readme_lists_every_command():
     listed = re.findall(r"`([\w-]+)`", sentence.group(1))
     commands = typer.main.get_command(app).commands
     assert sorted(listed) == sorted(commands)
+
+
+def config_keys(cls, prefix: str = "") -> list[str]:
+    """The dotted keys of a config dataclass (sections expanded)."""
+    import dataclasses
+
+    keys = []
+    for field in dataclasses.fields(cls):
+        factory = field.default_factory
+        if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory):
+            keys += config_keys(factory, f"{prefix}{field.name}.")
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
+def test_training_config_table_lists_every_key():
+    """docs/training.md's table names every TrainConfig key (``data.train_split``, ``val_split``:
+    a bare name takes the section of the dotted name before it in its cell)."""
+    from pylon.training.config import TrainConfig
+
+    listed = set()
+    for line in (ROOT / "docs" / "training.md").read_text().splitlines():
+        if not line.startswith("| `"):
+            continue
+        section = ""
+        for name in re.findall(r"`([\w.]+)`", line.split("|")[1]):
+            if "." in name:
+                section = name.rsplit(".", 1)[0] + "."
+                listed.add(name)
+            else:
+                listed.add(section + name)
+    missing = [key for key in config_keys(TrainConfig) if key not in listed]
+    assert not missing, f"docs/training.md's config table lacks {missing}"
