@@ -428,3 +428,20 @@ def test_bad_arguments():
         box_iou_records(cams, [[(20, 20, 2, 2, 0)]], (8, 8))
     with pytest.raises(ValueError, match="iou_thresholds"):
         box_accuracy(box_iou_records(cams, boxes, (8, 8), cam_thresholds=[0.5]), (1.5,))
+
+
+def test_contour_boxes_and_areas_equal_opencv():
+    from pylon.metrics.maxboxacc import _boxes_and_areas
+
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        mask = (rng.random((23, 31)) < 0.3).astype(np.uint8)  # isolated pixels, lines, holes
+        contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        boxes, areas = _boxes_and_areas(list(contours), 23, 31)
+        expected = []
+        for c in contours:
+            x, y, w, h = cv2.boundingRect(c)
+            expected.append([x, y, min(x + w, 30), min(y + h, 22)])
+        assert boxes.tolist() == expected
+        assert areas.tolist() == [cv2.contourArea(c) for c in contours]
+        assert min(len(c) for c in contours) <= 2  # degenerate contours are covered

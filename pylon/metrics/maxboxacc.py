@@ -46,8 +46,11 @@ Here:
 
 Speed: the mask at threshold ``t`` is ``uint8 map > int(t * peak)``; two levels between the same
 consecutive values present in the map give the same mask, so contours are traced once per
-distinct mask (at most 256 per map, whatever the grid), which is exact. Pairs can be spread over
-threads (``workers``; OpenCV releases the GIL).
+distinct mask (at most 255 per map, whatever the grid; the reference traces once per threshold),
+which is exact. Each mask is cut from the rows and columns that reach its level (plus a zero
+margin), traced with ``findContours(offset=...)``, and the boxes and areas of all its contours are
+computed at once from their points (``boundingRect``'s extent, ``contourArea``'s shoelace sum,
+exact for integer points). Pairs can be spread over threads (``workers``; OpenCV releases the GIL).
 """
 
 from __future__ import annotations
@@ -181,28 +184,6 @@ def scoremap_image(raw: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return (normalize_scoremap(up) * 255).astype(np.uint8)
 
 
-def contour_boxes(
-    mask: np.ndarray, image_size: tuple[int, int] | None = None, offset: tuple[int, int] = (0, 0)
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes ``[x0, y0, x1, y1]`` (K, 4) int64 of all contours of the 0/1 uint8 ``mask``
-    (``RETR_TREE``, ``CHAIN_APPROX_SIMPLE``; ``x1 = min(x + w, W - 1)``, ``y1 = min(y + h,
-    H - 1)``) and their ``cv2.contourArea`` (K,); ``[[0, 0, 0, 0]]`` and area ``[0.0]`` when
-    there is none. ``mask`` may be a crop at ``offset`` (x, y) of an image of ``image_size``
-    (H, W) (default: the mask's own size) whose pixels outside the crop are all zero: the crop
-    keeps a zero margin of one pixel inside the image, so the contours are those of the image.
-    """
-    height, width = mask.shape if image_size is None else image_size
-    contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
-    if len(contours) == 0:
-        return np.zeros((1, 4), dtype=np.int64), np.zeros(1)
-    rects = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64).reshape(-1, 4)
-    areas = np.array([cv2.contourArea(c) for c in contours], dtype=np.float64)
-    boxes = rects.copy()
-    boxes[:, 2] = np.minimum(rects[:, 0] + rects[:, 2], width - 1)
-    boxes[:, 3] = np.minimum(rects[:, 1] + rects[:, 3], height - 1)
-    return boxes, areas
-
-
 def multiple_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
     """Inclusive-pixel IoU (A, B) float64 of boxes ``box_a`` (A, 4) and ``box_b`` (B, 4), both
     ``[x0, y0, x1, y1]`` integers; 0 where the denominator is not positive (the reference's
@@ -221,6 +202,31 @@ def multiple_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
     return iou
 
 
+def _boxes_and_areas(contours: list, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``[x0, y0, x1, y1]`` (K, 4) int64 and areas (K,) of ``contours`` at once: what
+    ``cv2.boundingRect`` (the points' extent; ``x1 = min(x + w, W - 1)``) and
+    ``cv2.contourArea`` (the shoelace formula, exact in float64 for integer points) give."""
+    lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=len(contours))
+    points = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
+    starts = np.zeros(len(contours), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    x, y = points[:, 0], points[:, 1]
+    boxes = np.stack(
+        [
+            np.minimum.reduceat(x, starts),
+            np.minimum.reduceat(y, starts),
+            np.minimum(np.maximum.reduceat(x, starts) + 1, width - 1),
+            np.minimum(np.maximum.reduceat(y, starts) + 1, height - 1),
+        ],
+        axis=1,
+    )
+    following = np.arange(1, len(points) + 1)
+    following[starts + lengths - 1] = starts  # each contour is closed
+    cross = x * y[following] - x[following] * y
+    areas = np.abs(np.add.reduceat(cross, starts)).astype(np.float64) / 2
+    return boxes, areas
+
+
 def _best_ious(
     image: np.ndarray, gt: np.ndarray, grid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -233,31 +239,51 @@ def _best_ious(
     present = np.flatnonzero(np.bincount(image.ravel(), minlength=256))
     keys = np.searchsorted(present, levels, side="right")
     unique_keys, inverse = np.unique(keys, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    traced = unique_keys[unique_keys < len(present)]
+    values = present[traced]
     height, width = image.shape
     # Rows and columns holding a pixel >= v are those whose maximum is >= v: the mask's extent,
     # so that each mask is cut and traced on its bounding region plus a zero margin only.
-    row_max, col_max = image.max(axis=1), image.max(axis=0)
-    all_boxes, largest, starts = [], [], []
-    count = 0
-    for key in unique_keys:
-        if key == len(present):
-            boxes, areas = np.zeros((1, 4), dtype=np.int64), np.zeros(1)
-        else:
-            value = int(present[key])
-            rows = np.flatnonzero(row_max >= value)
-            cols = np.flatnonzero(col_max >= value)
-            y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, height)
-            x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, width)
-            _, mask = cv2.threshold(image[y0:y1, x0:x1], value - 1, 1, cv2.THRESH_BINARY)
-            boxes, areas = contour_boxes(mask, (height, width), (x0, y0))
-        starts.append(count)
-        largest.append(count + int(np.argmax(areas)))  # first maximum, as Python's max
-        all_boxes.append(boxes)
-        count += len(boxes)
-    best = multiple_iou(np.concatenate(all_boxes), gt).max(axis=1)
-    best_all = np.maximum.reduceat(best, np.asarray(starts))
-    best_largest = best[np.asarray(largest)]
-    return best_all[inverse.reshape(-1)], best_largest[inverse.reshape(-1)]
+    rows = image.max(axis=1)[None, :] >= values[:, None]
+    cols = image.max(axis=0)[None, :] >= values[:, None]
+    y0 = np.maximum(rows.argmax(axis=1) - 1, 0).tolist()
+    y1 = np.minimum(height - rows[:, ::-1].argmax(axis=1) + 1, height).tolist()
+    x0 = np.maximum(cols.argmax(axis=1) - 1, 0).tolist()
+    x1 = np.minimum(width - cols[:, ::-1].argmax(axis=1) + 1, width).tolist()
+    contours, counts = [], []
+    for k, value in enumerate(values.tolist()):
+        _, mask = cv2.threshold(
+            image[y0[k] : y1[k], x0[k] : x1[k]], value - 1, 1, cv2.THRESH_BINARY
+        )
+        found, _ = cv2.findContours(
+            mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE, offset=(x0[k], y0[k])
+        )
+        contours.extend(found)
+        counts.append(len(found))
+    # A mask without contours (the empty mask) gives the box [0, 0, 0, 0] of area 0.
+    counts = np.asarray(counts + [0] * (len(unique_keys) - len(traced)), dtype=np.int64)
+    empty = counts == 0
+    if contours:
+        boxes, areas = _boxes_and_areas(contours, height, width)
+    else:
+        boxes, areas = np.zeros((0, 4), dtype=np.int64), np.zeros(0)
+    sizes = np.where(empty, 1, counts)
+    starts = np.zeros(len(sizes), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    if empty.any():
+        at = np.flatnonzero(empty)
+        # Insert one zero box (area 0) where each contour-less mask's boxes start.
+        boxes = np.insert(boxes, starts[at] - np.arange(len(at)), 0, axis=0)
+        areas = np.insert(areas, starts[at] - np.arange(len(at)), 0.0)
+    best = multiple_iou(boxes, gt).max(axis=1)
+    best_all = np.maximum.reduceat(best, starts)
+    # The largest contour of each mask: the first maximum of its areas, as Python's max.
+    peak_area = np.repeat(np.maximum.reduceat(areas, starts), sizes)
+    at_peak = np.flatnonzero(areas == peak_area)
+    largest = at_peak[np.searchsorted(at_peak, starts)]
+    best_largest = best[largest]
+    return best_all[inverse], best_largest[inverse]
 
 
 def _gt_boxes(xywh: Tensor) -> np.ndarray:
