@@ -98,8 +98,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def _about(err: OSError, path: Path) -> bool:
     """Whether ``err`` is about writing ``path``: it names no file, ``path`` or one of its
     temporary files."""
-    if err.filename is None:
-        return True
+    if not isinstance(err.filename, str | bytes | os.PathLike):
+        return True  # None, or a file descriptor
     named = Path(os.fsdecode(err.filename))
     return named == path or (
         named.parent == path.parent and named.name.startswith(f"{TEMP_PREFIX}{path.name}.")
