@@ -34,6 +34,9 @@ def benchmark_command(
         None, "--max-images", help="Score at most this many images with boxes per split."
     ),
     tolerance: int = typer.Option(15, help="Pointing game tolerance in input pixels."),
+    cam_interval: float = typer.Option(
+        0.001, help="MaxBoxAcc threshold grid step (0.001: the paper's; 0.01 is faster)."
+    ),
     faithfulness_images: int = typer.Option(
         16, help="Images whose pairs also get deletion/insertion and average drop (0: none)."
     ),
@@ -61,7 +64,10 @@ def benchmark_command(
             raise fail(console, f"{option} must be >= 1, got {value}", code=2)
     with exit_on_user_error(console, code=2):
         options = BenchmarkOptions(
-            tolerance=tolerance, faithfulness_images=faithfulness_images, batch_size=batch_size
+            tolerance=tolerance,
+            cam_interval=cam_interval,
+            faithfulness_images=faithfulness_images,
+            batch_size=batch_size,
         )
     with exit_on_user_error(console):
         result = benchmark(

@@ -46,6 +46,7 @@ from pylon.evaluation.benchmark_scoring import (
     posthoc_pair_maps,
     score_faithfulness,
     score_maps,
+    timed,
     unflatten,
 )
 from pylon.io import atomic_path, write_csv_atomic, write_text_atomic
@@ -162,8 +163,12 @@ def score_run_method(
     device: str | None = "cpu",
     target_layer: str | None = None,
     progress: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, object], list[str], bool]:
     """The records of one (run, method) pair, read from ``out_dir`` when already scored.
+
+    ``timings``, if given, receives the seconds spent in the maps (model forwards or post-hoc
+    method), in each metric family and in faithfulness.
 
     Returns:
         ``(results, image_ids, reused)``: ``{metric: records}``, the ids of the images scored
@@ -189,24 +194,27 @@ def score_run_method(
     cam = None if method == OWN else _grad_cam(method, model, target_layer)
 
     def probabilities(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.sigmoid(model(x.to(next(model.parameters()).device)).logits.float()).cpu()
+        x = x.to(next(model.parameters()).device)
+        with torch.no_grad(), execution.autocast():
+            return torch.sigmoid(model(execution.prepare_input(x)).logits.float()).cpu()
 
+    timings = {} if timings is None else timings
     parts, image_ids, faithful_left = [], [], options.faithfulness_images
     label = f"benchmark {run.name} {method} ({split})"
     try:
         with Progress(label, len(indices), unit="img", enabled=progress) as reporter:
             for block in blocks(dataset, indices):
-                if cam is None:
-                    maps = own_maps(model, execution, block, options.batch_size)
-                else:
-                    maps = posthoc_pair_maps(cam, block, options.batch_size)
-                result = score_maps(maps, block, options)
+                with timed(timings, "maps (model forwards)" if cam is None else "maps (post-hoc)"):
+                    if cam is None:
+                        maps = own_maps(model, execution, block, options.batch_size)
+                    else:
+                        maps = posthoc_pair_maps(cam, block, options.batch_size)
+                result = score_maps(maps, block, options, timings)
                 if faithful_left > 0:
                     take = [k for k, (i, _) in enumerate(block.pairs) if i < faithful_left]
                     sub = _sub_block(block, take)
-                    result.update(
-                        score_faithfulness(
+                    with timed(timings, "faithfulness"):
+                        faithful = score_faithfulness(
                             probabilities,
                             maps[take],
                             sub,
@@ -214,8 +222,8 @@ def score_run_method(
                             result["point"].box_area[take],
                             dataset.mean,
                             dataset.std,
-                        )  # fmt: skip
-                    )
+                        )
+                    result.update(faithful)
                     faithful_left -= len(block.images)
                 parts.append(result)
                 image_ids.extend(block.image_ids)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
@@ -146,13 +147,19 @@ def posthoc_pair_maps(cam_method, block: PairBlock, batch: int) -> Tensor:
     return torch.cat(maps)[:, None]
 
 
-def score_maps(maps: Tensor, block: PairBlock, options: BenchmarkOptions) -> dict[str, object]:
+def score_maps(
+    maps: Tensor,
+    block: PairBlock,
+    options: BenchmarkOptions,
+    timings: dict[str, float] | None = None,
+) -> dict[str, object]:
     """Every localization metric of the block's per-pair maps.
 
     Args:
         maps: (P, 1, h, w) heatmaps in [0, 1], one per pair of ``block``.
         block: the pairs and their boxes.
         options: tolerance and threshold grid.
+        timings: if given, the seconds of each metric family are added to it.
 
     Returns:
         ``{metric: PairRecords}`` for :data:`PAIR_METRICS` and ``"maxboxacc"``:
@@ -160,18 +167,22 @@ def score_maps(maps: Tensor, block: PairBlock, options: BenchmarkOptions) -> dic
     """
     size = tuple(block.images.shape[-2:])
     boxes = block.pair_boxes()
-    scores = score_pairs(maps, boxes, size, apply_sigmoid=False)
-    out: dict[str, object] = {
-        "point": records_from_pair_scores(scores, size, value="point"),
-        "iobb0.5": records_from_pair_scores(scores, size, value="iobb", threshold=0.5),
-        "pointing_game": pointing_game(maps, boxes, size, tolerance=options.tolerance),
-        "energy_pg": energy_pointing_game(maps, boxes, size),
-        "hit_rate": hit_rate(maps, boxes, size),
-        "seg_iou": segmentation_iou(maps, boxes, size, threshold="otsu"),
-    }
+    timings = {} if timings is None else timings
+    out: dict[str, object] = {}
+    with timed(timings, "paper (point, IoBB)"):
+        scores = score_pairs(maps, boxes, size, apply_sigmoid=False)
+        out["point"] = records_from_pair_scores(scores, size, value="point")
+        out["iobb0.5"] = records_from_pair_scores(scores, size, value="iobb", threshold=0.5)
+    with timed(timings, "pointing games"):
+        out["pointing_game"] = pointing_game(maps, boxes, size, tolerance=options.tolerance)
+        out["energy_pg"] = energy_pointing_game(maps, boxes, size)
+    with timed(timings, "CheXlocalize"):
+        out["hit_rate"] = hit_rate(maps, boxes, size)
+        out["seg_iou"] = segmentation_iou(maps, boxes, size, threshold="otsu")
     out = {name: block.relabel(records) for name, records in out.items()}
-    grid = np.arange(0, 1, options.cam_interval)
-    box = box_iou_records(maps, boxes, size, cam_thresholds=grid, multi_contour=True)
+    with timed(timings, "MaxBoxAccV2"):
+        grid = np.arange(0, 1, options.cam_interval)
+        box = box_iou_records(maps, boxes, size, cam_thresholds=grid, multi_contour=True)
     image = torch.tensor([i for i, _ in block.pairs], dtype=torch.long)
     cls = torch.tensor([c for _, c in block.pairs], dtype=torch.long)
     row = box.image_index
@@ -185,6 +196,16 @@ def score_maps(maps: Tensor, block: PairBlock, options: BenchmarkOptions) -> dic
         box.multi_contour,
     )
     return out
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall time to ``timings[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 def score_faithfulness(
