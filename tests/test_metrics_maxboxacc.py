@@ -379,8 +379,9 @@ def test_cat_of_batches_equals_the_whole():
     parts = []
     for start in (0, 2, 5):
         stop = {0: 2, 2: 5, 5: 6}[start]
-        part = box_iou_records(cams[start:stop], boxes[start:stop], (24, 24), cam_thresholds=grid)
-        part.image_index += start
+        part = box_iou_records(
+            cams[start:stop], boxes[start:stop], (24, 24), cam_thresholds=grid, image_offset=start
+        )
         parts.append(part)
     joined = BoxIoURecords.cat(parts)
     for name in ("image_index", "class_index", "iou", "box_area", "image_area"):

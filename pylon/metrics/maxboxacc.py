@@ -300,6 +300,7 @@ def box_iou_records_both(
     *,
     cam_thresholds=None,
     workers: int = 1,
+    image_offset: int = 0,
 ) -> tuple[BoxIoURecords, BoxIoURecords]:
     """:func:`box_iou_records` for the largest contour and for all contours at once (the
     contours are traced once): ``(largest, all)``, i.e. the MaxBoxAcc and MaxBoxAccV2 records."""
@@ -347,7 +348,7 @@ def box_iou_records_both(
     box_area = torch.tensor([r[2] for r in results], dtype=torch.long)
     image_area = torch.full((len(keys),), size[0] * size[1], dtype=torch.long)
     grid_t = torch.from_numpy(grid.copy())
-    image_index, class_index = keys // num_classes, keys % num_classes
+    image_index, class_index = keys // num_classes + int(image_offset), keys % num_classes
     return (
         BoxIoURecords(image_index, class_index, largest, box_area, image_area, grid_t, False),
         BoxIoURecords(image_index, class_index, every, box_area, image_area, grid_t, True),
@@ -362,6 +363,7 @@ def box_iou_records(
     cam_thresholds=None,
     multi_contour: bool = True,
     workers: int = 1,
+    image_offset: int = 0,
 ) -> BoxIoURecords:
     """Best IoU of every (image, class) pair with boxes at every cam threshold.
 
@@ -375,13 +377,19 @@ def box_iou_records(
             ``np.arange(0, 1, 0.001)``).
         multi_contour: boxes of all contours (MaxBoxAccV2) or of the largest one (MaxBoxAcc).
         workers: threads scoring pairs in parallel.
+        image_offset: added to ``image_index`` (the images of earlier batches), so that records
+            of several batches join with :meth:`BoxIoURecords.cat`.
 
     Returns:
-        :class:`BoxIoURecords`, pairs ordered by image then class, ``image_index`` within this
-        batch (add the images of earlier batches before :meth:`BoxIoURecords.cat`).
+        :class:`BoxIoURecords`, pairs ordered by image then class.
     """
     largest, every = box_iou_records_both(
-        cams, boxes, image_size, cam_thresholds=cam_thresholds, workers=workers
+        cams,
+        boxes,
+        image_size,
+        cam_thresholds=cam_thresholds,
+        workers=workers,
+        image_offset=image_offset,
     )
     return every if multi_contour else largest
 
@@ -489,7 +497,7 @@ def box_accuracy(
     levels = _check_iou_levels(iou_thresholds)
     n = len(records)
     delta = torch.tensor(levels, dtype=torch.float64)
-    hits = (records.iou[None, :, :] >= delta[:, None, None]).sum(dim=1)  # (L, T) long
+    hits = torch.stack([(records.iou >= d).sum(dim=0) for d in delta])  # (L, T) long
     curves = hits.double() / n if n else torch.full(hits.shape, math.nan, dtype=torch.float64)
     if chosen_thresholds is None:
         # argmax over integer counts: exact, the first maximum.
