@@ -66,7 +66,7 @@ CASES = {
     "predict: no images": ("predict {d}/cam.safetensors {d}/images --out {d}/o", 1, "no PNG"),
     "predict: unknown device": (
         "predict {d}/cam.safetensors {d}/images --out {d}/o --device tpu9",
-        1,
+        2,  # a wrong option value
         "tpu9",
     ),
     "export: a .ckpt file": ("export {d}/last.ckpt {d}/x.onnx", 1, ".ckpt file"),

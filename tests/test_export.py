@@ -72,3 +72,33 @@ def test_export_to_an_unwritable_path_is_a_clear_message(exported, tmp_path):
     result = CliRunner().invoke(app, ["export", str(weights), str(blocker / "x.onnx")])
     assert result.exit_code == 1, result.output
     assert "cannot write" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("opset", ["1", "17", "24", "99"])
+def test_an_opset_the_exporter_cannot_write_exits_2_before_any_work(tmp_path, opset):
+    weights = tmp_path / "w.safetensors"
+    model = create_model("pylon", encoder="resnet18", num_classes=len(CLASSES))
+    data = {"class_names": CLASSES, "size": 256, "in_channels": 1, "mean": [0.5], "std": [0.25]}
+    save_weights(model, weights, metadata={"pylon_data": data})
+    out = tmp_path / "x.onnx"
+    result = CliRunner().invoke(app, ["export", str(weights), str(out), "--opset", opset])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: --opset {opset}: ") and "18 to 23" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [weights]
+
+
+def test_export_refuses_weights_with_repeated_class_names(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    model = create_model("pylon", encoder="resnet18", num_classes=3)
+    data = {
+        "class_names": ["a", "b", "b"],
+        "size": 256,
+        "in_channels": 1,
+        "mean": [0.5],
+        "std": [0.25],
+    }
+    save_weights(model, weights, metadata={"pylon_data": data})
+    result = CliRunner().invoke(app, ["export", str(weights), str(tmp_path / "x.onnx")])
+    assert result.exit_code == 1 and "'b' repeated" in result.output, result.output
+    assert not (tmp_path / "x.onnx").exists()

@@ -167,7 +167,34 @@ def test_classes_option_chooses_the_overlays(brightness_weights, tmp_path):
     record = json.loads((out / "predictions.jsonl").read_text())
     assert list(record["overlays"]) == ["also_bright"]
     result = CliRunner().invoke(app, [*args, "--classes", "nope"])
-    assert result.exit_code == 1 and "nope" in result.output
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+@pytest.mark.parametrize("choice", [",", "", " , "])
+def test_an_empty_classes_option_is_refused_naming_the_classes(
+    brightness_weights, tmp_path, choice
+):
+    cv2.imwrite(str(tmp_path / "a.png"), square_image(64, 64, 10, 10, 20))
+    out = tmp_path / "out"
+    args = ["predict", str(brightness_weights), str(tmp_path / "a.png"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--classes", choice])
+    assert result.exit_code == 2, result.output
+    assert "--classes" in result.output and "bright, also_bright" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+    with pytest.raises(ValueError, match="no class.*bright, also_bright"):
+        Predictor(brightness_weights, classes=[])
+
+
+def test_weights_with_repeated_class_names_are_refused(tmp_path):
+    path = tmp_path / "twice.safetensors"
+    model = create_model("_test_brightness_cam", num_classes=3)
+    save_weights(model, path, metadata=data_metadata(["a", "b", "a"]))
+    with pytest.raises(ValueError, match=r"twice\.safetensors.*'a' repeated"):
+        Predictor(path)
+    cv2.imwrite(str(tmp_path / "x.png"), square_image(64, 64, 10, 10, 20))
+    args = ["predict", str(path), str(tmp_path / "x.png"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "'a' repeated" in result.output, result.output
 
 
 def test_batched_results_match_one_by_one(brightness_weights):
@@ -222,6 +249,9 @@ def test_array_inputs_are_checked(brightness_weights):
         predictor.predict(np.full((64, 64), 2.0, dtype=np.float32))
     with pytest.raises(ValueError, match="shape"):
         predictor.predict(np.zeros((2, 64, 64, 3), dtype=np.uint8))
+    for empty in (np.zeros((0, 0)), np.zeros((0, 64, 3), dtype=np.uint8)):
+        with pytest.raises(ValueError, match=re.escape(f"empty image of shape {empty.shape}")):
+            predictor.predict(empty)
 
 
 def test_pylon_model_fast_path_stays_close_to_fp32(tmp_path):
@@ -569,3 +599,168 @@ def test_huge_images_are_refused_and_memory_is_bounded_by_the_batch(cam_weights,
     overlay = cv2.imread(str(tmp_path / "o2" / record["overlays"]["a"]))
     assert overlay.shape == (2048, 2048, 3)  # drawn at the bounded display size
     assert peak - baseline < 250, (baseline, peak)
+
+
+@pytest.mark.parametrize(
+    "option,value,expected",
+    [
+        ("--precision", "nope", "--precision='nope'; expected one of"),
+        ("--device", "nope", "device 'nope'"),
+        ("--precision", "fp16", "needs a CUDA device"),
+    ],
+)
+def test_bad_precision_or_device_values_exit_2(
+    brightness_weights, tmp_path, option, value, expected
+):
+    cv2.imwrite(str(tmp_path / "a.png"), square_image(64, 64, 10, 10, 20))
+    out = tmp_path / "out"
+    args = ["predict", str(brightness_weights), str(tmp_path / "a.png"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, option, value])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_second_predict_on_a_held_out_folder_is_refused(cam_weights, tmp_path):
+    """While another process holds --out's lock, predict exits 1 with one line naming the
+    holder's pid, and touches nothing; once released, the same command runs and keeps the lock
+    file (--overwrite does not remove it)."""
+    import subprocess
+    import sys
+
+    from pylon.locks import LOCK_NAME, folder_lock
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), square_image(64, 64, 10, 10, 20))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pylon.cli.main", "predict", str(cam_weights), str(folder)]
+    command += ["--out", str(out), "--precision", "fp32", "--overwrite"]
+    env = {**os.environ, "PYLON_PROGRESS": "off"}
+    with folder_lock(out, "pylon predict (the test)"):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"pid {os.getpid()}" in done.stdout and "Traceback" not in done.stderr
+        assert len(done.stdout.strip().splitlines()) == 1, done.stdout
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    result = CliRunner().invoke(app, command[3:])  # released: the same command runs
+    assert result.exit_code == 0, result.output
+    assert (out / LOCK_NAME).is_file() and (out / "predictions.jsonl").is_file()
+    assert "other file(s) skipped" not in result.output  # the lock file is not an input either
+
+
+@pytest.mark.parametrize("inside", ["sub", "same"])
+def test_recursive_rerun_does_not_predict_its_own_outputs(brightness_weights, tmp_path, inside):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(folder / f"im{k}.png"), square_image(64, 64, 10 * k, 10, 20))
+    out = folder / "results" if inside == "sub" else folder
+    args = ["predict", str(brightness_weights), str(folder), "-r", "--out", str(out)]
+    args += ["--threshold", "0", "--precision", "fp32"]
+    for run in range(2):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert sorted(r["image_id"] for r in _jsonl(out / "predictions.jsonl")) == [
+            "im0.png",
+            "im1.png",
+        ], run
+        assert "other file(s) skipped" not in result.output, result.output
+    assert "predicted 0 image(s)" in result.output and len(list(out.glob("overlays/*.png"))) == 4
+
+
+def test_a_changed_input_file_is_redone_on_resume(brightness_weights, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), square_image(128, 128, 10, 10, 20))
+    cv2.imwrite(str(folder / "b.png"), square_image(128, 128, 60, 60, 20))
+    out = tmp_path / "out"
+    args = ["predict", str(brightness_weights), str(folder), "--out", str(out)]
+    args += ["--threshold", "0", "--precision", "fp32"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    first = {r["image_id"]: r for r in _jsonl(out / "predictions.jsonl")}
+    # same name, other content (the square moved): the record must follow the file
+    cv2.imwrite(str(folder / "a.png"), square_image(128, 128, 100, 100, 20))
+    stat = (folder / "a.png").stat()
+    os.utime(folder / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) already in" in result.output and "predicted 1 image(s)" in result.output
+    records = {r["image_id"]: r for r in _jsonl(out / "predictions.jsonl")}
+    assert sorted(records) == ["a.png", "b.png"] and records["b.png"] == first["b.png"]
+    x, y = records["a.png"]["peaks"]["bright"]
+    assert 100 <= x < 120 and 100 <= y < 120, (x, y)
+    table = pd.read_csv(out / "predictions.csv")
+    assert table.set_index("image_id").loc["a.png", "peak_x_bright"] == x
+    # the same mtime but another size is a change too
+    cv2.imwrite(str(folder / "b.png"), np.zeros((30, 40), dtype=np.uint8))
+    os.utime(folder / "b.png", ns=(stat.st_atime_ns, first["b.png"]["file_mtime_ns"]))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "predicted 1 image(s)" in result.output, result.output
+    records = {r["image_id"]: r for r in _jsonl(out / "predictions.jsonl")}
+    assert (records["b.png"]["height"], records["b.png"]["width"]) == (30, 40)
+
+
+def test_folder_scans_read_every_supported_format_and_list_the_rest(brightness_weights, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = square_image(96, 128, 40, 30, 20)
+    for suffix in (".tif", ".bmp", ".webp", ".png"):
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == ".webp" else []  # lossless
+        assert cv2.imwrite(str(folder / f"im{suffix}"), image, params)
+    raw = (np.add.outer(np.arange(60) * 7, np.arange(80) * 3) % 4000).astype(np.uint16)
+    write_dicom(folder / "IM0001", raw)  # no suffix: found by its DICM preamble
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "gone.png").symlink_to(folder / "missing.png")
+    out = tmp_path / "out"
+    args = ["predict", str(brightness_weights), str(folder), "--out", str(out), "--no-overlays"]
+    result = CliRunner().invoke(app, [*args, "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    records = {r["image_id"]: r for r in _jsonl(out / "predictions.jsonl")}
+    assert sorted(records) == ["IM0001", "im.bmp", "im.png", "im.tif", "im.webp"]
+    assert (records["IM0001"]["height"], records["IM0001"]["width"]) == (60, 80)
+    for name in ("im.bmp", "im.tif", "im.webp"):
+        assert records[name]["probabilities"] == records["im.png"]["probabilities"], name
+    failures = pd.read_csv(out / "failures.csv").set_index("path")["reason"]
+    assert sorted(failures.index) == [str(folder / "gone.png"), str(folder / "notes.txt")]
+    assert "dangling symbolic link" in failures[str(folder / "gone.png")]
+    assert "not an image" in failures[str(folder / "notes.txt")]
+    assert "2 other file(s) skipped" in result.output
+
+
+def _png_with_bad_text_crc(path, image):
+    """A valid PNG with a tEXt chunk whose CRC is wrong: libpng decodes it and prints
+    'libpng warning: tEXt: CRC error' on the process's stderr."""
+    import struct
+
+    data = cv2.imencode(".png", image)[1].tobytes()
+    body = b"tEXt" + b"Comment\x00hello"
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", 1234)
+    end = data.rindex(b"IEND") - 4  # after the pixels (PIL refuses it before them)
+    path.write_bytes(data[:end] + chunk + data[end:])
+
+
+def test_decoder_warnings_go_into_the_record_of_their_file(brightness_weights, tmp_path, capfd):
+    import pydicom
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _png_with_bad_text_crc(folder / "crc.png", square_image(64, 64, 10, 10, 20))
+    cv2.imwrite(str(folder / "clean.png"), square_image(64, 64, 30, 30, 20))
+    write_dicom(folder / "padded.dcm", np.full((20, 30), 7, dtype=np.uint16))
+    dataset = pydicom.dcmread(folder / "padded.dcm")
+    dataset.PixelData += bytes(200)  # pydicom warns about the excess padding
+    dataset.save_as(folder / "padded.dcm")
+    out = tmp_path / "out"
+    args = ["predict", str(brightness_weights), str(folder), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--precision", "fp32", "--batch-size", "2"])
+    captured = capfd.readouterr()
+    assert result.exit_code == 0, result.output
+    for text in (result.output, captured.out, captured.err):
+        assert "libpng" not in text and "padding" not in text, text
+    records = {r["image_id"]: r for r in _jsonl(out / "predictions.jsonl")}
+    assert records["clean.png"]["warnings"] == []
+    assert records["crc.png"]["warnings"] == ["libpng warning: tEXt: CRC error"]
+    assert len(records["padded.dcm"]["warnings"]) == 1
+    assert "excess padding" in records["padded.dcm"]["warnings"][0]
+    assert "2 file(s) with decoder warnings" in result.output

@@ -16,12 +16,14 @@ console = Console()
 def export_command(
     weights: Path = typer.Argument(..., help="Trained weights (.safetensors)."),
     out: Path = typer.Argument(..., help="Output .onnx file."),
-    opset: int | None = typer.Option(None, help="ONNX opset (default: the exporter's)."),
+    opset: int | None = typer.Option(None, help="ONNX opset, 18 to 23 (default: the exporter's)."),
 ) -> None:
     """Export to ONNX: input 'image' (N, C, size, size), outputs 'logits' and 'cam' (raw scores),
     dynamic batch axis, class names / size / normalisation in the metadata."""
-    from pylon.inference.export import export_onnx
+    from pylon.inference.export import check_opset, export_onnx
 
+    with exit_on_user_error(console, code=2):  # before the weights are read
+        check_opset(opset)
     with exit_on_user_error(console):
         try:
             path = export_onnx(weights, out, opset=opset)

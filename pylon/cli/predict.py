@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -72,9 +73,11 @@ def predict_command(
     """
     from pylon.evaluation.overlay import write_png
     from pylon.inference import Failure, Predictor
-    from pylon.inference.inputs import gather_inputs
+    from pylon.inference.capture import DecoderMessages
+    from pylon.inference.inputs import SUPPORTED, file_source, scan_inputs
     from pylon.inference.outputs import (
         FAILURES_CSV,
+        OUTPUTS,
         PREDICTIONS_CSV,
         PREDICTIONS_JSONL,
         PredictionFolder,
@@ -82,91 +85,142 @@ def predict_command(
         overlay_relative_path,
         overlay_stems,
     )
+    from pylon.inference.predictor import check_class_choice, parse_device
+    from pylon.locks import folder_lock
+    from pylon.models.precision import normalize_precision, resolve_execution
     from pylon.progress import Progress
 
-    with exit_on_user_error(console, code=2):  # the command line's --out itself
+    chosen = None if classes is None else [c.strip() for c in classes.split(",") if c.strip()]
+    with exit_on_user_error(console, code=2):  # the command line's own values
         check_output_folder(out)  # before the model is loaded or any image read
+        normalize_precision(precision, field="--precision")
+        resolve_execution(precision, parse_device(device))  # refuses fp16 on the CPU
     with exit_on_user_error(console):
-        chosen = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
         predictor = Predictor(
             weights,
             device=device,
             batch_size=batch_size,
             threshold=threshold,
-            classes=chosen,
             precision=precision,
             max_pixels=max_pixels,
         )
-        items = gather_inputs(inputs, recursive=recursive)
-        if not items:
-            raise ValueError(f"no PNG/JPEG/DICOM files found in {', '.join(map(str, inputs))}")
-        settings = _settings(
-            weights,
-            inputs,
-            predictor,
-            recursive=recursive,
-            threshold=threshold,
-            classes=chosen,
-            overlays=overlays,
-        )
-    with exit_on_user_error(console, code=2):  # --out holds another run: --overwrite or not
-        folder = PredictionFolder(out, settings, overwrite=overwrite)
-    with exit_on_user_error(console):
-        done = folder.done
-        todo = [item for item in items if item[0] not in done]
-        n_skipped = len(items) - len(todo)
-        if n_skipped:
-            console.print(
-                f"resuming: {n_skipped} image(s) already in {out / PREDICTIONS_JSONL} skipped "
-                "(--overwrite starts clean)",
-                soft_wrap=True,
-                highlight=False,
+    with exit_on_user_error(console, code=2):  # --classes, against the model's class names
+        predictor.classes = check_class_choice(chosen, predictor.class_names, what="--classes")
+    with contextlib.ExitStack() as held:
+        with exit_on_user_error(console):
+            # the output folder and its files are not inputs, even inside a folder scanned
+            scanned = scan_inputs(
+                inputs, recursive=recursive, exclude=[out, *(out / name for name in OUTPUTS)]
             )
-        stems = overlay_stems([image_id for image_id, _ in items])
-        folder.discard_overlays(
-            overlay_relative_path(stems[image_id], name)
-            for image_id, _ in todo
-            for name in predictor.class_names
-        )
-        start = time.perf_counter()
-        failures, pending, n_new, n_overlays = [], [], 0, 0
-        with Progress("predicting", len(todo), enabled=progress) as bar:
-            results = predictor.iter_items(todo, skip_errors=True, keep_pixels=overlays)
-            for k, result in enumerate(results, start=1):
-                bar.advance()
-                if isinstance(result, Failure):
-                    failures.append({"path": result.path, "reason": result.reason})
-                    console.print(
-                        f"skipped {result.path}: {result.reason}",
-                        soft_wrap=True,
-                        markup=False,
-                        highlight=False,
-                    )
-                else:
-                    record = result.to_dict()
-                    record["overlays"] = {}
-                    for name in result.selected if overlays else []:
-                        relative = overlay_relative_path(stems[result.image_id], name)
-                        write_png(out / relative, result.overlay(name))
-                        record["overlays"][name] = relative
-                        n_overlays += 1
-                    pending.append(record)
-                if k % batch_size == 0 or k == len(todo):  # one flushed append per batch
-                    folder.append(pending)
-                    n_new += len(pending)
-                    pending = []
-        folder.finish([image_id for image_id, _ in items], failures)
+            items = scanned.items
+            if not items:
+                n_other = len(scanned.skipped)
+                others = f" ({n_other} other file(s) skipped)" if n_other else ""
+                raise ValueError(
+                    f"no {SUPPORTED} files found in {', '.join(map(str, inputs))}{others}"
+                )
+            settings = _settings(
+                weights,
+                inputs,
+                predictor,
+                recursive=recursive,
+                threshold=threshold,
+                classes=predictor.classes,
+                overlays=overlays,
+            )
+            # one command at a time in --out, for the command's whole life
+            held.enter_context(folder_lock(out, "pylon predict"))
+        with exit_on_user_error(console, code=2):  # --out holds another run: --overwrite or not
+            folder = PredictionFolder(out, settings, overwrite=overwrite)
+        with exit_on_user_error(console):
+            sources = {image_id: file_source(path) for image_id, path in items}
+            changed = folder.drop_outdated(sources)
+            done = folder.done
+            todo = [item for item in items if item[0] not in done]
+            n_skipped = len(items) - len(todo)
+            if n_skipped:
+                console.print(
+                    f"resuming: {n_skipped} image(s) already in {out / PREDICTIONS_JSONL} skipped "
+                    "(--overwrite starts clean)",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+            if changed:
+                console.print(
+                    f"{len(changed)} image(s) changed since they were predicted: redone",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+            failures = [{"path": str(path), "reason": why} for path, why in scanned.skipped]
+            for path, why in scanned.skipped:
+                console.print(
+                    f"skipped {path}: {why}", soft_wrap=True, markup=False, highlight=False
+                )
+            stems = overlay_stems([image_id for image_id, _ in items])
+            folder.discard_overlays(
+                overlay_relative_path(stems[image_id], name)
+                for image_id, _ in todo
+                for name in predictor.class_names
+            )
+            start = time.perf_counter()
+            n_failed, pending, n_new, n_overlays, n_warned = 0, [], 0, 0, 0
+            # decoders' warnings (libpng, pydicom) go into each file's record, not the terminal;
+            # entered before the progress bar, which keeps writing to the real stderr
+            with (
+                DecoderMessages() as messages,
+                Progress("predicting", len(todo), enabled=progress) as bar,
+            ):
+                results = predictor.iter_items(
+                    todo, skip_errors=True, keep_pixels=overlays, messages=messages
+                )
+                for k, result in enumerate(results, start=1):
+                    bar.advance()
+                    n_warned += bool(result.warnings)
+                    if isinstance(result, Failure):
+                        reason = result.reason
+                        if result.warnings:
+                            reason += f" (decoder warnings: {'; '.join(result.warnings)})"
+                        failures.append({"path": result.path, "reason": reason})
+                        n_failed += 1
+                        console.print(
+                            f"skipped {result.path}: {reason}",
+                            soft_wrap=True,
+                            markup=False,
+                            highlight=False,
+                        )
+                    else:
+                        record = result.to_dict()
+                        record.update(sources[result.image_id])
+                        record["overlays"] = {}
+                        for name in result.selected if overlays else []:
+                            relative = overlay_relative_path(stems[result.image_id], name)
+                            write_png(out / relative, result.overlay(name))
+                            record["overlays"][name] = relative
+                            n_overlays += 1
+                        pending.append(record)
+                    if k % batch_size == 0 or k == len(todo):  # one flushed append per batch
+                        folder.append(pending)
+                        n_new += len(pending)
+                        pending = []
+            folder.finish([image_id for image_id, _ in items], failures)
 
-    seconds = time.perf_counter() - start
-    console.print(
-        f"predicted {n_new} image(s) in {seconds:.1f} s, {n_overlays} overlay(s); "
-        + (f"{n_skipped} already predicted, skipped; " if n_skipped else "")
-        + f"{len(failures)} unreadable file(s) skipped"
-        + (f" (listed in {out / FAILURES_CSV})" if failures else "")
-        + f"; {len(folder.records)} result(s) in {out / PREDICTIONS_JSONL} and "
-        f"{out / PREDICTIONS_CSV}",
-        soft_wrap=True,
-        highlight=False,
-    )
-    if not folder.records:
-        raise typer.Exit(1)
+        seconds = time.perf_counter() - start
+        n_other = len(scanned.skipped)
+        console.print(
+            f"predicted {n_new} image(s) in {seconds:.1f} s, {n_overlays} overlay(s); "
+            + (f"{n_skipped} already predicted, skipped; " if n_skipped else "")
+            + f"{n_failed} unreadable file(s) skipped"
+            + (f"; {n_other} other file(s) skipped (not images)" if n_other else "")
+            + (f" (listed in {out / FAILURES_CSV})" if failures else "")
+            + (
+                f"; {n_warned} file(s) with decoder warnings (in their records' 'warnings')"
+                if n_warned
+                else ""
+            )
+            + f"; {len(folder.records)} result(s) in {out / PREDICTIONS_JSONL} and "
+            f"{out / PREDICTIONS_CSV}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        if not folder.records:
+            raise typer.Exit(1)

@@ -10,12 +10,42 @@ import torch
 from torch import Tensor, nn
 
 from pylon.data.preprocessing import Preprocessing
+from pylon.inference.predictor import check_class_names
 from pylon.io import atomic_path
 from pylon.models.registry import create_model_from_config
 from pylon.models.weights import load_weights, read_weights_metadata
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "cam")
+# The opsets torch.onnx's exporter writes: its operator library starts at 18 (a lower request is
+# "converted" down, which fails for most graphs and silently writes 18), and 23 is the newest it
+# declares. Read from torch where it says so.
+MIN_OPSET, MAX_OPSET = 18, 23
+try:
+    from torch.onnx._constants import ONNX_MAX_OPSET as MAX_OPSET
+    from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET as MIN_OPSET
+except ImportError:  # private modules: keep the values above
+    pass
+
+
+def check_opset(opset: int | None) -> int | None:
+    """Refuse an ONNX opset the exporter cannot write.
+
+    Args:
+        opset: the requested opset (``None``: the exporter's default).
+
+    Returns:
+        ``opset`` unchanged.
+
+    Raises:
+        ValueError: outside ``MIN_OPSET..MAX_OPSET``, naming the range.
+    """
+    if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(
+            f"--opset {opset}: the ONNX exporter writes opsets {MIN_OPSET} to {MAX_OPSET}; "
+            "leave it out for the default"
+        )
+    return opset
 
 
 class _TupleOutput(nn.Module):
@@ -45,7 +75,23 @@ def export_onnx(
     The batch axis is dynamic. The weights' metadata (``pylon_model``, ``pylon_preprocessing``:
     transform, class names, input size, normalisation) is copied into the ONNX
     ``metadata_props``.
+
+    Args:
+        weights_path: the trained weights (safetensors with pylon's metadata).
+        out_path: the ``.onnx`` file to write (atomically).
+        opset: the ONNX opset, :data:`MIN_OPSET` to :data:`MAX_OPSET` (``None``: the exporter's
+            default).
+        batch_size: the batch of the example input traced (the axis stays dynamic).
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        ValueError: an opset out of range (checked before anything is loaded), weights without
+            the architecture or with repeated class names, or an export that did not produce the
+            opset asked for; nothing is written then.
     """
+    check_opset(opset)
     try:
         import onnx
         import onnxscript  # noqa: F401  (the exporter needs it)
@@ -64,6 +110,7 @@ def export_onnx(
             "pylon.save_weights(model, path) from a model built by pylon.create_model"
         )
     record = Preprocessing.from_metadata(metadata, weights_path)
+    check_class_names(record.class_names, weights_path)
     size = record.size
     model = create_model_from_config(config)
     load_weights(model, weights_path, strict=True)
@@ -82,6 +129,12 @@ def export_onnx(
         verbose=False,
     )
     proto = program.model_proto
+    written = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if opset is not None and written != [opset]:
+        raise ValueError(
+            f"--opset {opset}: the exporter could not convert this model to it (it made opset "
+            f"{', '.join(map(str, written))}); nothing written"
+        )
     data = record.to_dict()
     data.pop("model")
     props = {"pylon_model": json.dumps(config), **record.with_model(config).to_metadata()}

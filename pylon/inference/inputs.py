@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +12,27 @@ import pydicom
 
 from pylon.data.dicom import DICOM_SUFFIXES, PLAIN_CONVERSION, dicom_to_array
 from pylon.data.images import read_image, refuse_too_large
+from pylon.locks import LOCK_NAME
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# what pylon.data.images.read_image decodes (OpenCV, with PIL reading the header)
+IMAGE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".dib",
+    ".webp",
+    ".jp2",
+    ".pgm",
+    ".ppm",
+    ".pbm",
+    ".pnm",
+)
 INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
+SUPPORTED = "PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, PNM or DICOM"
 
 
 @dataclass
@@ -31,29 +49,65 @@ class InputImage:
         return int(self.pixels.shape[0]), int(self.pixels.shape[1])
 
 
-def gather_inputs(
-    inputs: Iterable[str | os.PathLike], *, recursive: bool = False
-) -> list[tuple[str, Path]]:
-    """``(image_id, path)`` for every file given and every PNG/JPEG/DICOM inside the folders given.
+@dataclass
+class ScannedInputs:
+    """What :func:`scan_inputs` found: the files to read and those of the folders it skipped."""
 
-    A file named explicitly is kept whatever its suffix (a DICOM may have none). The id is the
-    file's path relative to the folder given (``scans/a/x.png`` in folder ``scans`` gives
+    items: list[tuple[str, Path]]  # (image_id, path)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason)
+
+
+def gather_inputs(
+    inputs: Iterable[str | os.PathLike],
+    *,
+    recursive: bool = False,
+    exclude: Iterable[str | os.PathLike] = (),
+) -> list[tuple[str, Path]]:
+    """``(image_id, path)`` of the inputs: :func:`scan_inputs`'s items (skipped files dropped)."""
+    return scan_inputs(inputs, recursive=recursive, exclude=exclude).items
+
+
+def scan_inputs(
+    inputs: Iterable[str | os.PathLike],
+    *,
+    recursive: bool = False,
+    exclude: Iterable[str | os.PathLike] = (),
+) -> ScannedInputs:
+    """Every file given and every image/DICOM inside the folders given, and what was skipped.
+
+    A file named explicitly is kept whatever its suffix (a DICOM may have none). In a folder, a
+    file is read when its suffix is one of :data:`INPUT_SUFFIXES` or, whatever its suffix, when it
+    has the DICOM preamble (``DICM`` at byte 128); any other file, a dangling symbolic link or an
+    unreadable file is skipped with its reason (a ``.pylon.lock`` is left out silently). The id is
+    the file's path relative to the folder given (``scans/a/x.png`` in folder ``scans`` gives
     ``a/x.png``), or its file name when the file itself is given; the suffix is kept, so
     ``x.png``, ``x.PNG`` and ``x-2.png`` are three ids, and an id does not depend on the other
     files. The same file reached twice is predicted once.
+
+    Args:
+        inputs: files and folders.
+        recursive: also scan the folders' sub-folders.
+        exclude: files and folders left out of folder scans, silently, where they lie inside a
+            folder given (``pylon predict``'s own ``--out`` and its outputs, so that a rerun does
+            not predict its overlays).
+
+    Returns:
+        The :class:`ScannedInputs`.
 
     Raises:
         FileNotFoundError: an input that does not exist.
         ValueError: two different files that would get the same id (from two inputs); the message
             names both and suggests passing their common folder instead.
     """
+    excluded = {Path(p).resolve() for p in exclude}
     found: dict[str, Path] = {}
+    skipped: list[tuple[Path, str]] = []
     seen_files: set[Path] = set()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            pattern = path.rglob("*") if recursive else path.glob("*")
-            files = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
+            files, folder_skipped = _scan_folder(path, recursive, excluded)
+            skipped += folder_skipped
             pairs = [(p.relative_to(path).as_posix(), p) for p in files]
         elif path.is_file():
             pairs = [(path.name, path)]
@@ -70,16 +124,76 @@ def gather_inputs(
                 )
             seen_files.add(resolved)
             found[image_id] = file
-    return list(found.items())
+    return ScannedInputs(list(found.items()), skipped)
+
+
+def _scan_folder(
+    folder: Path, recursive: bool, excluded: set[Path]
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The readable files of ``folder`` (sorted) and the skipped ones with their reasons."""
+    root = folder.resolve()
+    files, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        resolved_here = root / here.relative_to(folder)
+        # os.walk does not enter symlinked folders; a name in dirnames may still be one
+        dirnames[:] = sorted(d for d in dirnames if resolved_here / d not in excluded)
+        links = [d for d in dirnames if (here / d).is_symlink()]
+        for name in sorted(filenames) + links:
+            if name == LOCK_NAME or resolved_here / name in excluded:
+                continue
+            path = here / name
+            reason = _skip_reason(path)
+            if reason is None:
+                files.append(path)
+            elif reason:
+                skipped.append((path, reason))
+        if not recursive:
+            break
+    return sorted(files), sorted(skipped)
+
+
+def _skip_reason(path: Path) -> str | None:
+    """``None`` for a file to read, ``""`` for one to leave out silently, else why it is not."""
+    if path.is_symlink() and not path.exists():
+        return f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
+    if path.is_dir():
+        return ""  # a symlinked folder: os.walk does not follow links
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() in INPUT_SUFFIXES:
+        return None
+    try:
+        if has_dicom_preamble(path):
+            return None
+    except OSError as err:
+        return f"cannot read it ({err.strerror or err})"
+    return f"not an image ({SUPPORTED}; suffix {path.suffix or 'none'}, no DICM preamble)"
+
+
+def file_source(path: Path) -> dict[str, object]:
+    """What a prediction of ``path`` was made from: ``path``, ``file_bytes``, ``file_mtime_ns``
+    (a rerun redoes a record whose file no longer matches; the sizes are ``None`` when the file
+    cannot be stat'ed)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return {"path": str(path), "file_bytes": None, "file_mtime_ns": None}
+    return {"path": str(path), "file_bytes": stat.st_size, "file_mtime_ns": stat.st_mtime_ns}
+
+
+def has_dicom_preamble(path: Path) -> bool:
+    """True when ``path`` has the DICOM magic ``DICM`` at byte 128."""
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
 
 
 def is_dicom(path: Path) -> bool:
     """True for ``.dcm``/``.dicom`` files and for any file with the DICOM preamble magic."""
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
-    with open(path, "rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
+    return has_dicom_preamble(path)
 
 
 def read_dicom(path: Path, channels: int, max_pixels_limit: int | None = None) -> np.ndarray:
@@ -151,12 +265,18 @@ def array_input(image, channels: int, image_id: str = "array") -> InputImage:
         else:
             image = np.asarray(image.convert("L" if channels == 1 else "RGB"))
     array = np.asarray(image)
+    given_shape = array.shape
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise ValueError(
             f"image {image_id!r}: expected an array of shape (H, W) or (H, W, 1|3|4), "
             f"got {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(
+            f"image {image_id!r}: empty image of shape {given_shape}; expected at least 1 x 1 "
+            "pixels, (H, W) or (H, W, 1|3|4)"
         )
     array = _to_uint8(array, image_id)[:, :, :3]
     if array.shape[2] != channels:

@@ -216,6 +216,31 @@ class PredictionFolder:
             (self.out / name).unlink(missing_ok=True)
         return records
 
+    def drop_outdated(self, sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Forget the records made from another version of their file, so they are redone.
+
+        Args:
+            sources: ``image_id -> {"path", "file_bytes", "file_mtime_ns"}`` of the files to
+                predict now (:func:`pylon.inference.inputs.file_source`); a record of one of these
+                ids whose fields differ (the file was replaced or edited since, or the record
+                predates these fields) is removed from ``predictions.jsonl``.
+
+        Returns:
+            The ids dropped.
+        """
+        keys = ("path", "file_bytes", "file_mtime_ns")
+        dropped = [
+            r["image_id"]
+            for r in self.records
+            if r["image_id"] in sources
+            and any(r.get(k) != sources[r["image_id"]].get(k) for k in keys)
+        ]
+        if dropped:
+            gone = set(dropped)
+            self.records = [r for r in self.records if r["image_id"] not in gone]
+            write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
+        return dropped
+
     def discard_overlays(self, relative_paths: Iterable[str]) -> None:
         """Remove overlays of images about to be (re)done that an interrupted run may have
         written before their record (so none is left if the image now fails)."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from pylon.data.preprocessing import Preprocessing
 from pylon.data.transforms import apply_transform
 from pylon.evaluation.overlay import DISPLAY_MAX_SIDE, display_scale
+from pylon.inference.capture import DecoderMessages
 from pylon.inference.inputs import InputImage, array_input, gather_inputs, load_input
 from pylon.inference.result import Failure, Prediction, peaks_in_original
 from pylon.models.precision import resolve_execution
@@ -36,6 +38,26 @@ class _Prepared:
     tensor: torch.Tensor
     pixels: np.ndarray | None
     pixels_scale: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, without checking that this machine has it.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (``"gpu"`` means CUDA), or a device.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: a name PyTorch does not know.
+    """
+    name = "cuda" if str(device) == "gpu" else device
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {str(device)!r}: {err}; expected cpu, cuda or cuda:N") from None
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -50,11 +72,7 @@ def check_device(device: str | torch.device) -> torch.device:
     Raises:
         ValueError: an unknown device name, or CUDA asked for where PyTorch sees no GPU.
     """
-    name = "cuda" if str(device) == "gpu" else device
-    try:
-        resolved = torch.device(name)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {str(device)!r}: {err}; expected cpu, cuda or cuda:N") from None
+    resolved = parse_device(device)
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
@@ -65,6 +83,58 @@ def check_device(device: str | torch.device) -> torch.device:
         if resolved.index is not None and resolved.index >= count:
             raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s)")
     return resolved
+
+
+def check_class_names(class_names: Sequence[str], source: str | os.PathLike) -> None:
+    """Refuse a model whose class names repeat: results are keyed by name, so one would be lost.
+
+    Args:
+        class_names: the model's classes, in output order.
+        source: the weights file, for the message.
+
+    Raises:
+        ValueError: naming ``source`` and the repeated name(s).
+    """
+    names = list(class_names)
+    repeated = [c for k, c in enumerate(names) if c in names[:k]]
+    if repeated:
+        raise ValueError(
+            f"{source}: class name(s) {', '.join(map(repr, dict.fromkeys(repeated)))} repeated "
+            f"in the weights' class names ({', '.join(names)}); each output needs its own name"
+        )
+
+
+def check_class_choice(
+    classes: Sequence[str] | None, class_names: Sequence[str], *, what: str = "classes"
+) -> list[str] | None:
+    """Check a choice of classes against the model's.
+
+    Args:
+        classes: the chosen classes (``None``: no choice, those above the threshold are used).
+        class_names: the model's classes.
+        what: how messages name the choice (``"--classes"`` on the command line).
+
+    Returns:
+        The chosen classes, each once, in the order given (``None`` for no choice).
+
+    Raises:
+        ValueError: an empty choice or an unknown class, listing the model's classes.
+    """
+    if classes is None:
+        return None
+    valid = ", ".join(class_names)
+    if isinstance(classes, str):
+        classes = [classes]
+    chosen = list(dict.fromkeys(classes))
+    if not chosen:
+        raise ValueError(f"{what} names no class; expected one or more of the model's: {valid}")
+    unknown = [c for c in chosen if c not in class_names]
+    if unknown:
+        raise ValueError(
+            f"{what}: unknown class(es) {', '.join(map(repr, unknown))}; the model's classes "
+            f"are {valid}"
+        )
+    return chosen
 
 
 class Predictor:
@@ -103,6 +173,7 @@ class Predictor:
                 "with pylon.save_weights(model, path) from a model built by pylon.create_model"
             )
         self.data = Preprocessing.from_metadata(metadata, path)
+        check_class_names(self.data.class_names, path)
         self.model: nn.Module = create_model_from_config(metadata["model"])
         load_weights(self.model, path, strict=True)
         num_classes = metadata["model"]["num_classes"]
@@ -114,7 +185,7 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-        self.classes = self._check_classes(classes)
+        self.classes = check_class_choice(classes, self.data.class_names)
         self.threshold = float(threshold)
         self.batch_size = batch_size
         self.workers = workers
@@ -130,17 +201,6 @@ class Predictor:
     def class_names(self) -> list[str]:
         """The model's classes, in output order."""
         return list(self.data.class_names)
-
-    def _check_classes(self, classes: Sequence[str] | None) -> list[str] | None:
-        if classes is None:
-            return None
-        unknown = [c for c in classes if c not in self.data.class_names]
-        if unknown:
-            raise ValueError(
-                f"unknown class(es) {unknown}; the model's classes are "
-                f"{', '.join(self.data.class_names)}"
-            )
-        return list(classes)
 
     def to_input(self, image: Any, image_id: str | None = None) -> InputImage:
         """Decode a path (PNG/JPEG/DICOM) or wrap an ndarray / PIL image."""
@@ -224,6 +284,7 @@ class Predictor:
             cam=cam,
             pixels=item.pixels,
             pixels_scale=item.pixels_scale,
+            warnings=list(item.warnings),
         )
 
     def iter_predict(
@@ -248,19 +309,36 @@ class Predictor:
         *,
         skip_errors: bool = False,
         keep_pixels: bool = False,
+        messages: DecoderMessages | None = None,
     ) -> Iterator[Prediction | Failure]:
-        """:meth:`iter_predict` over ``(image_id, path)`` pairs from ``gather_inputs``."""
+        """:meth:`iter_predict` over ``(image_id, path)`` pairs from ``gather_inputs``.
+
+        Args:
+            items: the ``(image_id, path)`` pairs.
+            skip_errors: yield a :class:`Failure` for an unreadable file instead of raising.
+            keep_pixels: keep the (display-sized) image in each result, for overlays.
+            messages: an entered :class:`~pylon.inference.capture.DecoderMessages`: what the
+                decoders warn about a file (Python warnings, libpng's stderr lines) goes into
+                its result's ``warnings`` instead of the terminal (decodes are then serialised).
+
+        Yields:
+            A :class:`Prediction` or :class:`Failure` per item, in order.
+        """
         channels = self.data.in_channels
 
         def read(item: tuple[str, Path]) -> _Prepared | Failure:
             image_id, path = item
+            found: list[str] = []
             try:
-                image = load_input(path, channels, image_id, max_pixels_limit=self.max_pixels)
-                return self.prepare(image, keep_pixels=keep_pixels)
+                with messages.file() if messages else contextlib.nullcontext(found) as found:
+                    image = load_input(path, channels, image_id, max_pixels_limit=self.max_pixels)
+                prepared = self.prepare(image, keep_pixels=keep_pixels)
+                prepared.warnings = found
+                return prepared
             except (ValueError, OSError) as err:
                 if not skip_errors:
                     raise
-                return Failure(image_id, str(path), str(err))
+                return Failure(image_id, str(path), str(err), found)
 
         chunks = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         with ThreadPoolExecutor(max(1, self.workers)) as pool:

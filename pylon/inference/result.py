@@ -28,6 +28,8 @@ class Prediction:
     # the uint8 image if kept: shrunk by ``pixels_scale`` (<= 1) to the predictor's display size
     pixels: np.ndarray | None = field(default=None, repr=False)
     pixels_scale: float = 1.0
+    # what the decoders warned about this file (predicting with ``messages``), one line each
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def class_names(self) -> list[str]:
@@ -93,6 +95,7 @@ class Prediction:
             "probabilities": self.probabilities,
             "peaks": {c: list(p) for c, p in self.peaks.items()},
             "selected": self.selected,
+            "warnings": list(self.warnings),
         }
 
 
@@ -103,3 +106,4 @@ class Failure:
     image_id: str
     path: str | None
     reason: str
+    warnings: list[str] = field(default_factory=list)
