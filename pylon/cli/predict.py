@@ -69,7 +69,9 @@ def predict_command(
 
     Appends to predictions.jsonl after every batch, writes predictions.csv from it at the end and
     overlays/ as it goes; a rerun into the same --out skips images already predicted (--overwrite
-    starts clean). Unreadable files are reported, listed in failures.csv and skipped.
+    starts clean; a file changed since its record is redone). Unreadable files, and files of the
+    folders that are not images, are reported, listed in failures.csv and skipped. One command at
+    a time per --out (a lock, --out/.pylon.lock).
     """
     from pylon.evaluation.overlay import write_png
     from pylon.inference import Failure, Predictor
