@@ -50,5 +50,5 @@ def test_imagenet_offline_fails_fast_with_advice(tmp_path, monkeypatch):
 
 
 def test_unknown_pretrained_weights_name():
-    with pytest.raises(ValueError, match="Wrong pretrained weights"):
+    with pytest.raises(ValueError, match=r"'instagram-9000'.*has no such.*imagenet, ssl, swsl"):
         create_model("pylon", encoder="resnet18", encoder_weights="instagram-9000")

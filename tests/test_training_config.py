@@ -15,7 +15,11 @@ from pylon.training.presets import PRESETS, get_preset, list_presets
 def test_yaml_round_trip(tmp_path):
     config = apply_overrides(
         TrainConfig(),
-        {"optim.lr": 3e-4, "model.options": {"n_up": 2}, "data.split_options": {"val": {"n": 3}}},
+        {
+            "optim.lr": 3e-4,
+            "model.options": {"n_up": 2},
+            "data.split_options": {"val": {"num_images": 3}},
+        },
     )
     path = tmp_path / "config.yaml"
     config.to_yaml(path)

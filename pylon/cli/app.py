@@ -65,14 +65,14 @@ def exit_on_user_error(console: Console, code: int = 1) -> Iterator[None]:
     """Run the block; a user error becomes ``error: <one line>`` and exit ``code`` (1: failed
     work; pass 2 only for a block that checks the command line itself). Every command uses it.
 
-    An error carrying an ``exit_code`` attribute (an interrupted training run: 143 after SIGTERM)
-    exits with that code.
+    An error carrying an ``exit_code`` attribute exits with that code: an interrupted training
+    run (143 after SIGTERM), a wrong config value (``ConfigError``: 2, a wrong command line).
     """
     try:
         yield
     except Exception as err:
         exit_code = getattr(err, "exit_code", None)
-        if isinstance(err, RuntimeError) and exit_code is not None:
+        if exit_code is not None and (isinstance(err, RuntimeError) or is_user_error(err)):
             raise fail(console, err, exit_code) from None
         if not is_user_error(err):
             raise

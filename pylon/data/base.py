@@ -139,6 +139,16 @@ class BoxDataset(Dataset):
     the eval resize at ``size`` (:mod:`pylon.data.cache`).
     """
 
+    # The keywords of this constructor that a subclass passes on from its own ``**options``
+    # (the others it sets itself): with the subclass's keywords, the options a config may give.
+    forwarded_options: tuple[str, ...] = (
+        "cache",
+        "cache_dir",
+        "cache_size",
+        "cache_workers",
+        "progress",
+    )
+
     def __init__(
         self,
         records: list[Record],

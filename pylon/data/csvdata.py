@@ -39,6 +39,8 @@ class CSVDataset(BoxDataset):
     unique, and every box must belong to a listed image.
     """
 
+    splits: tuple[str, ...] = (*SPLIT_VALUES, "all")  # the split names it reads
+
     def __init__(
         self,
         root: str | os.PathLike | None = None,

@@ -62,6 +62,8 @@ class NIH14Dataset(BoxDataset):
     are read from the reference's files instead (:data:`REFERENCE_SPLIT_FILES`).
     """
 
+    splits: tuple[str, ...] = NIH14_SPLITS  # the split names it reads
+
     def __init__(
         self,
         root: str | os.PathLike | None = None,

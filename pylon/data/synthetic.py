@@ -79,6 +79,8 @@ class SyntheticDataset(Dataset):
     DataLoader, which calls ``__getitems__``) to render many images in one vectorised pass.
     """
 
+    splits: tuple[str, ...] = SPLITS  # the split names it reads
+
     in_channels = 1
 
     def __init__(

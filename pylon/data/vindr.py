@@ -61,6 +61,8 @@ class VinDrDataset(BoxDataset):
     50/20/30, v2 10/20/70, v3 70/10/20, default v3).
     """
 
+    splits: tuple[str, ...] = VINDR_SPLITS  # the split names it reads
+
     def __init__(
         self,
         root: str | os.PathLike | None = None,

@@ -107,6 +107,8 @@ class VOCDataset(BoxDataset):
     exactly (:func:`parse_annotation`).
     """
 
+    splits: tuple[str, ...] = VOC_SPLITS  # the split names it reads
+
     def __init__(
         self,
         root: str | os.PathLike | None = None,

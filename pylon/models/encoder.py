@@ -11,21 +11,132 @@ from unittest import mock
 from urllib.parse import urlparse
 
 import huggingface_hub.constants
+from huggingface_hub import try_to_load_from_cache
+from segmentation_models_pytorch.encoders import encoders as smp_encoders
 from segmentation_models_pytorch.encoders import get_encoder
 from segmentation_models_pytorch.encoders._utils import patch_first_conv
 from torch import nn
 
-from pylon.models.state_dict import match_state_dict, read_state_dict
+from pylon.models.state_dict import PICKLE_SUFFIXES, match_state_dict, read_state_dict
 
 logger = logging.getLogger(__name__)
 
-_LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".pkl", ".bin")
+_LOCAL_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)  # what read_state_dict reads
+WEIGHTS_CHOICES = (
+    "expected null (random init), a pretrained name such as 'imagenet', or the path of a local "
+    f"weights file ({', '.join(_LOCAL_SUFFIXES)})"
+)
 # classifier tensors of a backbone checkpoint that an encoder (features only) does not have
 _HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "_fc.")
 
 
-class EncoderWeightsUnavailable(RuntimeError):
-    """Pretrained encoder weights were requested but cannot be downloaded (e.g. no network)."""
+class EncoderWeightsUnavailable(RuntimeError, OSError):
+    """Pretrained encoder weights were requested but cannot be downloaded (e.g. no network).
+
+    An ``OSError`` too: the machine's condition, not a bug (the CLI prints one line)."""
+
+
+def is_weights_path(weights: str | os.PathLike) -> bool:
+    """Whether ``encoder_weights`` names a file rather than pretrained weights: a path object,
+    or a string with a suffix or a folder (smp's weight names have neither)."""
+    if isinstance(weights, os.PathLike):
+        return True
+    text = str(weights)
+    return bool(Path(text).suffix) or "/" in text or os.sep in text
+
+
+def check_encoder_weights(
+    encoder: str, weights: str | os.PathLike | None, *, where: str = "encoder_weights"
+) -> None:
+    """Refuse an ``encoder_weights`` value that cannot mean anything for ``encoder``, without
+    touching the network or the file system (the same answer on every machine).
+
+    Args:
+        encoder: the smp encoder name (other encoders, e.g. ``tu-*``, are not checked).
+        weights: ``None``, a pretrained name or a local file path.
+        where: how the message names the setting, e.g. ``"model.encoder_weights"``.
+
+    Raises:
+        ValueError: naming ``where`` and listing what it accepts: a file whose suffix is not a
+            weights file's, or a pretrained name ``encoder`` does not have.
+    """
+    if weights is None:
+        return
+    if is_weights_path(weights):
+        path = Path(weights)
+        if path.suffix.lower() not in _LOCAL_SUFFIXES:
+            state = "" if path.is_file() else ", and no such file exists"
+            raise ValueError(
+                f"{where}={str(weights)!r}: not a weights file{state}; {WEIGHTS_CHOICES}"
+            )
+        return
+    names = _pretrained_names(encoder)
+    if names is not None and weights not in names:
+        raise ValueError(
+            f"{where}={weights!r}: encoder {encoder!r} has no such pretrained weights (it has "
+            f"{', '.join(names) or 'none'}); {WEIGHTS_CHOICES}"
+        )
+
+
+def check_encoder_weights_available(
+    encoder: str, weights: str | os.PathLike | None, *, where: str = "encoder_weights"
+) -> None:
+    """Refuse, before any work starts, ``encoder_weights`` that this machine cannot load: a file
+    that does not exist, or pretrained weights that are neither in the Hugging Face cache nor
+    downloadable (offline).
+
+    Args:
+        encoder: the smp encoder name.
+        weights: ``None``, a pretrained name or a local file path (see :func:`build_encoder`).
+        where: how the message names the setting.
+
+    Raises:
+        ValueError: for a value :func:`check_encoder_weights` refuses.
+        FileNotFoundError: for a file that is not there.
+        EncoderWeightsUnavailable: for pretrained weights that cannot be had offline.
+    """
+    check_encoder_weights(encoder, weights, where=where)
+    if weights is None:
+        return
+    if is_weights_path(weights):
+        if not Path(weights).is_file():
+            raise FileNotFoundError(
+                f"{where}={str(weights)!r}: the file does not exist; {WEIGHTS_CHOICES}"
+            )
+        try:
+            read_state_dict(weights)
+        except ValueError as err:
+            raise ValueError(f"{where}: not a weights file: {err}; {WEIGHTS_CHOICES}") from None
+        return
+    settings = smp_encoders.get(encoder, {}).get("pretrained_settings", {}).get(weights)
+    if settings is None:  # not an smp encoder: its builder fetches what it needs
+        return
+    cached = all(
+        isinstance(
+            try_to_load_from_cache(settings["repo_id"], name, revision=settings.get("revision")),
+            str,
+        )
+        for name in ("config.json", "model.safetensors")
+    )
+    if not cached and (huggingface_hub.constants.HF_HUB_OFFLINE or not _hub_reachable()):
+        raise EncoderWeightsUnavailable(f"{where}={weights!r}: {_unavailable(encoder, weights)}")
+
+
+def _pretrained_names(encoder: str) -> list[str] | None:
+    """The pretrained weight names smp has for ``encoder``; ``None`` for an encoder it does not
+    list (``tu-*`` timm encoders, a model's own)."""
+    if encoder not in smp_encoders:
+        return None
+    return list(smp_encoders[encoder]["pretrained_settings"])
+
+
+def _unavailable(encoder: str, weights: str) -> str:
+    return (
+        f"cannot get {weights!r} weights for encoder {encoder!r}: the Hugging Face hub could not "
+        "be reached (offline?) and they are not in its local cache. Use encoder_weights=None "
+        "(random init) or encoder_weights='/path/to/encoder.safetensors' (a local state dict of "
+        "the encoder)"
+    )
 
 
 def build_encoder(
@@ -43,9 +154,9 @@ def build_encoder(
         in_channels: input channels.
         weights: ``None`` (random init), a name smp knows for this encoder (``"imagenet"``,
             downloaded from the Hugging Face hub or taken from its cache), or the path of a local
-            state dict (``.safetensors``/``.pth``/``.pt``/``.pkl``) of the 3-channel encoder (the
-            first conv is then adapted to ``in_channels`` the way smp adapts pretrained weights)
-            or of an ``in_channels`` one.
+            state dict (``.safetensors``, or a PyTorch ``.pth``/``.pt``/``.pkl``/``.bin``/``.ckpt``
+            pickle) of the 3-channel encoder (the first conv is then adapted to ``in_channels``
+            the way smp adapts pretrained weights) or of an ``in_channels`` one.
         depth: number of stages (5).
         output_stride: 32, or 16/8 for a dilated last stage(s).
 
@@ -56,7 +167,8 @@ def build_encoder(
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     if weights is None:
         return _get_encoder(name, in_channels, None, depth, output_stride)
-    if isinstance(weights, os.PathLike) or str(weights).lower().endswith(_LOCAL_SUFFIXES):
+    check_encoder_weights(name, weights)
+    if is_weights_path(weights):
         return _encoder_from_file(name, in_channels, Path(weights), depth, output_stride)
     return _download_encoder(name, in_channels, str(weights), depth, output_stride)
 
@@ -73,12 +185,7 @@ def _get_encoder(name, in_channels, weights, depth, output_stride) -> nn.Module:
 
 def _download_encoder(name, in_channels, weights, depth, output_stride) -> nn.Module:
     offline = huggingface_hub.constants.HF_HUB_OFFLINE or not _hub_reachable()
-    hint = (
-        f"cannot get {weights!r} weights for encoder {name!r}: "
-        "the Hugging Face hub could not be reached (offline?) and they are not in its local cache. "
-        "Use encoder_weights=None (random init) or encoder_weights='/path/to/encoder.safetensors' "
-        "(a local state dict of the encoder)"
-    )
+    hint = _unavailable(name, weights)
     try:
         # when the hub is unreachable, offline mode makes huggingface_hub use its cache or fail at
         # once instead of retrying for half a minute
@@ -101,6 +208,10 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _encoder_from_file(name, in_channels, path, depth, output_stride) -> nn.Module:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"encoder_weights={str(path)!r}: the file does not exist; {WEIGHTS_CHOICES}"
+        )
     state = read_state_dict(path)
     for channels in dict.fromkeys((3, in_channels)):
         encoder = _get_encoder(name, channels, None, depth, output_stride)

@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from pylon.options import check_options, keyword_parameters
+
 # modules whose import registers the built-in models
 _BUILTIN_MODULES = (
     "pylon.models.pylon_net",
@@ -77,6 +79,21 @@ def model_options(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if k not in _COMMON_ARGS}
 
 
+def check_model_options(name: str, options: Any, *, where: str = "options") -> None:
+    """Refuse an option model ``name`` does not take, or a value of the wrong type.
+
+    Args:
+        name: a name of :func:`list_models` (else ``ValueError`` listing them).
+        options: ``{option: value}`` as :func:`create_model` would get them.
+        where: how the message names the options, e.g. ``"model.options"``.
+
+    Raises:
+        ValueError: one line naming ``where.<option>``, the model and its options.
+    """
+    params = keyword_parameters(_builder(name), exclude=_COMMON_ARGS)
+    check_options(options, params, where=where, owner=f"model {name!r}")
+
+
 def _builder(name: str) -> Callable[..., nn.Module]:
     _load_builtins()
     if name not in _REGISTRY:
@@ -110,10 +127,7 @@ def create_model(
     """
     builder = _builder(name)
     defaults = model_options(name)
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        valid = ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "none"
-        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}")
+    check_model_options(name, options)
     if in_channels < 1 or num_classes < 1:
         raise ValueError(
             f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}"

@@ -90,8 +90,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(_unsafe_pickle_message(path, str(err))) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path}: not a readable PyTorch weights file ({err})") from None
+    except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError) as err:
+        # a file that is not a pickle at all: pickle's opcode table raises KeyError, and so on
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({err!r})") from None
     return _unwrap(obj, path)
 
 

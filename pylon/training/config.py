@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -11,12 +12,54 @@ from typing import Any
 
 import yaml
 
+from pylon.data.registry import check_dataset_options, check_dataset_split, list_datasets
 from pylon.io import write_text_atomic
+from pylon.models.encoder import check_encoder_weights
 from pylon.models.precision import normalize_precision
+from pylon.models.registry import check_model_options, list_models
 from pylon.training.names import check_experiment_name
 
 SCHEDULERS = ("plateau", "onecycle", "cosine", "none")
 LOC_SPLITS = ("test", "val", "bbox", "train")  # splits that carry ground-truth boxes
+# Lightning accelerators pylon runs on ("gpu" and "cuda" are the same); whether the machine has
+# one is checked before a run starts (pylon.training.runnable)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """A config value that is wrong on any machine: an unknown key, a wrong type, a number out of
+    its range, a name outside its vocabulary. The message is one line naming the key and what it
+    accepts; the CLI exits with status 2 (a wrong command line, as click's own checks)."""
+
+    exit_code = 2
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+# Every numeric key with its valid range (a test checks that none is missing); floats must also
+# be finite.
+RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32 - 1]"),
+    "max_epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "val_every": (lambda v: v >= 1, "an integer >= 1"),
+    "limit_train_batches": (_optional(lambda v: v >= 1), "an integer >= 1, or null"),
+    "num_nodes": (lambda v: v >= 1, "an integer >= 1"),
+    "model.head_prior": (_optional(lambda v: 0 < v < 1), "a probability in (0, 1), or null"),
+    "data.size": (lambda v: v >= 32 and v % 32 == 0, "a multiple of 32, >= 32"),
+    "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "data.eval_batch_size": (_optional(lambda v: v >= 1), "an integer >= 1, or null"),
+    "data.num_workers": (_optional(lambda v: v >= 0), "an integer >= 0, or null (auto)"),
+    "data.cache_size": (_optional(lambda v: v >= 32), "an integer >= 32, or null"),
+    "optim.lr": (lambda v: v > 0, "a finite number > 0"),
+    "optim.weight_decay": (lambda v: v >= 0, "a finite number >= 0"),
+    "optim.patience": (lambda v: v >= 0, "an integer >= 0"),
+    "optim.factor": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "optim.warmup_frac": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.lr_term": (lambda v: v >= 0, "a finite number >= 0"),
+    "optim.equivariance": (lambda v: v >= 0, "a finite number >= 0"),
+}
 
 
 @dataclass
@@ -90,62 +133,68 @@ class TrainConfig:
     phases: list[dict[str, Any]] = field(default_factory=list)
 
     def validate(self) -> TrainConfig:
-        if self.optim.scheduler not in SCHEDULERS:
-            raise ValueError(
-                f"optim.scheduler={self.optim.scheduler!r}; expected one of {SCHEDULERS}"
-            )
+        """Check every key: numbers within their range (and finite), names within their
+        vocabulary, dataset and model options against the dataset's and model's parameters,
+        the split names against the dataset's, the phases' overrides. Nothing here depends on
+        the machine or opens a file (that is :func:`pylon.training.runnable.check_runnable`).
+
+        Returns:
+            ``self`` (``precision`` normalised to its vocabulary).
+
+        Raises:
+            ConfigError: one line naming the first bad key and what it accepts.
+        """
+        try:
+            self._check()
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return self
+
+    def _check(self) -> None:
         self.precision = normalize_precision(self.precision)
-        if self.optim.equivariance < 0:
-            raise ValueError(f"optim.equivariance={self.optim.equivariance}; expected >= 0")
-        prior = self.model.head_prior
-        if prior is not None and not 0.0 < prior < 1.0:
-            raise ValueError(
-                f"model.head_prior={prior!r}; expected a probability in (0, 1), or null"
-            )
-        if self.model.freeze not in (None, "enc"):
-            raise ValueError(f"model.freeze={self.model.freeze!r}; expected 'enc' or null")
-        for key in ("max_epochs", "val_every", "num_nodes"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}={getattr(self, key)}; expected an integer >= 1")
-        if self.data.batch_size < 1 or self.data.size < 32 or self.data.size % 32:
-            raise ValueError(
-                f"data.batch_size={self.data.batch_size}, data.size={self.data.size}; "
-                "expected batch_size >= 1 and size a multiple of 32 (>= 32)"
-            )
-        rules = [
-            ("seed", self.seed, self.seed >= 0, "an integer >= 0"),
-            ("optim.lr", self.optim.lr, self.optim.lr > 0, "> 0"),
-            ("optim.factor", self.optim.factor, 0 < self.optim.factor < 1, "in (0, 1)"),
-            ("optim.patience", self.optim.patience, self.optim.patience >= 0, "an integer >= 0"),
-            ("optim.lr_term", self.optim.lr_term, self.optim.lr_term >= 0, ">= 0"),
-            (
-                "limit_train_batches",
-                self.limit_train_batches,
-                self.limit_train_batches is None or self.limit_train_batches >= 1,
-                "an integer >= 1, or null",
-            ),
-            (
-                "data.num_workers",
-                self.data.num_workers,
-                self.data.num_workers is None or self.data.num_workers >= 0,
-                "an integer >= 0",
-            ),
-            (
-                "data.loc_split",
-                self.data.loc_split,
-                self.data.loc_split in LOC_SPLITS,
-                f"one of {', '.join(LOC_SPLITS)}",
-            ),
-        ]
-        for key, value, ok, rule in rules:
-            if not ok:
+        for key, (ok, rule) in RANGES.items():
+            value = _get(self, key)
+            finite = not isinstance(value, float) or math.isfinite(value)
+            if not (finite and ok(value)):
                 raise ValueError(f"{key}={value!r}; expected {rule}")
+        choices = [
+            ("optim.scheduler", SCHEDULERS),
+            ("model.freeze", (None, "enc")),
+            ("data.loc_split", LOC_SPLITS),
+            ("accelerator", ACCELERATORS),
+            ("strategy", _strategies()),
+            ("data.name", list_datasets()),
+            ("model.name", list_models()),
+        ]
+        for key, allowed in choices:
+            value = _get(self, key)
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r}; expected one of {_shown(allowed)}")
         check_experiment_name(self.experiment)
+        self._check_data()
+        check_model_options(self.model.name, self.model.options, where="model.options")
+        check_encoder_weights(
+            self.model.encoder, self.model.encoder_weights, where="model.encoder_weights"
+        )
         for i, phase in enumerate(self.phases):
             if not isinstance(phase, dict):
                 raise ValueError(f"phases[{i}] must be a mapping of dotted keys to values")
-            apply_overrides(dataclasses.replace(self, phases=[]), phase)
-        return self
+            try:
+                apply_overrides(dataclasses.replace(self, phases=[]), phase)
+            except ValueError as err:
+                raise ValueError(f"phases[{i}]: {err}") from None
+
+    def _check_data(self) -> None:
+        data = self.data
+        for key in ("train_split", "val_split", "test_split", "loc_split"):
+            check_dataset_split(data.name, getattr(data, key), where=f"data.{key}")
+        check_dataset_options(data.name, data.options, where="data.options")
+        for split, options in data.split_options.items():
+            where = f"data.split_options.{split}"
+            check_dataset_split(data.name, split, where=where)
+            check_dataset_options(data.name, options, where=where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -170,9 +219,14 @@ class TrainConfig:
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML: {err}") from None
+        if data is None:  # not the defaults: they would silently train or evaluate another config
+            raise ValueError(
+                f"{path}: the config file is empty; expected a mapping of config keys (as the "
+                "config.yaml that pylon train writes into each run folder)"
+            )
         if not isinstance(data, dict):
             raise ValueError(
                 f"{path}: expected a mapping at the top level, got {type(data).__name__}"
@@ -184,13 +238,40 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _get(config: TrainConfig, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _strategies() -> tuple[str, ...]:
+    """Lightning's strategy names, less the TPU ones (pylon has no TPU accelerator)."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = StrategyRegistry.available_strategies()
+    return ("auto", *(n for n in names if "xla" not in n and "tpu" not in n))
+
+
+def _shown(allowed: tuple) -> str:
+    """The accepted values for a message; Lightning's strategy variants (``ddp_find_unused_*``,
+    ``deepspeed_stage_*``, ``*_offload``) summed up by their families."""
+    variants = ("find_unused", "stage", "offload")
+    shown = ["null" if a is None else str(a) for a in allowed]
+    short = [s for s in shown if not any(v in s for v in variants)]
+    if len(short) == len(shown):
+        return ", ".join(shown)
+    example = next(s for s in shown if s not in short)
+    return f"{', '.join(short)}, or a Lightning variant of these (e.g. {example})"
+
+
 def _build(cls: type, data: dict[str, Any], *, prefix: str, source: str):
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
+        raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
             f"expected one of {', '.join(prefix + k for k in types_)}"
         )
@@ -212,15 +293,15 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         origin = typing.get_origin(tp)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{source}: {key} must be a mapping, got {value!r}")
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
         return dict(value)
     if origin is list:
         if not isinstance(value, list):
-            raise ValueError(f"{source}: {key} must be a list, got {value!r}")
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
         return list(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{source}: {key} must be true or false, got {value!r}")
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
         return value
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -233,14 +314,14 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         return value
     if tp is str and isinstance(value, str | int):
         return str(value)
-    raise ValueError(f"{source}: {key} must be {tp.__name__}, got {value!r}")
+    raise ConfigError(f"{source}: {key} must be {tp.__name__}, got {value!r}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"optim.lr=3e-4"`` -> ``("optim.lr", 0.0003)``; values are parsed as YAML scalars."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"override {text!r}: expected key=value, e.g. optim.lr=3e-4")
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=3e-4")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -256,7 +337,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
         parts = key.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"override {key}: '{part}' is not a config section")
+                raise ConfigError(f"override {key}: '{part}' is not a config section")
             node = node[part]
         node[parts[-1]] = value
     return TrainConfig.from_dict(data, source="overrides")

@@ -102,13 +102,26 @@ def _ending(iterator, length: int):
         yield batch
 
 
-def build_dataset(config: DataConfig, split: str, *, augment: bool = False):
-    """The dataset of ``split``; ``data.cache_dir`` / ``data.cache_size`` go to datasets that
-    cache (all but ``synthetic``, which renders its images)."""
+def build_dataset(config: DataConfig, split: str, *, augment: bool = False, cache: bool = True):
+    """The dataset of ``split``.
+
+    Args:
+        config: the data config; ``data.cache_dir`` / ``data.cache_size`` go to datasets that
+            cache (all but ``synthetic``, which renders its images).
+        split: the split name.
+        augment: the training transform.
+        cache: ``False`` reads the split's records without building or opening an image cache
+            (enough to count and check a split before a run starts).
+
+    Returns:
+        The dataset (``pylon.data.create_dataset``).
+    """
     from pylon.data.base import BoxDataset
 
     options = {**config.options, **config.split_options.get(split, {})}
     if issubclass(get_dataset_class(config.name), BoxDataset):
+        if not cache:
+            options.update(cache=False, progress=False)
         for key in ("cache_dir", "cache_size"):
             value = getattr(config, key)
             if value is None:
