@@ -28,18 +28,20 @@ from pylon.training.runs import RunPaths
 
 
 class TinyEncoder(nn.Module):
-    """Two strided convs, listing its stages the way smp encoders do (16 channels at stride 32)."""
+    """Strided convs at strides 4, 8, 16, 32, listing its stages the way smp encoders do."""
 
     def __init__(self, in_channels):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=4, padding=1), nn.ReLU())
-        self.last = nn.Sequential(nn.Conv2d(8, 16, 3, stride=8, padding=1), nn.ReLU())
+        self.mid8 = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.mid16 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.last = nn.Sequential(nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU())
 
     def get_stages(self):
         return {4: [self.stem], 32: [self.last]}
 
     def forward(self, x):
-        return self.last(self.stem(x))
+        return self.last(self.mid16(self.mid8(self.stem(x))))
 
 
 @register_model("_test_tiny_cam")
@@ -190,3 +192,32 @@ def test_evaluate_cam_progress_counts_the_images_scored_per_method(tmp_path, cap
     assert "/8" not in err
     table = pd.read_csv(run / "posthoc_comparison.csv")
     assert table["n_pairs"].nunique() == 1
+
+
+def test_every_method_maps_a_real_encoder_and_multi_layer_reads_three_stages():
+    from pylon.evaluation.benchmark_scoring import SigmoidTarget
+    from pylon.evaluation.posthoc import encoder_stages, make_method
+
+    model = create_model("cam", encoder="resnet18", num_classes=3).eval()
+    stages = encoder_stages(model, (8, 16, 32))
+    names = {id(m): n for n, m in model.named_modules()}
+    assert [names[id(m)] for m in stages] == ["encoder.layer2", "encoder.layer3", "encoder.layer4"]
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    for name in METHODS:
+        if name == "scorecam":  # one forward per channel: covered by the tiny model above
+            continue
+        cam = make_method(name, model)
+        try:
+            maps = cam(input_tensor=x, targets=[SigmoidTarget(0), SigmoidTarget(2)])
+        finally:
+            cam.activations_and_grads.release()
+        assert maps.shape == (2, 64, 64), name
+        assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1, name
+    multi = make_method("layercam-multi", model)
+    assert [names[id(m)] for m in multi.target_layers] == [
+        "encoder.layer2", "encoder.layer3", "encoder.layer4",
+    ]  # fmt: skip
+    multi.activations_and_grads.release()
+    logits = torch.tensor([[0.5, -2.0, 3.0]])
+    assert torch.allclose(SigmoidTarget(1)(logits[0]), torch.sigmoid(torch.tensor(-2.0)))
+    assert torch.allclose(SigmoidTarget(2)(logits), torch.sigmoid(logits[:, 2]))

@@ -141,15 +141,19 @@ def _save_records(path: Path, results: dict[str, object], key: str, image_ids: l
 
 
 def _grad_cam(method: str, model, target_layer: str | None):
-    from pylon.evaluation.posthoc import METHODS, SCORECAM_BATCH, LogitsOnly, last_encoder_stage
+    from pylon.evaluation.posthoc import METHODS, make_method
 
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected {OWN!r} or one of {sorted(METHODS)}")
-    layer = model.get_submodule(target_layer) if target_layer else last_encoder_stage(model)
-    cam = METHODS[method](model=LogitsOnly(model).eval(), target_layers=[layer])
-    if method == "scorecam":
-        cam.batch_size = SCORECAM_BATCH
-    return cam
+        raise ValueError(
+            f"unknown method {method!r}; expected {OWN!r} or one of {', '.join(METHODS)}"
+        )
+    layer = None
+    if target_layer:
+        try:
+            layer = model.get_submodule(target_layer)
+        except AttributeError:
+            raise ValueError(f"the model has no submodule {target_layer!r}") from None
+    return make_method(method, model, layer)
 
 
 def score_run_method(

@@ -133,15 +133,26 @@ def own_maps(model: nn.Module, execution: Execution | None, block: PairBlock, ba
     return torch.stack([cam[i, c] for i, c in block.pairs])[:, None]
 
 
-def posthoc_pair_maps(cam_method, block: PairBlock, batch: int) -> Tensor:
-    """A pytorch-grad-cam method's map of each pair (P, 1, H, W) in [0, 1], one target each."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+class SigmoidTarget:
+    """pytorch-grad-cam target: the sigmoid of one class's logit (a multi-label model's score;
+    the library's ``ClassifierOutputTarget`` is the raw logit, its softmax target is for
+    single-label models)."""
 
+    def __init__(self, category: int):
+        self.category = category
+
+    def __call__(self, model_output: Tensor) -> Tensor:
+        return torch.sigmoid(model_output[..., self.category])
+
+
+def posthoc_pair_maps(cam_method, block: PairBlock, batch: int) -> Tensor:
+    """A pytorch-grad-cam method's map of each pair (P, 1, H, W) in [0, 1], one
+    :class:`SigmoidTarget` each."""
     maps = []
     for start in range(0, len(block.pairs), batch):
         chunk = block.pairs[start : start + batch]
         x = block.images[[i for i, _ in chunk]]
-        targets = [ClassifierOutputTarget(c) for _, c in chunk]
+        targets = [SigmoidTarget(c) for _, c in chunk]
         with contextlib.redirect_stderr(io.StringIO()):  # ScoreCAM's tqdm bars
             maps.append(torch.from_numpy(cam_method(input_tensor=x, targets=targets)).float())
     return torch.cat(maps)[:, None]

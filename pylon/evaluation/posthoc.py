@@ -12,7 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM, XGradCAM
+from pytorch_grad_cam import (
+    EigenCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    ShapleyCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
@@ -27,7 +38,17 @@ METHODS: dict[str, type] = {
     "xgradcam": XGradCAM,
     "eigencam": EigenCAM,
     "scorecam": ScoreCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+    "gradcamelementwise": GradCAMElementWise,
+    "shapleycam": ShapleyCAM,
+    "fullgrad": FullGrad,  # every bias of the network: the target layer is not used
+    # LayerCAM fused over the encoder's stages at strides 8, 16 and 32 (pytorch-grad-cam averages
+    # the layers' maps, each ReLU'd and resized to the input): the high-resolution post-hoc rival
+    "layercam-multi": LayerCAM,
 }
+# Methods that read several encoder stages instead of one target layer.
+MULTI_LAYER_STRIDES = {"layercam-multi": (8, 16, 32)}
 OWN_CAM = "model_cam"
 # ScoreCAM runs one forward per activation channel (512 for resnet18/34, 2048 for resnet50):
 # batching them this many at a time is several times faster on CPU than grad-cam's default 16.
@@ -68,6 +89,74 @@ def last_encoder_stage(model: nn.Module) -> nn.Module:
         f"encoder {type(encoder).__name__} does not list its stages; name a target layer "
         "(a dotted module path such as 'encoder.layer4')"
     )
+
+
+def encoder_stages(model: nn.Module, strides: Sequence[int], probe: int = 256) -> list[nn.Module]:
+    """The last of the encoder's blocks whose output has each of ``strides`` (e.g. ``layer2``,
+    ``layer3``, ``layer4`` of a ResNet for 8, 16, 32), found by one probe forward of the encoder
+    with hooks on its blocks (smp's ``get_stages`` only lists the stages it can dilate).
+
+    Raises ``ValueError`` when the model has no encoder or no block at one of the strides.
+    """
+    encoders = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "encoder"]
+    if not encoders:
+        raise ValueError(f"{type(model).__name__} has no 'encoder' submodule")
+    encoder = encoders[0]
+    blocks = list(encoder.children())
+    while len(blocks) == 1:  # wrappers such as timm's "model"
+        blocks = list(blocks[0].children())
+    widths: dict[int, int] = {}
+
+    def record(k: int):
+        def hook(_module, _inputs, output):
+            if isinstance(output, Tensor) and output.ndim == 4:
+                widths[k] = output.shape[-1]
+
+        return hook
+
+    first = next(m for m in encoder.modules() if isinstance(m, nn.Conv2d))
+    parameter = next(encoder.parameters())
+    handles = [b.register_forward_hook(record(k)) for k, b in enumerate(blocks)]
+    try:
+        with torch.no_grad():
+            encoder(torch.zeros(1, first.in_channels, probe, probe, device=parameter.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    found = []
+    for stride in strides:
+        hits = [k for k, width in widths.items() if width == probe // stride]
+        if not hits:
+            raise ValueError(f"the model's encoder has no block with output stride {stride}")
+        found.append(blocks[max(hits)])
+    return found
+
+
+def make_method(name: str, model: nn.Module, target_layer: nn.Module | None = None):
+    """A pytorch-grad-cam method object on ``model``'s logits.
+
+    Args:
+        name: a key of :data:`METHODS`.
+        model: the trained model (``ModelOutput``); grad-cam sees only its logits.
+        target_layer: the layer single-layer methods read (default: the encoder's last stage);
+            multi-layer methods read the stages of :data:`MULTI_LAYER_STRIDES`, FullGrad every
+            bias.
+
+    Returns:
+        The method object; call ``obj.activations_and_grads.release()`` when done.
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown post-hoc method {name!r}; expected one of {', '.join(METHODS)}")
+    if name in MULTI_LAYER_STRIDES:
+        layers = encoder_stages(model, MULTI_LAYER_STRIDES[name])
+    elif METHODS[name] is FullGrad:
+        layers = []
+    else:
+        layers = [target_layer if target_layer is not None else last_encoder_stage(model)]
+    cam = METHODS[name](model=LogitsOnly(model).eval(), target_layers=layers)
+    if name == "scorecam":
+        cam.batch_size = SCORECAM_BATCH
+    return cam
 
 
 def resolve_methods(names: Iterable[str]) -> list[str]:
@@ -332,9 +421,7 @@ class MethodScores:
     def _add_method(self, method: str, data: BoxedImages, size, pairs, done, on_images) -> None:
         num_classes = len(self.class_names)
         acc = self._accumulator(method, size)
-        cam = METHODS[method](model=LogitsOnly(self.model).eval(), target_layers=[self.layer])
-        if method == "scorecam":
-            cam.batch_size = SCORECAM_BATCH
+        cam = make_method(method, self.model, self.layer)
         images_done, position = 0, 0
         try:
             for chunk, maps in posthoc_maps(cam, data.images, pairs, self.batch_size):
