@@ -96,7 +96,8 @@ def test_benchmark_writes_every_file(benchmarked):
     assert set(table["run"]) == {"alpha/0", "beta/0"}
     assert set(table["method"]) == {"own", "gradcam"}
     assert {"point", "pointing_game", "energy_pg", "hit_rate", "seg_iou", "iobb0.5",
-            "maxboxacc_v2_oracle", "deletion_auc", "insertion_auc", "average_drop"} <= set(
+            "maxboxacc_v2_oracle", "deletion_auc", "insertion_auc", "average_drop",
+            "road_combined"} <= set(
         table["metric"])  # fmt: skip
     head = table[(table["class"] == "all") & (table["size_bucket"] == "all")]
     assert (

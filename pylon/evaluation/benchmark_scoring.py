@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from pylon.metrics.chexlocalize import hit_rate, segmentation_iou
-from pylon.metrics.faithfulness import causal_curves, confidence_change
+from pylon.metrics.faithfulness import causal_curves, confidence_change, road
 from pylon.metrics.maxboxacc import BoxIoURecords, box_iou_records
 from pylon.metrics.pairs import score_pairs
 from pylon.metrics.pointing import energy_pointing_game, pointing_game
@@ -39,7 +39,15 @@ PAIR_METRICS = (
     "seg_iou",
     "iobb0.5",
 )
-FAITHFULNESS_METRICS = ("deletion_auc", "insertion_auc", "average_drop", "increase")
+FAITHFULNESS_METRICS = (
+    "deletion_auc",
+    "insertion_auc",
+    "average_drop",
+    "increase",
+    "road_morf",
+    "road_lerf",
+    "road_combined",
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class BenchmarkOptions:
         faithfulness_images: images with boxes whose pairs also get deletion / insertion curves
             and average drop (the first ones of the split; 0 turns faithfulness off).
         deletion_steps: points of the deletion / insertion curves (minus one).
+        road_percentiles: ROAD's removal percentiles (pytorch-grad-cam's default is 10..90;
+            three keep its sparse in-painting solves affordable on a CPU).
         batch_size: images per own-CAM forward, pairs per grad-cam call.
     """
 
@@ -61,6 +71,7 @@ class BenchmarkOptions:
     cam_interval: float = 0.001
     faithfulness_images: int = 16
     deletion_steps: int = 50
+    road_percentiles: tuple[int, ...] = (20, 50, 80)
     batch_size: int = 8
 
     def __post_init__(self) -> None:
@@ -70,6 +81,10 @@ class BenchmarkOptions:
             raise ValueError(f"cam_interval must lie in (0, 1), got {self.cam_interval}")
         if self.faithfulness_images < 0:
             raise ValueError(f"faithfulness_images must be >= 0, got {self.faithfulness_images}")
+        if not self.road_percentiles or any(not 0 < p < 100 for p in self.road_percentiles):
+            raise ValueError(
+                f"road_percentiles must be values in (0, 100), got {self.road_percentiles}"
+            )
         if self.deletion_steps < 1 or self.batch_size < 1:
             raise ValueError(
                 f"deletion_steps={self.deletion_steps}, batch_size={self.batch_size}: "
@@ -228,7 +243,8 @@ def score_faithfulness(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> dict[str, object]:
-    """Deletion / insertion areas and curves, average drop and increase of each pair's map.
+    """Deletion / insertion areas and curves, average drop and increase, and ROAD of each
+    pair's map.
 
     Args:
         score_fn: inputs -> class probabilities.
@@ -257,6 +273,9 @@ def score_faithfulness(
         out[f"{mode}_auc"] = auc
     change = confidence_change(score_fn, images, up, classes, mean=mean, std=std)
     out["average_drop"], out["increase"] = change["drop"], change["increase"]
+    removal = road(score_fn, images, up, classes, percentiles=options.road_percentiles)
+    for key in ("morf", "lerf", "combined"):
+        out[f"road_{key}"] = removal[key]
     image = torch.tensor([i + block.offset for i, _ in block.pairs], dtype=torch.long)
     cls = torch.tensor(classes, dtype=torch.long)
     area = torch.full((len(classes),), size[0] * size[1], dtype=torch.long)
