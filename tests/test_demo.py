@@ -16,7 +16,8 @@ def test_demo_tiny_end_to_end(tmp_path):
     result = CliRunner().invoke(
         app,
         ["demo", "--out", str(out), "--images", "64", "--test-images", "24", "--batch-size", "16"]
-        + ["--val-images", "16", "--no-progress"],
+        + ["--val-images", "16", "--benchmark-images", "6", "--faithfulness-images", "1"]
+        + ["--no-progress"],
     )
     assert result.exit_code == 0, result.output
     assert "pylon" in result.output and "cam" in result.output
@@ -38,6 +39,17 @@ def test_demo_tiny_end_to_end(tmp_path):
         assert (run / "eval_loc.csv").is_file() and (run / "eval_auc.csv").is_file()
         pages = sorted((out / "heatmaps" / model).glob("*.png"))
         assert pages and all(p.stat().st_size > 0 for p in pages)
+    bench = pd.read_csv(out / "benchmark" / "benchmark.csv")
+    pairs = set(zip(bench["run"], bench["method"], strict=True))
+    assert pairs == {
+        ("pylon/0", "own"),
+        ("cam/0", "own"),
+        ("cam/0", "gradcam"),
+        ("cam/0", "layercam"),
+    }
+    assert "maxboxacc_v2" in set(bench["metric"])  # threshold chosen on the validation split
+    assert (out / "benchmark" / "by_size.png").stat().st_size > 0
+    assert "point: " in result.output
     assert not list(out.glob("**/*.tmp"))
 
 

@@ -36,6 +36,14 @@ def demo_command(
     equivariance: float = typer.Option(
         0.1, help="Weight of the flip/rotation equivariance loss for both models; 0 turns it off."
     ),
+    benchmark_images: int = typer.Option(
+        128,
+        help="Test images of the closing benchmark (own CAMs, GradCAM and LayerCAM on the CAM "
+        "baseline; 0 skips it).",
+    ),
+    faithfulness_images: int = typer.Option(
+        4, help="Benchmark images that also get deletion/insertion, average drop and ROAD."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
     """Train PYLON and the CAM baseline with the same recipe and budget; print and save a table."""
@@ -57,6 +65,8 @@ def demo_command(
             batch_size=batch_size,
             head_prior=head_prior or None,
             equivariance=equivariance,
+            benchmark_images=benchmark_images,
+            faithfulness_images=faithfulness_images,
             progress=not no_progress,
             **({"images": images} if images is not None else {}),
         )
@@ -75,6 +85,12 @@ def demo_command(
     for row in per_class.itertuples(index=False):
         table.add_row(row[0], *(f"{value:.3f}" for value in row[1:]))
     console.print(table)
+    if benchmark_images:
+        report = out / "benchmark" / "benchmark.md"
+        comparisons = pd.read_csv(out / "benchmark" / "comparisons.csv")
+        for line in comparisons.loc[comparisons["metric"] == "point", "line"]:
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
+        console.print(f"benchmark: {report}, by lesion size: {out / 'benchmark' / 'by_size.png'}")
     console.print(
         f"wrote {out / 'summary.csv'}, {out / 'point_acc_per_class.csv'}, {out / 'heatmaps'}"
     )

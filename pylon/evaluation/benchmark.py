@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +62,13 @@ RECORDS_VERSION = 1
 
 @dataclass(frozen=True)
 class RunInfo:
-    """A run taking part: its folder, its name in the tables and its experiment."""
+    """A run taking part: its folder, its name in the tables, its experiment and the path it
+    was given as (an experiment folder for its seeds)."""
 
     path: Path
     name: str
     experiment: str
+    source: str = ""
 
 
 def expand_runs(paths: Sequence[str | os.PathLike]) -> list[RunInfo]:
@@ -78,26 +80,46 @@ def expand_runs(paths: Sequence[str | os.PathLike]) -> list[RunInfo]:
     """
     from pylon.training.runs import seed_dirs
 
-    found: list[Path] = []
+    found: list[tuple[Path, str]] = []
     for raw in paths:
         path = Path(raw)
         if (path / "config.yaml").is_file():
-            found.append(path)
+            found.append((path, str(raw)))
         elif path.is_dir() and seed_dirs(path):
-            found.extend(seed_dirs(path))
+            found.extend((seed, str(raw)) for seed in seed_dirs(path))
         else:
             raise ValueError(
                 f"{path}: not a run folder (no config.yaml) nor an experiment folder of seed runs"
             )
     runs, names = [], set()
-    for path in found:
+    for path, source in found:
         name = f"{path.parent.name}/{path.name}"
         base, k = name, 2
         while name in names:
             name, k = f"{base}~{k}", k + 1
         names.add(name)
-        runs.append(RunInfo(path, name, path.parent.name))
+        runs.append(RunInfo(path, name, path.parent.name, source))
     return runs
+
+
+def _methods_per_path(runs, methods) -> dict[str, list[str]]:
+    """Each run path's method list (de-duplicated), from one list or a mapping by path."""
+    if isinstance(methods, Mapping):
+        given = {str(k): v for k, v in methods.items()}
+        missing = [str(r) for r in runs if str(r) not in given]
+        if missing:
+            raise ValueError(f"methods: no method list for run(s) {missing}")
+    else:
+        given = {str(r): methods for r in runs}
+    out = {}
+    for path, names in given.items():
+        names = list(dict.fromkeys(names))
+        if not names:
+            raise ValueError(
+                f"no method given for {path}; expected 'own' and/or pytorch-grad-cam method names"
+            )
+        out[path] = names
+    return out
 
 
 def _records_key(weights: Path, split: str, options: BenchmarkOptions, max_images, method) -> str:
@@ -363,7 +385,7 @@ class BenchmarkResult:
 
 def benchmark(
     runs: Sequence[str | os.PathLike],
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] | Mapping[str | os.PathLike, Sequence[str]] = DEFAULT_METHODS,
     *,
     out_dir: str | os.PathLike,
     split: str | None = None,
@@ -383,7 +405,8 @@ def benchmark(
     Args:
         runs: run folders or experiment folders (their seeds); the first run's own CAM is the
             reference of the paired comparisons.
-        methods: ``"own"`` (the model's CAM) and pytorch-grad-cam method names.
+        methods: ``"own"`` (the model's CAM) and pytorch-grad-cam method names, for every run;
+            or a mapping from each path of ``runs`` to its own list.
         out_dir: where everything goes (``records/`` keeps the per-pair records for resuming).
         split: the scored split (default: each run's ``loc_split``).
         threshold_split: the split MaxBoxAcc's thresholds are chosen on (``"auto"``: the run's
@@ -406,9 +429,7 @@ def benchmark(
     options = options or BenchmarkOptions()
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
-    methods = list(dict.fromkeys(methods))
-    if not methods:
-        raise ValueError("no method given; expected 'own' and/or pytorch-grad-cam method names")
+    per_path = _methods_per_path(runs, methods)
     infos = expand_runs(runs)
     out = Path(out_dir)
     rows, scored, reused, curves = [], {}, [], {}
@@ -419,7 +440,7 @@ def benchmark(
 
         class_names = list(build_dataset(config.data, run_split).class_names)
         chooser = _threshold_split(info, run_split, threshold_split)
-        for method in methods:
+        for method in per_path[info.source]:
             results, ids, was_reused = score_run_method(
                 info, method, split=run_split, max_images=max_images, options=options,
                 out_dir=out, device=device, target_layer=target_layer, progress=progress,

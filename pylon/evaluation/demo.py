@@ -39,6 +39,8 @@ class DemoConfig:
     val_images: int = 128
     test_images: int = 512
     heatmap_images: int = 20
+    benchmark_images: int = 128
+    faithfulness_images: int = 4
     num_workers: int = 0
     precision: str = "auto"
     progress: bool = True
@@ -54,6 +56,8 @@ class DemoConfig:
             raise ValueError(f"demo: --equivariance must be >= 0, got {self.equivariance}")
         if self.test_images < 1 or self.val_images < 1:
             raise ValueError("demo: test_images and val_images must be >= 1")
+        if self.benchmark_images < 0 or self.faithfulness_images < 0:
+            raise ValueError("demo: benchmark_images and faithfulness_images must be >= 0")
 
 
 def train_config(demo: DemoConfig, model: str, images: int) -> TrainConfig:
@@ -155,7 +159,8 @@ def _seconds_per_image(demo: DemoConfig, model_name: str, steps: int = 3) -> flo
 
 def run_demo(demo: DemoConfig, *, console: Any = None) -> pd.DataFrame:
     """Train and evaluate every model of ``demo.models``; write ``summary.csv``, per-class
-    accuracies and heatmap pages into ``demo.out``.
+    accuracies and heatmap pages into ``demo.out``, then the benchmark (:func:`run_benchmark`)
+    into ``demo.out / "benchmark"``.
 
     Args:
         demo: the recipe.
@@ -176,7 +181,7 @@ def run_demo(demo: DemoConfig, *, console: Any = None) -> pd.DataFrame:
             f"head prior {demo.head_prior}, equivariance {demo.equivariance}), "
             f"tested on {demo.test_images} held-out images"
         )
-    rows, per_class = [], []
+    rows, per_class, run_dirs = [], [], []
     for model in demo.models:
         config = train_config(demo, model, images)
         started = time.perf_counter()
@@ -195,10 +200,43 @@ def run_demo(demo: DemoConfig, *, console: Any = None) -> pd.DataFrame:
         )
         per_class.append({"model": model, **_point_acc_per_class(loc)})
         write_demo_heatmaps(run_dir, out / "heatmaps" / model, demo)
+        run_dirs.append(run_dir)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     write_csv_atomic(summary, out / "summary.csv")
     write_csv_atomic(pd.DataFrame(per_class), out / "point_acc_per_class.csv")
+    if demo.benchmark_images:
+        run_benchmark(demo, run_dirs)
     return summary
+
+
+def run_benchmark(demo: DemoConfig, run_dirs: list[Path]):
+    """The localization benchmark of the demo's models on ``benchmark_images`` test images:
+    every model's own CAM, plus GradCAM and LayerCAM on the CAM baseline (its strongest
+    post-hoc rivals at 1/32 and at full resolution), MaxBoxAcc's threshold chosen on the
+    validation split, faithfulness on ``faithfulness_images`` images.
+
+    Args:
+        demo: the recipe.
+        run_dirs: the trained runs, in ``demo.models`` order (the first is the reference).
+
+    Returns:
+        The :class:`~pylon.evaluation.benchmark.BenchmarkResult` (files in ``out/benchmark``).
+    """
+    from pylon.evaluation.benchmark import benchmark
+    from pylon.evaluation.benchmark_scoring import OWN, BenchmarkOptions
+
+    methods = {
+        str(run): [OWN, "gradcam", "layercam"] if model == "cam" else [OWN]
+        for model, run in zip(demo.models, run_dirs, strict=True)
+    }
+    return benchmark(
+        [str(run) for run in run_dirs],
+        methods,
+        out_dir=Path(demo.out) / "benchmark",
+        max_images=demo.benchmark_images,
+        options=BenchmarkOptions(faithfulness_images=demo.faithfulness_images, deletion_steps=20),
+        progress=demo.progress,
+    )
 
 
 def _point_acc_per_class(loc: dict[str, float]) -> dict[str, float]:
