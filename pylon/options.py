@@ -20,15 +20,15 @@ def keyword_parameters(fn: Callable, exclude: tuple[str, ...] = ()) -> dict[str,
     """The parameters of ``fn`` that can be given by keyword, with their resolved type hints.
 
     Args:
-        fn: a function or an ``__init__`` (``self`` is left out).
+        fn: a function, a class or an ``__init__`` (``self`` is left out).
         exclude: names to leave out (arguments the caller passes itself).
 
     Returns:
         ``{name: parameter}``, each ``parameter.annotation`` the evaluated hint (``Any`` where
         there is none or it cannot be evaluated).
     """
-    try:
-        hints = typing.get_type_hints(fn)
+    try:  # a class's parameters are its __init__'s (its own hints are its attributes')
+        hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
     except Exception:  # a hint naming something its module does not define: leave it unchecked
         hints = {}
     return {

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 
 import pytest
 
 from pylon.evaluation.sweep import parse_seeds
 from pylon.models import create_model
-from pylon.training.config import TrainConfig, apply_overrides, parse_override
+from pylon.training.config import (
+    RANGES,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    parse_override,
+)
 from pylon.training.presets import PRESETS, get_preset, list_presets
 
 
@@ -108,3 +116,71 @@ def test_parse_seeds():
     assert parse_seeds("1,3,5-6") == [1, 3, 5, 6]
     with pytest.raises(ValueError, match="--seeds"):
         parse_seeds("a-b")
+
+
+def _numeric_keys(cls, prefix=""):
+    """Dotted names of every int or float field of the config dataclasses."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += _numeric_keys(hint, f"{prefix}{f.name}.")
+        elif {int, float} & set(typing.get_args(hint) or (hint,)) and hint is not bool:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def test_every_numeric_key_has_a_range():
+    assert sorted(_numeric_keys(TrainConfig)) == sorted(RANGES)
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+def test_each_numeric_key_refuses_out_of_range_and_non_finite_values(key):
+    config = TrainConfig()
+    hint = typing.get_type_hints(type(_parent(config, key)))[key.rsplit(".", 1)[-1]]
+    bad = [-1]
+    if float in (typing.get_args(hint) or (hint,)):
+        bad += [float("inf"), float("nan")]
+    for value in bad:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.*; expected .*\d"):
+            apply_overrides(config, {key: value})
+
+
+def _parent(config, key):
+    node = config
+    for part in key.split(".")[:-1]:
+        node = getattr(node, part)
+    return node
+
+
+def test_empty_config_file_is_refused_naming_it(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("# nothing\n")
+    with pytest.raises(ValueError, match=r"config\.yaml: the config file is empty"):
+        TrainConfig.from_yaml(path)
+
+
+def test_dataset_and_model_options_are_checked_against_their_signatures():
+    # a forwarded BoxDataset option and the dataset's own one are accepted
+    config = apply_overrides(
+        TrainConfig(),
+        {"data.name": "nih14", "data.options": {"cache_workers": 2, "val_fraction": 0.2}},
+    )
+    assert config.data.options == {"cache_workers": 2, "val_fraction": 0.2}
+    with pytest.raises(ConfigError, match=r"data\.options\.val_fraction='x': expected float"):
+        apply_overrides(config, {"data.options.val_fraction": "x"})
+    with pytest.raises(ConfigError, match=r"data\.options\.size: not a dataset option.*data\.size"):
+        apply_overrides(config, {"data.options.size": 64})
+    with pytest.raises(ConfigError, match=r"data\.split_options\.trainval: .*'nih14' has no split"):
+        apply_overrides(config, {"data.split_options": {"trainval": {}}})
+    with pytest.raises(ConfigError, match=r"model\.options\.n_up='3': expected int"):
+        apply_overrides(TrainConfig(), {"model.options": {"n_up": "3"}})
+
+
+def test_encoder_weights_values():
+    ok = apply_overrides(TrainConfig(), {"model.encoder_weights": "ssl"})  # resnet50 has ssl
+    assert ok.model.encoder_weights == "ssl"
+    with pytest.raises(ConfigError, match=r"'advprop'.*'resnet50' has no such.*imagenet, ssl"):
+        apply_overrides(TrainConfig(), {"model.encoder_weights": "advprop"})
+    with pytest.raises(ConfigError, match=r"'w\.txt': not a weights file, and no such file"):
+        apply_overrides(TrainConfig(), {"model.encoder_weights": "w.txt"})
