@@ -20,7 +20,8 @@ NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine w
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A valid weights file, a .pt and a .ckpt file, a plain file, and an image folder."""
+    """A valid weights file, a .pt and a .ckpt file, a plain file, an image folder, and an
+    experiment whose evaluation CSV holds a value that is not a number."""
     from pylon.data.preprocessing import make_preprocessing
 
     folder = tmp_path_factory.mktemp("cli")
@@ -32,6 +33,10 @@ def files(tmp_path_factory):
     (folder / "last.ckpt").write_bytes(b"not really a checkpoint")
     (folder / "notes.txt").write_text("a file, not a folder")
     (folder / "images").mkdir()
+    (folder / "exp" / "0").mkdir(parents=True)
+    (folder / "exp" / "0" / "eval_auc.csv").write_text(
+        "metric,value\nauroc_macro,0.8\nauroc_x,abc\n"
+    )
     return folder
 
 
@@ -75,6 +80,11 @@ CASES = {
     "heatmaps: not a run": ("heatmaps {d}/images", 1, "not a run folder"),
     "evaluate-cam: not a run": ("evaluate-cam {d}/images", 1, "not a run folder"),
     "summarize: no folder": ("summarize {d}/nothing", 1, "nothing"),
+    "summarize: a value not a number": (
+        "summarize {d}/exp",
+        1,
+        "eval_auc.csv, line 3: value 'abc'",
+    ),
     "sweep: unknown preset": ("sweep no-such-preset --seeds 0 --runs-dir {d}/runs", 1, "preset"),
     "demo: too few images": ("demo --images -5 --out {d}/demo", 1, "--images"),
     # the owner's choice: a source folder that does not exist is a wrong command line

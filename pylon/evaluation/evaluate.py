@@ -233,12 +233,24 @@ def read_metrics(path: Path) -> dict[str, float]:
         metric name -> value (float).
 
     Raises:
-        ValueError: naming the file when its columns are not ``metric,value``.
+        ValueError: naming the file (and line) when it is empty, its columns are not
+            ``metric,value`` or a value is not a number.
     """
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path}: not a metric,value CSV ({err})") from None
     if list(frame.columns) != ["metric", "value"]:
         raise ValueError(f"{path}: expected columns metric,value, got {list(frame.columns)}")
-    return dict(zip(frame["metric"], frame["value"].astype(float), strict=True))
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    bad = (values.isna() & frame["value"].notna()).to_numpy().nonzero()[0]
+    if len(bad):
+        row = int(bad[0])
+        raise ValueError(
+            f"{path}, line {row + 2}: value {frame['value'].iloc[row]!r} of metric "
+            f"{frame['metric'].iloc[row]!r} is not a number"
+        )
+    return dict(zip(frame["metric"], values.astype(float), strict=True))
 
 
 def evaluation_outputs(experiment_dir: str | Path, kind: str) -> tuple[list[Path], list[str]]:
