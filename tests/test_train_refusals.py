@@ -123,7 +123,7 @@ def test_refused_before_the_run_folder_exists(folder, case):
 
 @NO_GPU
 def test_fp16_on_the_cpu_is_refused_before_the_run_folder(folder):
-    line = one_line_error(train(folder, "--precision", "fp16", "--accelerator", "cpu"), 1)
+    line = one_line_error(train(folder, "--precision", "fp16", "--accelerator", "cpu"), 2)
     assert "precision='fp16'" in line and "bf16" in line
     assert not (folder / "runs").exists()
 

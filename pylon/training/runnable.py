@@ -14,7 +14,7 @@ import torch
 
 from pylon.models.encoder import check_encoder_weights_available
 from pylon.models.precision import resolve_execution
-from pylon.training.config import TrainConfig, apply_overrides
+from pylon.training.config import ConfigError, TrainConfig, apply_overrides
 from pylon.training.datamodule import build_dataset
 
 
@@ -31,7 +31,8 @@ def check_runnable(config: TrainConfig) -> None:
         config: the run's config (validated here too).
 
     Raises:
-        ConfigError: a key wrong on any machine (:meth:`TrainConfig.validate`).
+        ConfigError: a key wrong on any machine (:meth:`TrainConfig.validate`), or a precision
+            the device does not have (fp16 on the CPU).
         ValueError: naming the key that this machine or the data cannot honour.
         FileNotFoundError: a weights file or the dataset's files are missing.
         pylon.models.encoder.EncoderWeightsUnavailable: pretrained weights offline.
@@ -80,7 +81,10 @@ def _check_machine(config: TrainConfig) -> None:
             "accelerator='mps': this PyTorch has no usable MPS (Apple GPU) backend on this "
             "machine; use --accelerator cpu or auto"
         )
-    resolve_execution(config.precision, device, channels_last=config.model.channels_last)
+    try:
+        resolve_execution(config.precision, device, channels_last=config.model.channels_last)
+    except ValueError as err:  # fp16 on the CPU: options that conflict, as predict's --precision
+        raise ConfigError(str(err)) from None
 
 
 def _check_weights(config: TrainConfig, *, first: bool) -> None:
