@@ -31,6 +31,7 @@ bench: install
 	$(PY) bench/data.py
 	$(PY) bench/metrics.py
 	$(PY) bench/predict.py
+	$(PY) bench/benchmark.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
