@@ -85,7 +85,18 @@ CASES = {
         1,
         "eval_auc.csv, line 3: value 'abc'",
     ),
-    "sweep: unknown preset": ("sweep no-such-preset --seeds 0 --runs-dir {d}/runs", 1, "preset"),
+    "sweep: unknown preset": ("sweep no-such-preset --seeds 0 --runs-dir {d}/runs", 2, "preset"),
+    "train: unknown preset": ("train no-such-preset --runs-dir {d}/runs", 2, "no-such-preset"),
+    "train: a bad --set value": (
+        "train synthetic-cam --set optim.lr=0 --runs-dir {d}/runs",
+        2,
+        "optim.lr=0.0; expected a finite number > 0",
+    ),
+    "sweep: a bad --set value": (
+        "sweep synthetic-cam --set optim.lr=-1 --runs-dir {d}/runs",
+        2,
+        "optim.lr=-1.0",
+    ),
     "demo: too few images": ("demo --images -5 --out {d}/demo", 1, "--images"),
     # the owner's choice: a source folder that does not exist is a wrong command line
     "convert-dicom: no source": ("convert-dicom {d}/nothing {d}/png", 2, "not found"),
@@ -98,6 +109,7 @@ def test_user_errors_are_one_line_with_their_exit_code(files, case):
     result = CliRunner().invoke(app, command.format(d=files).split())
     assert expected in one_line_error(result, code)
     assert not (files / "o").exists()  # refused before any output was made
+    assert not (files / "runs").exists()
 
 
 @NO_GPU

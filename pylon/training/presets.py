@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pylon.training.config import TrainConfig, apply_overrides
+from pylon.training.config import ConfigError, TrainConfig, apply_overrides
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,17 @@ def list_presets() -> dict[str, str]:
 
 
 def get_preset(name: str) -> TrainConfig:
-    """The ``TrainConfig`` of preset ``name``."""
+    """The config of a preset.
+
+    Args:
+        name: a name of :func:`list_presets`.
+
+    Returns:
+        The validated ``TrainConfig``.
+
+    Raises:
+        ConfigError: for an unknown name (a wrong command line: exit 2 in the CLI).
+    """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; run `pylon presets` to list them")
+        raise ConfigError(f"unknown preset {name!r}; run `pylon presets` to list them")
     return apply_overrides(TrainConfig(), PRESETS[name].overrides)
