@@ -20,14 +20,14 @@ def test_presets_lists_every_preset_with_description():
 def test_train_rejects_unknown_override_key(tmp_path):
     args = ["train", "synthetic-cam", "--set", "optim.lrr=1", "--runs-dir", str(tmp_path)]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a wrong command line (ConfigError)
     assert "unknown config key(s) optim.lrr" in result.output
     assert not any(tmp_path.iterdir())  # nothing written before the config is valid
 
 
 def test_train_rejects_unknown_preset(tmp_path):
     result = runner.invoke(app, ["train", "nosuch", "--runs-dir", str(tmp_path)])
-    assert result.exit_code == 1 and "unknown preset 'nosuch'" in result.output
+    assert result.exit_code == 2 and "unknown preset 'nosuch'" in result.output
 
 
 def test_sweep_skips_finished_runs(tmp_path):
