@@ -96,8 +96,7 @@ def check_dataset_split(name: str, split: str, *, where: str = "split") -> None:
     splits = dataset_splits(name)
     if splits is not None and split not in splits:
         raise ValueError(
-            f"{where}: dataset {name!r} has no split {split!r}; expected one of "
-            f"{', '.join(splits)}"
+            f"{where}: dataset {name!r} has no split {split!r}; expected one of {', '.join(splits)}"
         )
 
 
