@@ -265,3 +265,60 @@ def test_reference_style_peaks_come_from_the_map_at_the_original_size(tmp_path):
         assert row.hit == hit
         moved += metric_row.peak != row.peak
     assert moved > 0  # the two rules differ here, so the test tells them apart
+
+
+def test_eval_pairs_are_the_per_pair_records_written_from_the_definition(tmp_path):
+    """eval_pairs.csv: one row per (image, class) with a box; probability, peak, hit, IoBB and the
+    original-pixel peak equal a per-pair computation written here from the definitions."""
+    import torch.nn.functional as F
+
+    from pylon.evaluation.evaluate import evaluate_run
+    from pylon.models.weights import load_model
+
+    paths = csv_run(tmp_path)
+    paths.mark_done("test")
+    results = evaluate_run(paths.root, progress=False)
+    import pandas as pd
+
+    pairs = pd.read_csv(paths.root / "eval_pairs.csv")
+    dataset = create_dataset("csv", tmp_path / "data", "test", size=64, boxes="boxes.csv",
+                             cache=False, progress=False)  # fmt: skip
+    model = load_model(paths.best).eval()
+    expected = []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        with torch.no_grad():
+            out = model(sample["image"][None])
+        for c in sorted({int(b[4]) for b in sample["boxes"]}):
+            up = F.interpolate(torch.sigmoid(out.cam[:, c : c + 1].float()), size=(64, 64),
+                               mode="bilinear", align_corners=False)[0, 0]  # fmt: skip
+            flat = int(torch.argmax(up.reshape(-1)))
+            row, col = divmod(flat, 64)
+            own = [b for b in sample["boxes"] if int(b[4]) == c]
+            hit = any(x <= col <= x + w and y <= row <= y + h for x, y, w, h, _ in own)
+            gt = torch.zeros(64, 64, dtype=torch.bool)
+            for x, y, w, h, _ in own:
+                gt[int(y) : int(y) + int(h), int(x) : int(x) + int(w)] = True
+            mask = up / up.max() > 0.5
+            iobb = int((mask & gt).sum()) / int(mask.sum())
+            # original images are 96 x 128: pixel centres scale back, rounded to the nearest
+            orig_row = min(95, max(0, round((row + 0.5) * 96 / 64 - 0.5)))
+            orig_col = min(127, max(0, round((col + 0.5) * 128 / 64 - 0.5)))
+            share = int(gt.sum()) / 64**2
+            bucket = "small" if share < 0.01 else "medium" if share < 0.1 else "large"
+            expected.append(
+                (sample["image_id"], dataset.class_names[c],
+                 float(torch.sigmoid(out.logits[0, c])), row, col, orig_row, orig_col, hit,
+                 iobb, int(gt.sum()), bucket)
+            )  # fmt: skip
+    got = pairs[["image_id", "class", "probability", "peak_row", "peak_col",
+                 "peak_row_original", "peak_col_original", "point_hit", "iobb", "box_area",
+                 "size_bucket"]]  # fmt: skip
+    assert len(got) == len(expected) == 6
+    for row, want in zip(got.itertuples(index=False), expected, strict=True):
+        assert (row.image_id, row[1]) == want[:2]
+        assert row.probability == pytest.approx(want[2], abs=1e-6)
+        assert tuple(row[3:8]) == want[3:8]
+        assert row.iobb == pytest.approx(want[8], abs=1e-9)
+        assert (row.box_area, row.size_bucket) == want[9:]
+    assert pairs["point_hit"].mean() == pytest.approx(results["loc"]["point_acc_weighted"])

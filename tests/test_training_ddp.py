@@ -67,3 +67,11 @@ def test_ddp_train_and_gathered_evaluation(tmp_path):
     assert gathered_auc == pytest.approx(single_auc, abs=1e-6, nan_ok=True)
     # localization counts are integers summed over ranks: exactly equal
     assert gathered_loc == pytest.approx(single_loc, abs=1e-12, nan_ok=True)
+    # every rank's per-pair records are gathered: the same rows as one process wrote
+    import pandas as pd
+
+    order = ["image_id", "class"]
+    pairs = pd.read_csv(run / "eval_pairs.csv").sort_values(order, ignore_index=True)
+    single = pd.read_csv(single_run / "eval_pairs.csv").sort_values(order, ignore_index=True)
+    assert len(pairs) == gathered_loc["n_pairs_loc"]
+    pd.testing.assert_frame_equal(pairs, single, check_exact=False, atol=1e-6)

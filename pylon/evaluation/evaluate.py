@@ -1,7 +1,10 @@
 """``evaluate_run(run_dir)``: test-split AUROC and localization accuracy of a run's best weights.
 
 Streaming: each batch's CAMs are scored and dropped. Under DDP the logits/labels of every rank are
-gathered and the localization counts summed before any metric is computed.
+gathered and the localization counts summed before any metric is computed. The per-pair records
+the localization metric computes anyway (peak, hit, IoBB / IoU, box size) are kept as small rows
+and written as ``eval_pairs.csv`` (:data:`PAIR_COLUMNS`), so the benchmark and the viewer read
+them without re-running the model.
 """
 
 from __future__ import annotations
@@ -32,6 +35,21 @@ from pylon.training.runs import evaluation_staleness, open_trained_run, seed_dir
 # A run evaluated before it finished (``allow_unfinished``) gets these names instead of
 # ``eval_<kind>.csv``: seed summaries and ``pylon sweep`` never count them.
 UNFINISHED_PREFIX = "unfinished_"
+PAIR_COLUMNS = [
+    "image_id",
+    "class",
+    "probability",
+    "peak_row",
+    "peak_col",
+    "peak_row_original",
+    "peak_col_original",
+    "point_hit",
+    "iobb",
+    "iou",
+    "box_area",
+    "box_share",
+    "size_bucket",
+]
 
 
 class EvalModule(L.LightningModule):
@@ -54,6 +72,7 @@ class EvalModule(L.LightningModule):
         self.logits: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.localization: LocalizationAccumulator | None = None
+        self.pairs: list[dict[str, object]] = []
         self.results: dict[str, float] = {}
 
     def test_step(self, batch, batch_idx):
@@ -73,7 +92,8 @@ class EvalModule(L.LightningModule):
                     class_names=self.class_names,
                 )
             # scored where the maps are (on a GPU the chunks run there); counts come back on CPU
-            self.localization.update(output.cam.float(), batch["boxes"])
+            scores = self.localization.update(output.cam.float(), batch["boxes"])
+            self.pairs += pair_rows(scores, output.logits, batch["image_id"], self.class_names)
 
     def on_test_epoch_end(self) -> None:
         """Gather across ranks (under DDP) and compute the metrics into ``self.results``."""
@@ -97,6 +117,9 @@ class EvalModule(L.LightningModule):
                     for k, v in counts.items()
                 }
                 self.localization.load_counts(counts)
+                gathered = [None] * self.trainer.world_size
+                dist.all_gather_object(gathered, self.pairs)
+                self.pairs = [row for rows in gathered for row in rows]
             self.results.update(self.localization.compute())
             self.results["n_pairs_loc"] = float(self.localization.pairs.sum())
 
@@ -119,7 +142,71 @@ def _run_split(config: TrainConfig, model, split: str, *, auc: bool, loc: bool, 
         use_distributed_sampler=False,
     )
     trainer.test(module, datamodule=_ShardedLoader(dataset, config), verbose=False)
+    if loc and trainer.is_global_zero:
+        module.results["pairs"] = finish_pair_rows(module.pairs, dataset, config.data.size)
     return module.results, trainer.is_global_zero
+
+
+def pair_rows(scores, logits: torch.Tensor, image_ids, class_names) -> list[dict[str, object]]:
+    """One row per scored (image, class) pair of a batch (``PairScores``), before the original
+    image's size is known."""
+    probability = torch.sigmoid(logits.float()).cpu()
+    rows = []
+    for k in range(len(scores)):
+        i, c = int(scores.image_index[k]), int(scores.class_index[k])
+        rows.append(
+            {
+                "image_id": str(image_ids[i]),
+                "class": class_names[c],
+                "probability": float(probability[i, c]),
+                "peak_row": int(scores.peak_row[k]),
+                "peak_col": int(scores.peak_col[k]),
+                "point_hit": bool(scores.point_hit[k]),
+                "iobb": float(scores.iobb[k]),
+                "iou": float(scores.iou[k]),
+                "box_area": int(scores.gt_area[k]),
+            }
+        )
+    return rows
+
+
+def finish_pair_rows(rows: list[dict[str, object]], dataset, size: int) -> pd.DataFrame:
+    """The pair rows with each peak in the original image's pixels and the box's size bucket.
+
+    Args:
+        rows: :func:`pair_rows` of every batch.
+        dataset: the evaluated dataset (file-backed: originals' sizes from their headers; the
+            synthetic images are their own originals).
+        size: the network input's side.
+
+    Returns:
+        A frame of :data:`PAIR_COLUMNS`, in evaluation order.
+    """
+    from pylon.data.base import BoxDataset
+    from pylon.data.images import image_size
+    from pylon.evaluation.coordinates import peak_in_original
+    from pylon.metrics.sizes import DEFAULT_EDGES, DEFAULT_NAMES
+
+    frame = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in _DERIVED])
+    originals: dict[str, tuple[int, int]] = {}
+    if isinstance(dataset, BoxDataset):
+        paths = {r.image_id: r.path for r in dataset.records}
+        originals = {i: image_size(paths[i]) for i in set(frame["image_id"])}
+    peaks = [
+        peak_in_original(r, c, size, originals.get(i, (size, size)))
+        for i, r, c in zip(frame["image_id"], frame["peak_row"], frame["peak_col"], strict=True)
+    ]
+    frame["peak_row_original"] = [p[0] for p in peaks]
+    frame["peak_col_original"] = [p[1] for p in peaks]
+    frame["box_share"] = frame["box_area"] / float(size * size)
+    # the buckets of pylon.metrics.sizes: each holds its lower edge
+    edges = [0.0, *DEFAULT_EDGES]
+    bucket = sum((frame["box_share"] >= e).astype(int) for e in edges[1:])
+    frame["size_bucket"] = [DEFAULT_NAMES[b] for b in bucket]
+    return frame[PAIR_COLUMNS]
+
+
+_DERIVED = ("peak_row_original", "peak_col_original", "box_share", "size_bucket")
 
 
 class _ShardedLoader(L.LightningDataModule):
@@ -199,11 +286,13 @@ def _evaluate_locked(paths, config: TrainConfig, *, progress: bool, finished: bo
         loc, is_main = _run_split(
             config, model, data.loc_split, auc=False, loc=True, progress=progress
         )
+    pairs = loc.pop("pairs", None)
     if not is_main:
         return {"auc": auc, "loc": loc}
     prefix = "" if finished else UNFINISHED_PREFIX
     write_metrics(auc, paths.root / f"{prefix}eval_auc.csv")
     write_metrics(loc, paths.root / f"{prefix}eval_loc.csv")
+    write_csv_atomic(pairs, paths.root / f"{prefix}eval_pairs.csv")
     if finished:
         summarize_experiment(paths.experiment_dir)
     return {"auc": auc, "loc": loc}

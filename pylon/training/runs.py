@@ -115,6 +115,8 @@ PYLON_FILES = (
     "eval_loc.csv",
     "unfinished_eval_auc.csv",
     "unfinished_eval_loc.csv",
+    "eval_pairs.csv",
+    "unfinished_eval_pairs.csv",
     "posthoc_*.csv",
     MARKER_NAME,
     f"{TEMP_PREFIX}*{TEMP_SUFFIX}",
