@@ -609,6 +609,13 @@ def plot_by_size(
     ax.set_ylabel(f"{metric} (95 % CI)")
     ax.set_xlabel("lesion size (box area / image)")
     ax.legend(fontsize=8)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -634,7 +641,4 @@ def plot_curves(curves: dict, path: Path) -> None:
         ax.set_xlabel("share of pixels moved")
         ax.set_ylabel("class probability")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path)

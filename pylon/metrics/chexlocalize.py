@@ -27,8 +27,16 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from pylon.metrics.pairs import as_cams
-from pylon.metrics.peaks import as_image_size, first_peaks
-from pylon.metrics.pointing import _area, inside_boxes, pair_boxes, pair_maps, records, union_areas
+from pylon.metrics.peaks import as_image_size
+from pylon.metrics.pointing import (
+    _area,
+    inside_boxes,
+    pair_boxes,
+    pair_maps,
+    pair_peaks,
+    records,
+    union_areas,
+)
 from pylon.metrics.records import PairRecords, reduce_records
 
 # Their tuning grid: np.arange(0.2, 0.8, 0.1), seven values 0.2 .. 0.8 (0.8000000000000003).
@@ -72,16 +80,9 @@ def hit_rate(
     cams = as_cams(cams)
     size = as_image_size(image_size)
     pairs = pair_boxes(cams, boxes, size)
-    peak_rows, peak_cols = [], []
-    for _, _, up, _ in pair_maps(
-        cams, pairs, size, with_gt=False, bytes_per_pixel=4, chunk_bytes=chunk_bytes
-    ):
-        rows, cols, _ = first_peaks(up)
-        peak_rows.append(rows.cpu())
-        peak_cols.append(cols.cpu())
-    if not peak_rows:
+    if not len(pairs):
         return PairRecords.empty()
-    hit = inside_boxes(pairs, torch.cat(peak_rows), torch.cat(peak_cols)).double()
+    hit = inside_boxes(pairs, *pair_peaks(cams, pairs, size, chunk_bytes)).double()
     area = union_areas(pairs, size)
     return records(pairs, torch.where(area > 0, hit, math.nan), area, size)
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from pylon.metrics.boxes import box_table, pixel_extents
-from pylon.metrics.pairs import as_cams
+from pylon.metrics.pairs import _BYTES_PER_PIXEL, as_cams
 from pylon.metrics.peaks import (
     as_image_size,
     check_maps,
@@ -33,9 +33,6 @@ from pylon.metrics.peaks import (
     upsample,
 )
 from pylon.metrics.records import PairRecords
-
-# Up-sampled map, ground-truth mask and a temporary, float32 each.
-_BYTES_PER_PIXEL = 12
 
 
 @dataclass
@@ -173,6 +170,23 @@ def _area(gt: Tensor) -> Tensor:
     return gt.sum(dim=(1, 2), dtype=dtype).long()
 
 
+def pair_peaks(
+    cams: Tensor, pairs: PairBoxes, size: tuple[int, int], chunk_bytes: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """The first maximum (row, col) of each pair's map up-sampled bilinearly to ``size``
+    (``align_corners=False``), (P,) long each, on the CPU; chunked as :func:`pair_maps`."""
+    rows, cols = [], []
+    for _, _, up, _ in pair_maps(
+        cams, pairs, size, with_gt=False, bytes_per_pixel=4, chunk_bytes=chunk_bytes
+    ):
+        r, c, _ = first_peaks(up)
+        rows.append(r.cpu())
+        cols.append(c.cpu())
+    if not rows:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(rows), torch.cat(cols)
+
+
 def pointing_game(
     cams,
     boxes: Sequence[Sequence],
@@ -229,16 +243,9 @@ def pointing_game(
     cams = as_cams(cams)
     size = as_image_size(image_size)
     pairs = pair_boxes(cams, boxes, size)
-    peak_rows, peak_cols = [], []
-    for _, _, up, _ in pair_maps(
-        cams, pairs, size, with_gt=False, bytes_per_pixel=4, chunk_bytes=chunk_bytes
-    ):
-        rows, cols, _ = first_peaks(up)
-        peak_rows.append(rows.cpu())
-        peak_cols.append(cols.cpu())
-    if not peak_rows:
+    if not len(pairs):
         return PairRecords.empty()
-    rows, cols = torch.cat(peak_rows), torch.cat(peak_cols)
+    rows, cols = pair_peaks(cams, pairs, size, chunk_bytes)
 
     # The pixel of a box nearest to the point is the point clamped into the box: the union of the
     # boxes meets the disc when one box's nearest pixel lies inside it (integers, exact).
