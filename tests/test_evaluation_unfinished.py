@@ -73,6 +73,7 @@ def test_unfinished_run_is_refused_marked_and_stale_once_finished(tmp_path):
     assert sorted(p.name for p in run.glob("*eval_*.csv")) == [
         "unfinished_eval_auc.csv",
         "unfinished_eval_loc.csv",
+        "unfinished_eval_pairs.csv",
     ]
     assert not (run.parent / "summary_auc.csv").exists()
 
