@@ -42,7 +42,7 @@ def demo_command(
         "baseline; 0 skips it).",
     ),
     faithfulness_images: int = typer.Option(
-        4, help="Benchmark images that also get deletion/insertion, average drop and ROAD."
+        2, help="Benchmark images that also get deletion/insertion, average drop and ROAD."
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:

@@ -40,7 +40,7 @@ class DemoConfig:
     test_images: int = 512
     heatmap_images: int = 20
     benchmark_images: int = 128
-    faithfulness_images: int = 4
+    faithfulness_images: int = 2
     num_workers: int = 0
     precision: str = "auto"
     progress: bool = True
@@ -211,9 +211,9 @@ def run_demo(demo: DemoConfig, *, console: Any = None) -> pd.DataFrame:
 
 def run_benchmark(demo: DemoConfig, run_dirs: list[Path]):
     """The localization benchmark of the demo's models on ``benchmark_images`` test images:
-    every model's own CAM, plus GradCAM and LayerCAM on the CAM baseline (its strongest
-    post-hoc rivals at 1/32 and at full resolution), MaxBoxAcc's threshold chosen on the
-    validation split, faithfulness on ``faithfulness_images`` images.
+    every model's own CAM, plus GradCAM and LayerCAM on the CAM baseline (its post-hoc rivals
+    at 1/32 and at full resolution), MaxBoxAcc's threshold chosen on the validation split,
+    faithfulness on ``faithfulness_images`` images (20 deletion steps: the demo's budget).
 
     Args:
         demo: the recipe.
