@@ -22,8 +22,17 @@ def convert_dicom_command(
     reference: bool = typer.Option(
         True,
         "--reference/--no-reference",
-        help="The reference implementation's recipe (equalised, linear resize, truncated "
-        "levels); --no-reference: stored contrast, INTER_AREA, rounded levels.",
+        help="The reference implementation's recipe (its reading of the stored values, "
+        "equalised, linear resize, truncated levels); --no-reference: the radiology reading of "
+        "`pylon predict` (--voi window), not equalised, INTER_AREA, rounded levels.",
+    ),
+    voi: str | None = typer.Option(
+        None,
+        "--voi",
+        help="How stored values become gray levels: window (modality LUT, then the file's VOI "
+        "LUT or first window, min-max where it has neither), minmax (modality LUT, then "
+        "min-max) or stored (the stored values min-max, the reference's reading). Default: "
+        "stored with --reference, window without. MONOCHROME1 is inverted in each.",
     ),
     equalize: bool | None = typer.Option(
         None,
@@ -42,14 +51,19 @@ def convert_dicom_command(
         "records.",
     ),
 ) -> None:
-    """Convert DICOMs to 8-bit PNGs (MONOCHROME1 inverted, min-max normalised, aspect kept).
+    """Convert DICOMs to 8-bit PNGs (read as --voi says, MONOCHROME1 inverted, aspect kept).
 
     Progress: a bar in a terminal, plain lines in a log ($PYLON_PROGRESS_INTERVAL).
 
     Warnings from pydicom or libpng are listed per file at the end, not interleaved."""
     import dataclasses
 
-    from pylon.data.dicom import PLAIN_CONVERSION, REFERENCE_CONVERSION, convert_folder
+    from pylon.data.dicom import (
+        PLAIN_CONVERSION,
+        REFERENCE_CONVERSION,
+        check_voi,
+        convert_folder,
+    )
 
     console = Console()
     with exit_on_user_error(console, code=2):
@@ -58,6 +72,8 @@ def convert_dicom_command(
             conversion = dataclasses.replace(conversion, equalize=equalize)
         if interpolation is not None:
             conversion = dataclasses.replace(conversion, interpolation=interpolation)
+        if voi is not None:
+            conversion = dataclasses.replace(conversion, voi=check_voi(voi, what="--voi"))
         report = convert_folder(
             src, dst, size=size, conversion=conversion, workers=workers, overwrite=overwrite
         )
@@ -78,8 +94,11 @@ def convert_dicom_command(
             console.print(f"  {name}: {reason}", soft_wrap=True, markup=False, highlight=False)
     console.print(
         f"converted {report.converted}, skipped {report.skipped} (already done), "
-        f"failed {len(report.failed)}; ratios in {dst / 'ratios.csv'}",
+        f"failed {len(report.failed)}; read as --voi {conversion.voi}: {report.reading}; "
+        f"ratios in {dst / 'ratios.csv'}, settings in {dst / 'conversion.json'}",
         soft_wrap=True,
+        markup=False,
+        highlight=False,
     )
     if report.failed:
         raise typer.Exit(1)

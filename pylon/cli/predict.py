@@ -57,6 +57,20 @@ def predict_command(
         help="Refuse images with more pixels, from their header before decoding (default "
         "$PYLON_MAX_PIXELS or 100000000; 0: no limit).",
     ),
+    voi: str = typer.Option(
+        "window",
+        "--voi",
+        help="How DICOMs are read: window (modality LUT, then the file's VOI LUT or first "
+        "window, min-max where it has neither: the radiology reading) or minmax (modality LUT, "
+        "then min-max over the image); MONOCHROME1 is inverted in both.",
+    ),
+    png16: str = typer.Option(
+        "bits",
+        "--png16",
+        help="How 16-bit PNG/TIFF images are scaled: bits (by the bit depth they use: the PNG "
+        "sBIT chunk, else their largest value's), minmax (each image's own range) or full "
+        "(/65535).",
+    ),
     precision: str = typer.Option(
         "auto", help="auto (bf16 on capable CPUs, fp16 on GPU), fp32, bf16 or fp16."
     ),
@@ -65,7 +79,8 @@ def predict_command(
         True, help="Report progress (a bar in a terminal, plain lines in log files)."
     ),
 ) -> None:
-    """Predict class probabilities and heatmap peaks (original pixels) for images and DICOMs.
+    """Predict class probabilities and heatmap peaks (original pixels; DICOMs with a pixel
+    spacing also in mm from the top-left pixel's centre) for images and DICOMs.
 
     Appends to predictions.jsonl after every batch, writes predictions.csv from it at the end and
     overlays/ as it goes; a rerun into the same --out skips images already predicted (--overwrite
@@ -73,10 +88,12 @@ def predict_command(
     folders that are not images, are reported, listed in failures.csv and skipped. One command at
     a time per --out (a lock, --out/.pylon.lock).
     """
+    from pylon.data.dicom import check_voi
+    from pylon.data.images import PNG16
     from pylon.evaluation.overlay import write_png
     from pylon.inference import Failure, Predictor
     from pylon.inference.capture import DecoderMessages
-    from pylon.inference.inputs import SUPPORTED, file_source, scan_inputs
+    from pylon.inference.inputs import PREDICT_VOI, SUPPORTED, file_source, scan_inputs
     from pylon.inference.outputs import (
         FAILURES_CSV,
         OUTPUTS,
@@ -94,6 +111,9 @@ def predict_command(
 
     chosen = None if classes is None else [c.strip() for c in classes.split(",") if c.strip()]
     with exit_on_user_error(console, code=2):  # the command line's own values
+        check_voi(voi, PREDICT_VOI, what="--voi")
+        if png16 not in PNG16:
+            raise ValueError(f"--png16 {png16!r}: expected one of {', '.join(PNG16)}")
         check_output_folder(out)  # before the model is loaded or any image read
         normalize_precision(precision, field="--precision")
         resolve_execution(precision, parse_device(device))  # refuses fp16 on the CPU
@@ -105,6 +125,8 @@ def predict_command(
             threshold=threshold,
             precision=precision,
             max_pixels=max_pixels,
+            voi=voi,
+            png16=png16,
         )
     with exit_on_user_error(console, code=2):  # --classes, against the model's class names
         predictor.classes = check_class_choice(chosen, predictor.class_names, what="--classes")
@@ -129,6 +151,8 @@ def predict_command(
                 threshold=threshold,
                 classes=predictor.classes,
                 overlays=overlays,
+                voi=voi,
+                png16=png16,
             )
             # one command at a time in --out, for the command's whole life
             held.enter_context(folder_lock(out, "pylon predict"))

@@ -1,7 +1,13 @@
-"""DICOM to 8-bit PNG conversion (VinDr-CXR recipe) with a per-image resize-ratio CSV.
+"""Reading DICOM radiographs, and DICOM to 8-bit PNG conversion with a per-image resize-ratio CSV.
 
-The default recipe is the reference implementation's (histogram equalisation, linear resize);
-``PLAIN_CONVERSION`` keeps the stored contrast and resizes with INTER_AREA. Images are only ever
+:func:`read_dicom_image` is the one DICOM reading of ``convert-dicom``, ``predict`` and viewers:
+the radiology reading (Modality LUT, then the file's VOI LUT or window, then MONOCHROME1
+inversion, with pydicom's ``apply_modality_lut`` / ``apply_voi_lut``), a min-max of the modality
+values, or the reference implementation's reading of the stored values (:data:`READINGS`).
+
+The default conversion recipe is the reference implementation's (its reading, histogram
+equalisation, linear resize); ``PLAIN_CONVERSION`` reads as ``pylon predict`` does (the
+radiology reading), keeps that contrast and resizes with INTER_AREA. Images are only ever
 shrunk: the longer side becomes ``min(size, source longer side)``.
 
 A converted folder records its settings in ``conversion.json``, so a rerun with other settings is
@@ -16,6 +22,7 @@ Compressed transfer syntaxes decode through pydicom's pixel-data plugins (pylibj
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -32,6 +39,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pydicom
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from pylon.data.images import refuse_too_large
 from pylon.io import atomic_path, write_csv_atomic, write_text_atomic
@@ -42,33 +50,91 @@ SETTINGS_FILE = "conversion.json"
 RATIO_COLUMNS = ["image_id", "ratio", "original_height", "original_width", "height", "width"]
 DICOM_SUFFIXES = (".dicom", ".dcm")
 INTERPOLATIONS = ("linear", "area", "cubic")
+# How stored values become display values in [0, 1] (``voi`` of read_dicom_image); each ends
+# with MONOCHROME1 inverted so that larger is brighter.
+READINGS = {
+    "window": "modality LUT, then the file's VOI LUT or its first window (min-max where it has "
+    "neither), MONOCHROME1 inverted",
+    "minmax": "modality LUT, then min-max over the image, MONOCHROME1 inverted",
+    "stored": "the stored values min-max scaled, no modality or VOI LUT (the reference's "
+    "reading), MONOCHROME1 inverted",
+}
+# what conversion.json files written before the reading was recorded used
+LEGACY_VOI = "stored"
 
 
 @dataclass(frozen=True)
 class DicomConversion:
-    """How DICOM pixels become an 8-bit image (after inversion and min-max scaling).
+    """How DICOM pixels become an 8-bit image.
 
-    ``equalize``: histogram equalisation of the scaled values (256 bins, the CDF interpolated
-    at the bins' left edges, as the reference's script). ``interpolation``: ``linear``
-    (OpenCV's default, the reference), ``area`` (INTER_AREA when shrinking, cubic when
-    enlarging) or ``cubic``. ``floor``: pixel levels and output sizes are truncated to integers
-    as the reference does (``astype``); otherwise rounded to the nearest.
+    ``voi``: the reading of :func:`read_dicom_image` (:data:`READINGS`: ``"stored"``, the
+    reference's, or ``"window"``, the radiology reading, or ``"minmax"``). ``equalize``:
+    histogram equalisation of the display values (256 bins, the CDF interpolated at the bins'
+    left edges, as the reference's script). ``interpolation``: ``linear`` (OpenCV's default, the
+    reference), ``area`` (INTER_AREA when shrinking, cubic when enlarging) or ``cubic``.
+    ``floor``: pixel levels and output sizes are truncated to integers as the reference does
+    (``astype``); otherwise rounded to the nearest.
     """
 
     equalize: bool = True
     interpolation: str = "linear"
     floor: bool = True
+    voi: str = "stored"
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"unknown interpolation {self.interpolation!r}; expected one of {INTERPOLATIONS}"
             )
+        check_voi(self.voi)
 
 
-# The reference implementation's scripts/convert_dcm_to_png.py, and pylon's earlier default.
+def check_voi(voi: str, choices=tuple(READINGS), *, what: str = "voi") -> str:
+    """``voi`` when it is one of ``choices`` (default all of :data:`READINGS`).
+
+    Args:
+        voi: the reading asked for.
+        choices: the readings allowed.
+        what: how the message names the setting (``"--voi"`` on the command line).
+
+    Raises:
+        ValueError: naming the value and the choices.
+    """
+    if voi not in choices:
+        raise ValueError(f"{what} {voi!r}: expected one of {', '.join(choices)}")
+    return voi
+
+
+# The reference implementation's scripts/convert_dcm_to_png.py: its reading, equalised.
 REFERENCE_CONVERSION = DicomConversion()
-PLAIN_CONVERSION = DicomConversion(equalize=False, interpolation="area", floor=False)
+# What `pylon predict` reads (the radiology reading), not equalised, area resize.
+PLAIN_CONVERSION = DicomConversion(equalize=False, interpolation="area", floor=False, voi="window")
+
+
+@dataclass
+class DicomImage:
+    """A single-frame grayscale DICOM read for display (:func:`read_dicom_image`).
+
+    Attributes:
+        values: float64 ``(rows, columns)`` in [0, 1], larger is brighter (as a viewer shows it).
+        reading: what was applied to the stored values, in words, e.g. ``"modality LUT
+            (rescale slope 1, intercept -1024), window centre 40 width 400 (first of 2, LINEAR),
+            MONOCHROME1 inverted"``.
+        pixel_spacing: ``(row spacing, column spacing)`` in mm, the distance between the centres
+            of adjacent rows and of adjacent columns (``PixelSpacing``, else
+            ``ImagerPixelSpacing``); ``None`` when the file has neither (or an unusable one).
+        spacing_attribute: ``"PixelSpacing"``, ``"ImagerPixelSpacing"`` or ``None``.
+    """
+
+    values: np.ndarray
+    reading: str
+    pixel_spacing: tuple[float, float] | None = None
+    spacing_attribute: str | None = None
+
+    def to_uint8(self, floor: bool = False) -> np.ndarray:
+        """``values`` as uint8 0..255, rounded (``floor``: truncated, as the reference)."""
+        quantise = np.floor if floor else np.rint
+        return np.clip(quantise(self.values * 255.0), 0, 255).astype(np.uint8)
 
 
 def equalize_histogram(values: np.ndarray, bins: int = 256) -> np.ndarray:
@@ -81,6 +147,169 @@ def equalize_histogram(values: np.ndarray, bins: int = 256) -> np.ndarray:
     return np.interp(values, edges[:-1], cdf)
 
 
+def read_dicom_image(
+    path: str | os.PathLike | pydicom.Dataset, *, voi: str = "window"
+) -> DicomImage:
+    """Read a single-frame grayscale DICOM as a radiology viewer shows it.
+
+    ``voi="window"`` (the radiology reading, PS3.4 N.2.1.1): the Modality LUT (the Modality LUT
+    Sequence, else Rescale Slope/Intercept) by ``pydicom.pixels.apply_modality_lut``, then the
+    VOI LUT Sequence or the window (Window Center/Width with the VOI LUT Function: LINEAR,
+    LINEAR_EXACT or SIGMOID; the first when there are several) by
+    ``pydicom.pixels.apply_voi_lut``, scaled to [0, 1] by the VOI output range (the window's
+    ``y_min..y_max`` that pydicom maps to; ``0..2^n - 1`` for a LUT of ``n``-bit entries); a file
+    with neither is min-max scaled. ``voi="minmax"``: the Modality LUT, then min-max over the
+    image. ``voi="stored"``: the stored values min-max scaled (the reference implementation's
+    reading, which applies no LUT). Then MONOCHROME1 is inverted (``1 - v``; Presentation LUT
+    Shape is not consulted), so that larger is always brighter. Bits above Bits Stored are
+    ignored and signed values sign-extended (pydicom's decoding).
+
+    Args:
+        path: the DICOM file, or a dataset already read (with its pixel data).
+        voi: ``"window"``, ``"minmax"`` or ``"stored"`` (:data:`READINGS`).
+
+    Returns:
+        The :class:`DicomImage`: display values, the reading applied, the pixel spacing.
+
+    Raises:
+        ValueError: not a single-frame grayscale image, or a window/LUT pydicom refuses (e.g. a
+            Window Width below 1), naming the file and the attribute.
+    """
+    check_voi(voi)
+    dataset = path if isinstance(path, pydicom.Dataset) else pydicom.dcmread(path)
+    name = getattr(dataset, "filename", None) or "DICOM"
+    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    if not rows or not columns:
+        raise ValueError(f"{name}: DICOM header lacks Rows/Columns (no image in this file?)")
+    frames = int(dataset.get("NumberOfFrames") or 1)
+    samples = int(dataset.get("SamplesPerPixel") or 1)
+    if frames != 1 or samples != 1:
+        raise ValueError(
+            f"{name}: expected a single-frame grayscale image, got {frames} frame(s) of "
+            f"{samples} sample(s)"
+        )
+    pixels = dataset.pixel_array
+    if pixels.ndim != 2:
+        raise ValueError(
+            f"{name}: expected a single-frame grayscale image, got pixel array {pixels.shape}"
+        )
+    invert = str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    steps = []
+    if voi == "stored":
+        values, steps = pixels.astype(np.float64), ["stored values"]
+    else:
+        values, modality = _modality(pixels, dataset)
+        steps.append(modality)
+    windowed = None
+    if voi == "window":
+        windowed = _voi(values, dataset, name)
+    if windowed is not None:
+        values, step = windowed
+        steps.append(step)
+        if invert:
+            values = 1.0 - values
+    else:
+        # the negation of MONOCHROME1 before the min-max is the reference's, bit for bit
+        values = values.astype(np.float64)
+        values = -values if invert else values
+        low, high = values.min(), values.max()
+        values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        steps.append("min-max" if voi != "window" else "no VOI LUT or window in the file: min-max")
+    if invert:
+        steps.append("MONOCHROME1 inverted")
+    spacing, attribute = _pixel_spacing(dataset, name)
+    return DicomImage(values, ", ".join(steps), spacing, attribute)
+
+
+def _modality(pixels: np.ndarray, dataset: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    """The Modality LUT's output, and what it was."""
+    values = apply_modality_lut(pixels, dataset)
+    if dataset.get("ModalityLUTSequence"):
+        step = "modality LUT sequence"
+    elif "RescaleSlope" in dataset and "RescaleIntercept" in dataset:
+        step = (
+            f"modality LUT (rescale slope {float(dataset.RescaleSlope):g}, "
+            f"intercept {float(dataset.RescaleIntercept):g})"
+        )
+    else:
+        return values, "no modality LUT"
+    if np.issubdtype(values.dtype, np.floating) and np.array_equal(values, np.rint(values)):
+        values = values.astype(np.int64)  # a VOI LUT indexes by integers (pydicom warns on floats)
+    return values, step
+
+
+def _voi(values: np.ndarray, dataset: pydicom.Dataset, name: str) -> tuple[np.ndarray, str] | None:
+    """The VOI LUT or first window of ``dataset`` applied to the modality ``values``, scaled to
+    [0, 1] by its output range, and what it was; ``None`` when the file has neither."""
+    luts = dataset.get("VOILUTSequence") or []
+    lut = luts[0] if luts else None
+    has_lut = lut is not None and "LUTDescriptor" in lut and "LUTData" in lut
+    has_window = all(dataset.get(k) not in (None, "") for k in ("WindowCenter", "WindowWidth"))
+    if not has_lut and not has_window:
+        return None
+    source = dataset
+    if has_lut and int(lut.LUTDescriptor[2]) == 8 and (lut.LUTDescriptor[0] or 2**16) > 256:
+        # pydicom 3.0 indexes an 8-bit LUT with uint8 indices, which wrap past entry 255; the
+        # same entries declared 16-bit are indexed right (the output range stays 8-bit below)
+        item = copy.deepcopy(lut)
+        item.LUTDescriptor = [*lut.LUTDescriptor[:2], 16]
+        source = pydicom.Dataset()  # the VOI LUT alone, the caller's dataset left as it is
+        source.VOILUTSequence = pydicom.Sequence([item])
+        if hasattr(dataset, "file_meta"):
+            source.file_meta = dataset.file_meta
+        source.set_original_encoding(*dataset.original_encoding, dataset.original_character_set)
+    try:
+        out = apply_voi_lut(values, source, index=0, prefer_lut=True)
+    except (ValueError, NotImplementedError) as err:
+        raise ValueError(
+            f"{name}: {err} (read it with voi='minmax', --voi minmax, to ignore its VOI)"
+        ) from None
+    out = out.astype(np.float64)
+    if has_lut:
+        bits = int(lut.LUTDescriptor[2])
+        # a descriptor that declares fewer bits than its entries use: the entries' own depth
+        bits = max(bits, int(out.max()).bit_length()) if out.size else bits
+        low, high = 0.0, float(2**bits - 1)
+        many = f" (first of {len(luts)})" if len(luts) > 1 else ""
+        step = f"VOI LUT sequence{many}, {bits}-bit entries"
+    else:
+        # the output range pydicom maps the window onto (y_min, y_max of PS3.3 C.11.2.1.2)
+        low, high = apply_voi_lut(np.array([-np.inf, np.inf]), dataset, prefer_lut=False)
+        center, width = _first(dataset.WindowCenter), _first(dataset.WindowWidth)
+        count = len(dataset.WindowCenter) if dataset["WindowCenter"].VM > 1 else 1
+        function = str(dataset.get("VOILUTFunction") or "LINEAR").upper()
+        many = f"first of {count}, " if count > 1 else ""
+        step = f"window centre {center:g} width {width:g} ({many}{function})"
+    return np.clip((out - low) / (high - low), 0.0, 1.0), step
+
+
+def _first(value) -> float:
+    return float(value[0] if isinstance(value, pydicom.multival.MultiValue) else value)
+
+
+def _pixel_spacing(
+    dataset: pydicom.Dataset, name: str
+) -> tuple[tuple[float, float] | None, str | None]:
+    """``PixelSpacing`` (else ``ImagerPixelSpacing``) as ``(row, column)`` mm, and which; a value
+    that is not two positive numbers is warned about (one line) and treated as absent."""
+    for attribute in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            value = dataset.get(attribute)
+            if value is None or value == "":
+                continue
+            spacing = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            spacing = ()
+        if len(spacing) == 2 and all(np.isfinite(spacing)) and min(spacing) > 0:
+            return (spacing[0], spacing[1]), attribute
+        warnings.warn(
+            f"{name}: {attribute} {dataset.get(attribute)!r} is not two positive numbers "
+            "(row, column spacing in mm); positions in mm left out",
+            stacklevel=2,
+        )
+    return None, None
+
+
 def dicom_to_array(
     path: str | os.PathLike,
     size: int = 1024,
@@ -88,10 +317,10 @@ def dicom_to_array(
 ) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Read a single-frame grayscale DICOM as uint8 with the longer side at most ``size``.
 
-    MONOCHROME1 is inverted (so bone is bright), values are min-max normalised to [0, 1],
-    optionally histogram-equalised, quantised to 0..255, then shrunk keeping the aspect ratio
-    when the longer side exceeds ``size`` (never enlarged), all as ``conversion`` says (default:
-    the reference's recipe).
+    The file is read by :func:`read_dicom_image` with ``conversion.voi`` (display values in
+    [0, 1], MONOCHROME1 inverted so bone is bright), optionally histogram-equalised, quantised to
+    0..255, then shrunk keeping the aspect ratio when the longer side exceeds ``size`` (never
+    enlarged), all as ``conversion`` says (default: the reference's recipe).
 
     Args:
         path: the DICOM file.
@@ -102,28 +331,19 @@ def dicom_to_array(
         ``(image, ratio, (original_height, original_width))``; ``ratio`` is ``size`` over the
         original longer side when shrunk, else 1.
     """
-    dataset = pydicom.dcmread(path)
-    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
-    if not rows or not columns:
-        raise ValueError("DICOM header lacks Rows/Columns (no image in this file?)")
-    frames = int(dataset.get("NumberOfFrames") or 1)
-    samples = int(dataset.get("SamplesPerPixel") or 1)
-    if frames != 1 or samples != 1:
-        raise ValueError(
-            f"expected a single-frame grayscale image, got {frames} frame(s) of {samples} sample(s)"
-        )
-    pixels = dataset.pixel_array
-    if pixels.ndim != 2:
-        raise ValueError(f"expected a single-frame grayscale image, got pixel array {pixels.shape}")
-    values = pixels.astype(np.float64)
-    if str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        values = -values
-    low, high = values.min(), values.max()
-    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    if conversion.equalize and high > low:
-        scaled = equalize_histogram(scaled)
+    return render(read_dicom_image(path, voi=conversion.voi).values, size, conversion)
+
+
+def render(
+    values: np.ndarray, size: int, conversion: DicomConversion
+) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Display ``values`` in [0, 1] as uint8 with the longer side at most ``size``: equalised,
+    quantised and resized as ``conversion`` says (its ``voi`` is not used here); returns what
+    :func:`dicom_to_array` does."""
+    if conversion.equalize and values.max() > values.min():
+        values = equalize_histogram(values)
     quantise = np.floor if conversion.floor else np.rint
-    image = np.clip(quantise(scaled * 255.0), 0, 255).astype(np.uint8)
+    image = np.clip(quantise(values * 255.0), 0, 255).astype(np.uint8)
     height, width = image.shape
     if max(height, width) <= size:
         return image, 1.0, (height, width)
@@ -144,26 +364,37 @@ def dicom_to_array(
 @dataclass
 class ConversionReport:
     """What ``convert_folder`` did: counts, every file it could not convert with the reason, and
-    every warning a file gave while converting (``(file, message)``, one per distinct message)."""
+    every warning a file gave while converting (``(file, message)``, one per distinct message),
+    and the reading applied (:data:`READINGS`)."""
 
     converted: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    reading: str = ""
 
 
 def conversion_settings(size: int, conversion: DicomConversion) -> dict:
-    """The settings ``conversion.json`` records: what decides the PNGs' pixels."""
-    return {"size": size, "longer_side": "at most size", **dataclasses.asdict(conversion)}
+    """The settings ``conversion.json`` records: what decides the PNGs' pixels, and the reading
+    in words (``reading``, from ``voi``)."""
+    settings = {"size": size, "longer_side": "at most size", **dataclasses.asdict(conversion)}
+    return {**settings, "reading": READINGS[conversion.voi]}
+
+
+def _comparable(settings: dict) -> dict:
+    """``settings`` without the words derived from them, a record from before ``voi`` was kept
+    given the reading pylon then applied."""
+    return {"voi": LEGACY_VOI, **{k: v for k, v in settings.items() if k != "reading"}}
 
 
 def describe_settings(settings: dict) -> str:
-    """``--size 1024, equalised, linear resize, truncated levels`` for messages."""
+    """``--size 1024, equalised, linear resize, truncated levels, --voi stored`` for messages."""
     return (
         f"--size {settings.get('size')}, "
         f"{'equalised' if settings.get('equalize') else 'not equalised'}, "
         f"{settings.get('interpolation')} resize, "
-        f"{'truncated' if settings.get('floor') else 'rounded'} levels"
+        f"{'truncated' if settings.get('floor') else 'rounded'} levels, "
+        f"--voi {settings.get('voi', LEGACY_VOI)}"
         + ("" if settings.get("longer_side") == "at most size" else ", enlarging small images")
     )
 
@@ -334,7 +565,7 @@ def _settings_mismatch(rows: dict, recorded: dict | None, requested: dict, dst: 
     ``None``) matches when every row's longer side is what ``--size`` gives (within a pixel of
     truncation); its recipe cannot be checked."""
     if recorded is not None:
-        if recorded == requested:
+        if _comparable(recorded) == _comparable(requested):
             return ""
         return (
             f"{dst} holds PNGs converted with {describe_settings(recorded)} "
@@ -372,7 +603,8 @@ def convert_folder(
         size: the longest the longer side may be: larger images are shrunk, smaller ones kept.
             A file over the pixel limit of ``pylon predict`` (:func:`pylon.data.images.max_pixels`)
             is refused from its header and listed as failed.
-        conversion: the pixel recipe (default the reference's: equalised, linear resize).
+        conversion: the pixel recipe (default the reference's: its reading of the stored
+            values, equalised, linear resize).
         workers: worker processes.
         overwrite: reconvert files whose PNG and ratio row already exist (else skipped); also
             what lets a run use other settings than those recorded in ``dst`` (refused when
@@ -427,7 +659,7 @@ def convert_folder(
             )
         rows = {}  # all reconverted: no row of the earlier settings may survive a failure
     write_text_atomic(dst / SETTINGS_FILE, json.dumps(requested, indent=1) + "\n")
-    report = ConversionReport()
+    report = ConversionReport(reading=READINGS[conversion.voi])
     jobs = []
     for path in files:
         image_id = image_id_for(path, root)

@@ -1,6 +1,7 @@
 """Robust image reading: 8/16-bit, gray/RGB/RGBA/palette PNGs and JPEGs to a fixed channel count,
 in the orientation a viewer shows (EXIF Orientation applied), with a pixel limit checked from the
-header before any decoding.
+header before any decoding, and 16-bit images that use only part of their range (12-bit
+radiographs stored in 16 bits) scaled by the bit depth they use (:data:`PNG16`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from PIL import Image
 MAX_PIXELS_ENV = "PYLON_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: a 10000 x 10000 image (NIH PNGs are 1 MP)
 ORIENTATION_TAG = 0x0112
+# How 16-bit images become 8-bit or [0, 1] (read_image's png16): see read_image.
+PNG16 = ("bits", "minmax", "full")
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
@@ -104,12 +107,12 @@ def read_image(
     *,
     max_pixels_limit: int | None = None,
     orientation: bool = True,
+    png16: str = "bits",
 ) -> np.ndarray:
     """Decode ``path`` to an ``(H, W, channels)`` array, RGB order for 3 channels.
 
-    16-bit images are scaled from their full range (``uint8``: ``/257``; ``float32``: ``/65535``),
-    alpha is dropped, colour is converted to luma for 1 channel and gray replicated for 3.
-    ``float32`` values lie in [0, 1].
+    16-bit images (PNG, TIFF) are scaled as ``png16`` says, alpha is dropped, colour is
+    converted to luma for 1 channel and gray replicated for 3. ``float32`` values lie in [0, 1].
 
     Args:
         path: the image file.
@@ -119,12 +122,23 @@ def read_image(
             decoding; default :func:`max_pixels`).
         orientation: apply the EXIF Orientation tag (JPEG APP1 or PNG eXIf), so the array is
             the image as a viewer shows it; ``False`` keeps the stored orientation.
+        png16: how a 16-bit image's values ``v`` become [0, 1]: ``"bits"`` (default)
+            ``v / (2^b - 1)`` with ``b`` the bit depth the image uses: the PNG ``sBIT`` chunk's
+            significant bits, or more where the values exceed them (an encoder that scaled the
+            samples up to 16 bits, as the PNG standard asks), and without ``sBIT`` the bit
+            length of the image's largest value; ``"minmax"`` ``(v - min) / (max - min)`` of
+            this image; ``"full"`` ``v / 65535`` (the 16-bit range, pylon's earlier reading).
+            ``"bits"`` keeps one intensity scale for every image of a set that declares its
+            depth, and a 12-bit radiograph stored in 16 bits is no longer nearly black; a
+            full-range 16-bit image reads as with ``"full"``.
 
     Returns:
         The ``(H, W, channels)`` array.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if png16 not in PNG16:
+        raise ValueError(f"png16 {png16!r}: expected one of {', '.join(PNG16)}")
     path = Path(path)
     check_pixel_limit(path, max_pixels_limit)
     _, _, turn = _header(path)
@@ -148,23 +162,40 @@ def read_image(
         raise ValueError(f"unsupported image layout {image.shape} in {path}")
     if channels == 3 and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
-    return _convert_depth(image, dtype, path)
+    return _convert_depth(image, dtype, path, png16)
 
 
-def _convert_depth(image: np.ndarray, dtype: str, path: Path) -> np.ndarray:
+def _convert_depth(image: np.ndarray, dtype: str, path: Path, png16: str = "full") -> np.ndarray:
+    if dtype not in ("uint8", "float32"):
+        raise ValueError(f"dtype must be 'uint8' or 'float32', got {dtype!r}")
+    low = 0.0
     if image.dtype == np.uint8:
         scale = 255.0
     elif image.dtype == np.uint16:
-        scale = 65535.0
+        scale, low = _scale16(image, path, png16)
     elif image.dtype == np.float32:
         return np.clip(image, 0.0, 1.0) if dtype == "float32" else _to_uint8(image * 255.0)
     else:
         raise ValueError(f"unsupported pixel type {image.dtype} in {path}")
     if dtype == "float32":
-        return image.astype(np.float32) / scale
-    if dtype != "uint8":
-        raise ValueError(f"dtype must be 'uint8' or 'float32', got {dtype!r}")
-    return image if scale == 255.0 else _to_uint8(image.astype(np.float32) / 257.0)
+        return ((image.astype(np.float32) - low) / scale).astype(np.float32)
+    if scale == 255.0 and low == 0.0:
+        return image if image.dtype == np.uint8 else _to_uint8(image.astype(np.float32))
+    if scale == 65535.0:  # 65535 / 257 = 255
+        return _to_uint8(image.astype(np.float32) / 257.0)
+    return _to_uint8((image.astype(np.float64) - low) * 255.0 / scale)
+
+
+def _scale16(image: np.ndarray, path: Path, png16: str) -> tuple[float, float]:
+    """``(scale, low)`` such that ``(v - low) / scale`` is a 16-bit value ``v`` in [0, 1]."""
+    if png16 == "full":
+        return 65535.0, 0.0
+    high = int(image.max()) if image.size else 0
+    if png16 == "minmax":
+        low = int(image.min()) if image.size else 0
+        return float(max(high - low, 1)), float(low)
+    bits = max(png_significant_bits(path) or 0, high.bit_length(), 1)
+    return float(2**bits - 1), 0.0
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -234,6 +265,23 @@ def _orientation(im: Image.Image, path: Path) -> int:
 
 def _png_exif(path: Path) -> bytes | None:
     """The payload of a PNG's ``eXIf`` chunk, walking chunk headers only."""
+    return _png_chunk(path, b"eXIf", b"IEND")
+
+
+def png_significant_bits(path: str | os.PathLike) -> int | None:
+    """The significant bits a PNG's ``sBIT`` chunk declares (the largest of its gray or colour
+    channels; alpha left out), or ``None`` for a PNG without one or another file."""
+    data = _png_chunk(Path(path), b"sBIT", b"IDAT")  # sBIT precedes the image data
+    if not data:
+        return None
+    # gray: 1 byte; gray + alpha: 2; RGB and palette: 3; RGBA: 4 (PNG 11.3.3.4)
+    colour = data[:1] if len(data) == 2 else data[:3]
+    return max(colour)
+
+
+def _png_chunk(path: Path, wanted: bytes, stop: bytes) -> bytes | None:
+    """The payload of the first ``wanted`` chunk of a PNG before a ``stop`` chunk, walking chunk
+    headers only (``None``: not a PNG, or no such chunk)."""
     with open(path, "rb") as fh:
         if fh.read(8) != b"\x89PNG\r\n\x1a\n":
             return None
@@ -242,8 +290,8 @@ def _png_exif(path: Path) -> bytes | None:
             if len(head) < 8:
                 return None
             length, kind = struct.unpack(">I4s", head)
-            if kind == b"eXIf":
+            if kind == wanted:
                 return fh.read(length)
-            if kind == b"IEND":
+            if kind in (stop, b"IEND"):
                 return None
             fh.seek(length + 4, os.SEEK_CUR)  # data and CRC

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from pylon.data.dicom import DICOM_SUFFIXES, PLAIN_CONVERSION, dicom_to_array
+from pylon.data.dicom import DICOM_SUFFIXES, DicomImage, check_voi, read_dicom_image
 from pylon.data.images import read_image, refuse_too_large
 from pylon.locks import LOCK_NAME
 
@@ -33,15 +33,22 @@ IMAGE_SUFFIXES = (
 )
 INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 SUPPORTED = "PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, PNM or DICOM"
+# the DICOM readings `pylon predict` offers (pylon.data.dicom.READINGS)
+PREDICT_VOI = ("window", "minmax")
 
 
 @dataclass
 class InputImage:
-    """One decoded input: uint8 ``(H, W, channels)`` pixels at the file's own resolution."""
+    """One decoded input: uint8 ``(H, W, channels)`` pixels at the file's own resolution; for a
+    DICOM also its pixel spacing (``(row, column)`` mm, ``None`` when unknown), the attribute it
+    came from, and the reading applied (:attr:`pylon.data.dicom.DicomImage.reading`)."""
 
     image_id: str
     path: Path | None
     pixels: np.ndarray
+    pixel_spacing: tuple[float, float] | None = None
+    spacing_attribute: str | None = None
+    reading: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -196,22 +203,26 @@ def is_dicom(path: Path) -> bool:
     return has_dicom_preamble(path)
 
 
-def read_dicom(path: Path, channels: int, max_pixels_limit: int | None = None) -> np.ndarray:
-    """A DICOM converted as ``pylon convert-dicom --no-reference`` does (MONOCHROME1 inverted,
-    min-max to uint8, no equalisation),
-    kept at its native resolution so that peaks are reported in the DICOM's own pixels.
+def read_dicom(
+    path: Path, channels: int, max_pixels_limit: int | None = None, *, voi: str = "window"
+) -> tuple[np.ndarray, DicomImage]:
+    """A DICOM read by :func:`pylon.data.dicom.read_dicom_image` with ``voi`` (default the
+    radiology reading: modality LUT, VOI LUT or first window, MONOCHROME1 inverted), rounded to
+    uint8 ``(H, W, channels)`` at its native resolution, so that peaks are reported in the
+    DICOM's own pixels; also the :class:`~pylon.data.dicom.DicomImage` it was made from.
 
     The header's Rows x Columns are checked against the pixel limit before the pixels are read.
     """
+    check_voi(voi, PREDICT_VOI)
     header = pydicom.dcmread(path, stop_before_pixels=True)
     rows, columns = header.get("Rows"), header.get("Columns")
     if not rows or not columns:
         raise ValueError(f"{path}: DICOM header lacks Rows/Columns (no image in this file?)")
     rows, columns = int(rows), int(columns)
     refuse_too_large(path, rows, columns, max_pixels_limit, what="DICOM")
-    image, _, _ = dicom_to_array(path, max(rows, columns), PLAIN_CONVERSION)
-    image = image[:, :, None]
-    return np.repeat(image, channels, axis=2) if channels == 3 else image
+    dicom = read_dicom_image(path, voi=voi)
+    image = dicom.to_uint8()[:, :, None]
+    return (np.repeat(image, channels, axis=2) if channels == 3 else image), dicom
 
 
 def load_input(
@@ -220,6 +231,8 @@ def load_input(
     image_id: str | None = None,
     *,
     max_pixels_limit: int | None = None,
+    voi: str = "window",
+    png16: str = "bits",
 ) -> InputImage:
     """Decode a PNG/JPEG (8 or 16 bit, gray/RGB/RGBA) or DICOM file to uint8 ``(H, W, channels)``.
 
@@ -230,6 +243,11 @@ def load_input(
         max_pixels_limit: refuse files whose header declares more pixels, before decoding
             (default :func:`pylon.data.images.max_pixels`: ``$PYLON_MAX_PIXELS`` or 100 MP;
             0: no limit).
+        voi: how a DICOM is read: ``"window"`` (modality LUT, then its VOI LUT or first window,
+            min-max where it has neither) or ``"minmax"`` (modality LUT, then min-max); both
+            invert MONOCHROME1 (:func:`pylon.data.dicom.read_dicom_image`).
+        png16: how a 16-bit image is scaled (:func:`pylon.data.images.read_image`: ``"bits"``,
+            ``"minmax"`` or ``"full"``).
 
     Returns:
         The decoded :class:`InputImage`.
@@ -242,16 +260,26 @@ def load_input(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
+    dicom = None
     try:
         if is_dicom(path):
-            pixels = read_dicom(path, channels, max_pixels_limit)
+            pixels, dicom = read_dicom(path, channels, max_pixels_limit, voi=voi)
         else:
-            pixels = read_image(path, channels, max_pixels_limit=max_pixels_limit)
+            pixels = read_image(path, channels, max_pixels_limit=max_pixels_limit, png16=png16)
     except (ValueError, FileNotFoundError):
         raise
     except Exception as err:  # noqa: BLE001  decoders raise many types; name the file and reason
         raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}") from err
-    return InputImage(image_id or path.name, path, pixels)
+    if dicom is None:
+        return InputImage(image_id or path.name, path, pixels)
+    return InputImage(
+        image_id or path.name,
+        path,
+        pixels,
+        pixel_spacing=dicom.pixel_spacing,
+        spacing_attribute=dicom.spacing_attribute,
+        reading=dicom.reading,
+    )
 
 
 def array_input(image, channels: int, image_id: str = "array") -> InputImage:

@@ -83,13 +83,19 @@ def overlay_relative_path(stem: str, class_name: str) -> str:
 
 def csv_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """One ``predictions.csv`` row from a JSONL record: id, path, size, ``prob_<class>``,
-    ``peak_x_<class>``, ``peak_y_<class>`` and ``selected`` (``|``-separated)."""
+    ``peak_x_<class>``, ``peak_y_<class>``, ``peak_x_mm_<class>``, ``peak_y_mm_<class>`` (empty
+    where the pixel spacing is unknown) and ``selected`` (``|``-separated)."""
     row = {k: record[k] for k in ("image_id", "path", "height", "width")}
     for name, probability in record["probabilities"].items():
         row[f"prob_{name}"] = probability
     for name, (x, y) in record["peaks"].items():
         row[f"peak_x_{name}"] = x
         row[f"peak_y_{name}"] = y
+    peaks_mm = record.get("peaks_mm") or {}
+    for name in record["peaks"]:
+        x_mm, y_mm = peaks_mm.get(name) or (None, None)
+        row[f"peak_x_mm_{name}"] = x_mm
+        row[f"peak_y_mm_{name}"] = y_mm
     row["selected"] = "|".join(record["selected"])
     return row
 

@@ -16,11 +16,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from pylon.data.dicom import check_voi
+from pylon.data.images import PNG16
 from pylon.data.preprocessing import Preprocessing
 from pylon.data.transforms import apply_transform
 from pylon.evaluation.overlay import DISPLAY_MAX_SIDE, display_scale
 from pylon.inference.capture import DecoderMessages
-from pylon.inference.inputs import InputImage, array_input, gather_inputs, load_input
+from pylon.inference.inputs import (
+    PREDICT_VOI,
+    InputImage,
+    array_input,
+    gather_inputs,
+    load_input,
+)
 from pylon.inference.result import Failure, Prediction, peaks_in_original
 from pylon.models.precision import resolve_execution
 from pylon.models.registry import create_model_from_config
@@ -39,6 +47,9 @@ class _Prepared:
     pixels: np.ndarray | None
     pixels_scale: float
     warnings: list[str] = field(default_factory=list)
+    pixel_spacing: tuple[float, float] | None = None
+    spacing_attribute: str | None = None
+    reading: str | None = None
 
 
 def parse_device(device: str | torch.device) -> torch.device:
@@ -148,7 +159,11 @@ class Predictor:
     before decoding (default ``$PYLON_MAX_PIXELS`` or 100 MP; 0: no limit). ``display_max_side``:
     kept pixels (``keep_pixels=True``, for overlays) are shrunk so that their longer side is at
     most this (``None``: full resolution); inputs are otherwise not kept beyond their batch, so
-    memory is bounded by the batch, not by the largest image.
+    memory is bounded by the batch, not by the largest image. ``voi``: how DICOMs are read
+    (``"window"``: modality LUT, then the file's VOI LUT or first window, the radiology reading;
+    ``"minmax"``: modality LUT, then min-max; both invert MONOCHROME1). ``png16``: how 16-bit
+    images are scaled (:func:`pylon.data.images.read_image`: ``"bits"``, ``"minmax"``,
+    ``"full"``).
     """
 
     def __init__(
@@ -163,8 +178,14 @@ class Predictor:
         workers: int = 2,
         max_pixels: int | None = None,
         display_max_side: int | None = DISPLAY_MAX_SIDE,
+        voi: str = "window",
+        png16: str = "bits",
     ):
         self.device = check_device(device)
+        self.voi = check_voi(voi, PREDICT_VOI)
+        if png16 not in PNG16:
+            raise ValueError(f"png16 {png16!r}: expected one of {', '.join(PNG16)}")
+        self.png16 = png16
         path = Path(weights_path)
         metadata = read_weights_metadata(path)
         if metadata["model"] is None:
@@ -207,10 +228,18 @@ class Predictor:
         if isinstance(image, InputImage):
             return image
         if isinstance(image, str | os.PathLike):
-            return load_input(
-                image, self.data.in_channels, image_id, max_pixels_limit=self.max_pixels
-            )
+            return self._load(image, image_id)
         return array_input(image, self.data.in_channels, image_id or "array")
+
+    def _load(self, path: str | os.PathLike, image_id: str | None) -> InputImage:
+        return load_input(
+            path,
+            self.data.in_channels,
+            image_id,
+            max_pixels_limit=self.max_pixels,
+            voi=self.voi,
+            png16=self.png16,
+        )
 
     def predict(self, image: Any, *, image_id: str | None = None, keep_pixels: bool = False):
         """Predict one image: a PNG/JPEG/DICOM path, an ndarray or a PIL image."""
@@ -235,7 +264,17 @@ class Predictor:
                 size = (max(1, round(width * scale)), max(1, round(height * scale)))  # (w, h)
                 pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
                 pixels = pixels.reshape(size[1], size[0], -1)
-        return _Prepared(item.image_id, item.path, item.size, tensor, pixels, scale)
+        return _Prepared(
+            item.image_id,
+            item.path,
+            item.size,
+            tensor,
+            pixels,
+            scale,
+            pixel_spacing=item.pixel_spacing,
+            spacing_attribute=item.spacing_attribute,
+            reading=item.reading,
+        )
 
     def predict_inputs(
         self, inputs: Sequence[InputImage], *, keep_pixels: bool = False
@@ -285,6 +324,9 @@ class Predictor:
             pixels=item.pixels,
             pixels_scale=item.pixels_scale,
             warnings=list(item.warnings),
+            pixel_spacing=item.pixel_spacing,
+            spacing_attribute=item.spacing_attribute,
+            reading=item.reading,
         )
 
     def iter_predict(
@@ -324,14 +366,13 @@ class Predictor:
         Yields:
             A :class:`Prediction` or :class:`Failure` per item, in order.
         """
-        channels = self.data.in_channels
 
         def read(item: tuple[str, Path]) -> _Prepared | Failure:
             image_id, path = item
             found: list[str] = []
             try:
                 with messages.file() if messages else contextlib.nullcontext(found) as found:
-                    image = load_input(path, channels, image_id, max_pixels_limit=self.max_pixels)
+                    image = self._load(path, image_id)
                 prepared = self.prepare(image, keep_pixels=keep_pixels)
                 prepared.warnings = found
                 return prepared

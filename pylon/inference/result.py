@@ -16,7 +16,10 @@ from pylon.evaluation.coordinates import input_to_original, peaks_in_original  #
 @dataclass
 class Prediction:
     """One image's results. ``peaks[c] = (x, y)`` is where class ``c``'s heatmap peaks, in the
-    original image's pixels; ``selected`` are the classes above the threshold (or those chosen)."""
+    original image's pixels (column, row; 0-based pixel indices); ``selected`` are the classes
+    above the threshold (or those chosen). A DICOM's ``pixel_spacing`` (``(row, column)`` mm,
+    from ``spacing_attribute``: ``PixelSpacing``, else ``ImagerPixelSpacing``) gives the peaks in
+    millimetres too (:attr:`peaks_mm`), and ``reading`` says how its pixels were read."""
 
     image_id: str
     path: str | None
@@ -30,10 +33,26 @@ class Prediction:
     pixels_scale: float = 1.0
     # what the decoders warned about this file (predicting with ``messages``), one line each
     warnings: list[str] = field(default_factory=list)
+    pixel_spacing: tuple[float, float] | None = None
+    spacing_attribute: str | None = None
+    reading: str | None = None
 
     @property
     def class_names(self) -> list[str]:
         return list(self.probabilities)
+
+    @property
+    def peaks_mm(self) -> dict[str, tuple[float, float]] | None:
+        """``peaks_mm[c] = (x_mm, y_mm)``: the peak's column times the column spacing and its
+        row times the row spacing, i.e. millimetres right of and below the centre of the
+        top-left pixel (rounded to 1e-6 mm); ``None`` when the spacing is unknown (not a DICOM,
+        or one without ``PixelSpacing``/``ImagerPixelSpacing``). ``ImagerPixelSpacing`` measures
+        at the detector, so distances in the patient are smaller by the geometric
+        magnification."""
+        if self.pixel_spacing is None:
+            return None
+        row_mm, col_mm = self.pixel_spacing
+        return {c: (round(x * col_mm, 6), round(y * row_mm, 6)) for c, (x, y) in self.peaks.items()}
 
     def heatmap(self, class_name: str) -> np.ndarray:
         """``sigmoid(CAM)`` of ``class_name`` up-sampled (bilinear) to the original image size,
@@ -85,8 +104,10 @@ class Prediction:
         return {c: self.heatmap(c) for c in (self.selected if classes is None else classes)}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (no arrays)."""
+        """JSON-ready fields (no arrays); ``peaks_mm``, ``pixel_spacing``, ``spacing_attribute``
+        and ``reading`` are ``None`` where unknown (images that are not DICOMs)."""
         height, width = self.original_size
+        peaks_mm = self.peaks_mm
         return {
             "image_id": self.image_id,
             "path": self.path,
@@ -94,6 +115,10 @@ class Prediction:
             "width": width,
             "probabilities": self.probabilities,
             "peaks": {c: list(p) for c, p in self.peaks.items()},
+            "peaks_mm": None if peaks_mm is None else {c: list(p) for c, p in peaks_mm.items()},
+            "pixel_spacing": None if self.pixel_spacing is None else list(self.pixel_spacing),
+            "spacing_attribute": self.spacing_attribute,
+            "reading": self.reading,
             "selected": self.selected,
             "warnings": list(self.warnings),
         }
