@@ -111,11 +111,12 @@ def test_modality_lut_sequence_then_window(tmp_path):
     )
 
 
-@pytest.mark.parametrize("bits", [8, 12])
-def test_voi_lut_sequence_is_preferred_to_the_window(tmp_path, bits):
+@pytest.mark.parametrize("bits,top", [(8, 255), (12, 4095), (16, 4095)])
+def test_voi_lut_sequence_is_preferred_to_the_window(tmp_path, bits, top):
+    """``top``: the output range is that of the entries (a descriptor may declare 16 bits for
+    12-bit entries, as some CRs write)."""
     pixels = ramp12()
     first, entries = 1000, 2048
-    top = 2**bits - 1
     data = np.rint(top * np.sqrt(np.arange(entries) / (entries - 1))).astype(np.uint16)
     path = write_dicom(
         tmp_path / "v.dcm",
@@ -126,13 +127,13 @@ def test_voi_lut_sequence_is_preferred_to_the_window(tmp_path, bits):
         WindowWidth=100,
     )
     # PS3.3 C.11.2.1.1: values below the first mapped one take the first entry, values past the
-    # last mapped one the last; the output range is 0 .. 2^bits - 1
+    # last mapped one the last; the output range is 0 .. top
     index = np.clip(pixels.astype(int) - first, 0, entries - 1)
     expected = 1.0 - data[index] / top
     dataset = pydicom.dcmread(path)
     image = read_dicom_image(dataset)
     np.testing.assert_allclose(image.values, expected, atol=1e-12)
-    assert f"VOI LUT sequence, {bits}-bit entries" in image.reading
+    assert f"VOI LUT sequence, {top.bit_length()}-bit entries" in image.reading
     assert dataset.VOILUTSequence[0].LUTDescriptor == [entries, first, bits]  # left as it was
 
 

@@ -157,12 +157,12 @@ def read_dicom_image(
     VOI LUT Sequence or the window (Window Center/Width with the VOI LUT Function: LINEAR,
     LINEAR_EXACT or SIGMOID; the first when there are several) by
     ``pydicom.pixels.apply_voi_lut``, scaled to [0, 1] by the VOI output range (the window's
-    ``y_min..y_max`` that pydicom maps to; ``0..2^n - 1`` for a LUT of ``n``-bit entries); a file
-    with neither is min-max scaled. ``voi="minmax"``: the Modality LUT, then min-max over the
-    image. ``voi="stored"``: the stored values min-max scaled (the reference implementation's
-    reading, which applies no LUT). Then MONOCHROME1 is inverted (``1 - v``; Presentation LUT
-    Shape is not consulted), so that larger is always brighter. Bits above Bits Stored are
-    ignored and signed values sign-extended (pydicom's decoding).
+    ``y_min..y_max`` that pydicom maps to; ``0..2^n - 1`` for a LUT whose largest entry has
+    ``n`` bits); a file with neither is min-max scaled. ``voi="minmax"``: the Modality LUT,
+    then min-max over the image. ``voi="stored"``: the stored values min-max scaled (the
+    reference implementation's reading, which applies no LUT). Then MONOCHROME1 is inverted
+    (``1 - v``; Presentation LUT Shape is not consulted), so that larger is always brighter.
+    Bits above Bits Stored are ignored and signed values sign-extended (pydicom's decoding).
 
     Args:
         path: the DICOM file, or a dataset already read (with its pixel data).
@@ -266,9 +266,11 @@ def _voi(values: np.ndarray, dataset: pydicom.Dataset, name: str) -> tuple[np.nd
         ) from None
     out = out.astype(np.float64)
     if has_lut:
-        bits = int(lut.LUTDescriptor[2])
-        # a descriptor that declares fewer bits than its entries use: the entries' own depth
-        bits = max(bits, int(out.max()).bit_length()) if out.size else bits
+        # the bit depth of the LUT's largest entry, not the descriptor's: some devices (Agfa CRs)
+        # declare 16 bits for 12-bit entries; Horos and Cornerstone read the entries too
+        first, entries = int(lut.LUTDescriptor[1]), int(lut.LUTDescriptor[0]) or 2**16
+        table = apply_voi_lut(np.arange(first, first + entries), source, prefer_lut=True)
+        bits = max(1, int(table.max()).bit_length())
         low, high = 0.0, float(2**bits - 1)
         many = f" (first of {len(luts)})" if len(luts) > 1 else ""
         step = f"VOI LUT sequence{many}, {bits}-bit entries"
