@@ -81,3 +81,22 @@ def test_predict_reads_16_bit_pngs_as_png16_says(tmp_path):
         app, ["predict", "w.safetensors", str(path), "--out", str(tmp_path / "o"), "--png16", "x"]
     )
     assert result.exit_code == 2 and "--png16 'x'" in result.output
+
+
+def test_datasets_keep_reading_16_bit_pngs_over_the_whole_range(tmp_path):
+    """Training data keeps the reference's reading (v / 257, rounded); only predict reads by
+    the bit depth, so caches built before stay valid."""
+    import cv2
+
+    from pylon.data import create_dataset
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    pixels = np.full((40, 40), 4095, np.uint16)
+    pixels[:20] = 1028
+    cv2.imwrite(str(data / "img" / "a.png"), pixels)
+    (data / "labels.csv").write_text("image,split,Nodule\nimg/a.png,test,1\n")
+    dataset = create_dataset("csv", data, "test", size=32, cache=False, progress=False)
+    image, _ = dataset.load(0)
+    assert image.dtype == np.uint8
+    assert set(np.unique(image)) == {round(1028 / 257), round(4095 / 257)}  # {4, 16}

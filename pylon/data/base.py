@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from pylon.data import workers as _workers  # noqa: F401  (the OpenCV fork guard)
 from pylon.data.cache import ImageCache, stat_sources
-from pylon.data.images import read_image
+from pylon.data.images import DATASET_PNG16, read_image
 from pylon.data.preprocessing import Preprocessing, make_preprocessing
 from pylon.data.sample import Sample
 from pylon.data.transforms import (
@@ -215,7 +215,9 @@ class BoxDataset(Dataset):
         """The untransformed uint8 image (cached or decoded) and its boxes in its pixels."""
         record = self.records[index]
         if self.cache is None:
-            return read_image(record.path, self.in_channels), list(record.boxes)
+            return read_image(record.path, self.in_channels, png16=DATASET_PNG16), list(
+                record.boxes
+            )
         image = self.cache[index]
         height, width = self.cache.original_sizes[index]
         sy, sx = image.shape[0] / height, image.shape[1] / width

@@ -40,7 +40,7 @@ from stat import S_ISREG
 import cv2
 import numpy as np
 
-from pylon.data.images import read_image
+from pylon.data.images import DATASET_PNG16, read_image
 from pylon.io import TEMP_PREFIX, TEMP_SUFFIX, atomic_path, write_text_atomic
 from pylon.progress import Progress
 
@@ -225,7 +225,7 @@ def resize_image(
     Returns:
         The uint8 slot ``(size, size, channels)`` and the original height and width.
     """
-    image = read_image(path, channels)
+    image = read_image(path, channels, png16=DATASET_PNG16)
     height, width = image.shape[:2]
     if layout == "square":
         resized = cv2.resize(image, (size, size), interpolation=interpolation)

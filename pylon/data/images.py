@@ -100,6 +100,11 @@ def refuse_too_large(
         )
 
 
+# How the datasets read 16-bit images: over the whole 16-bit range, as the reference's OpenCV
+# reading (and pylon's caches) always did; ``predict`` reads by the bit depth the image uses.
+DATASET_PNG16 = "full"
+
+
 def read_image(
     path: str | os.PathLike,
     channels: int = 1,

@@ -14,7 +14,7 @@ import torch
 
 from pylon.data import read_picked as read_reference_picked
 from pylon.data.base import BoxDataset
-from pylon.data.images import read_image
+from pylon.data.images import DATASET_PNG16, read_image
 from pylon.evaluation.coordinates import peak_in_original
 from pylon.evaluation.execution import load_run_model
 from pylon.evaluation.overlay import STYLES
@@ -99,7 +99,7 @@ def original_view(dataset, index: int) -> tuple[np.ndarray, list]:
     """
     if isinstance(dataset, BoxDataset):
         record = dataset.records[index]
-        return read_image(record.path, dataset.in_channels), list(record.boxes)
+        return read_image(record.path, dataset.in_channels, png16=DATASET_PNG16), list(record.boxes)
     sample = dataset[index]
     record = dataset.preprocessing
     mean = torch.tensor(record.mean)[:, None, None]
