@@ -16,7 +16,7 @@ def test_demo_tiny_end_to_end(tmp_path):
     result = CliRunner().invoke(
         app,
         ["demo", "--out", str(out), "--images", "64", "--test-images", "24", "--batch-size", "16"]
-        + ["--val-images", "16", "--benchmark-images", "6", "--faithfulness-images", "1"]
+        + ["--val-images", "16", "--benchmark-images", "6", "--faithfulness-images", "0"]
         + ["--no-progress"],
     )
     assert result.exit_code == 0, result.output
