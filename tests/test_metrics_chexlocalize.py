@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from naive_maps import assert_same, box_mask, interp
 
 from pylon.metrics.chexlocalize import (
     DEFAULT_GRID,
@@ -30,23 +30,6 @@ from pylon.metrics.chexlocalize import (
 from pylon.metrics.records import reduce_records
 
 SIZES = [((7, 9), (30, 40)), ((16, 12), (64, 48)), ((5, 11), (23, 17)), ((20, 24), (20, 24))]
-
-
-def interp(cam: torch.Tensor, height: int, width: int) -> np.ndarray:
-    up = F.interpolate(
-        cam[None, None].float(), size=(height, width), mode="bilinear", align_corners=False
-    )
-    return up[0, 0].numpy()
-
-
-def box_mask(cls_boxes, height: int, width: int) -> np.ndarray:
-    mask = np.zeros((height, width), dtype=bool)
-    for x, y, w, h, _ in cls_boxes:
-        for r in range(height):
-            for c in range(width):
-                if int(y) <= r < int(y) + int(h) and int(x) <= c < int(x) + int(w):
-                    mask[r, c] = True
-    return mask
 
 
 def random_boxes(rng, num_images, num_classes, height, width):
@@ -172,26 +155,6 @@ def naive_hit_rate(cams, boxes, size):
         value = 1.0 if gt[r][q] == 1 else (math.nan if gt.sum() == 0 else 0.0)
         out.append((i, c, value, int(gt.sum())))
     return out
-
-
-def assert_same(records, expected, size):
-    got = list(
-        zip(
-            records.image_index.tolist(),
-            records.class_index.tolist(),
-            records.value.tolist(),
-            records.box_area.tolist(),
-            strict=True,
-        )
-    )
-    assert [g[:2] for g in got] == [e[:2] for e in expected]
-    assert [g[3] for g in got] == [e[3] for e in expected]
-    for g, e in zip(got, expected, strict=True):
-        if math.isnan(e[2]):
-            assert math.isnan(g[2]), (g, e)
-        else:
-            assert g[2] == pytest.approx(e[2], rel=1e-12), (g, e)
-    assert records.image_area.tolist() == [size[0] * size[1]] * len(expected)
 
 
 def random_cams(rng, shape):

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from naive_maps import as_tuples, assert_same, box_mask, interp
 
 from pylon.metrics.pointing import energy_pointing_game, pointing_game
 from pylon.metrics.records import reduce_records
@@ -40,25 +40,6 @@ def bilinear(src: np.ndarray, height: int, width: int) -> np.ndarray:
             bottom = (1 - fc) * src[r1, c0] + fc * src[r1, c1]
             out[r, c] = (1 - fr) * top + fr * bottom
     return out
-
-
-def interp(cam: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """One map up-sampled as the reference codes do: one ``F.interpolate`` call, float32."""
-    up = F.interpolate(
-        cam[None, None].float(), size=(height, width), mode="bilinear", align_corners=False
-    )
-    return up[0, 0].numpy()
-
-
-def box_mask(cls_boxes, height: int, width: int) -> np.ndarray:
-    """The union of the boxes, pixel by pixel."""
-    mask = np.zeros((height, width), dtype=bool)
-    for x, y, w, h, _ in cls_boxes:
-        for r in range(height):
-            for c in range(width):
-                if int(y) <= r < int(y) + int(h) and int(x) <= c < int(x) + int(w):
-                    mask[r, c] = True
-    return mask
 
 
 def first_max(up: np.ndarray) -> tuple[int, int]:
@@ -134,31 +115,6 @@ def random_boxes(rng, num_images, num_classes, height, width):
             image_boxes.append((x, y, w, h, int(rng.integers(0, num_classes))))
         boxes.append(image_boxes)
     return boxes
-
-
-def as_tuples(records):
-    return list(
-        zip(
-            records.image_index.tolist(),
-            records.class_index.tolist(),
-            records.value.tolist(),
-            records.box_area.tolist(),
-            strict=True,
-        )
-    )
-
-
-def assert_same(records, expected, size, rel=0.0):
-    got = as_tuples(records)
-    assert [g[:2] for g in got] == [e[:2] for e in expected]
-    assert [g[3] for g in got] == [e[3] for e in expected]
-    for g, e in zip(got, expected, strict=True):
-        if math.isnan(e[2]):
-            assert math.isnan(g[2]), (g, e)
-        else:
-            assert g[2] == pytest.approx(e[2], rel=rel, abs=rel), (g, e)
-    assert records.image_area.tolist() == [size[0] * size[1]] * len(expected)
-    assert records.value.dtype == torch.float64
 
 
 @pytest.mark.parametrize("low,size", SIZES)

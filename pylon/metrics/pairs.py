@@ -185,6 +185,32 @@ def score_pairs(
     )
 
 
+def union_masks(
+    pair: Tensor, slot: Tensor, extents: Tensor, num: int, size: tuple[int, int], device
+) -> Tensor:
+    """The union of each map's boxes, (num, H, W) float32 0/1.
+
+    Box ``b`` (``extents[b]`` = row0, row1, col0, col1, end-exclusive) belongs to map ``pair[b]``
+    as its ``slot[b]``-th box. The union is (rows in its k-th box) x (columns in it), summed over
+    k and clipped to 1 (small integers: exact in float32); most maps have one box: a single outer
+    product.
+    """
+    height, width = size
+    slots = int(slot.max()) + 1 if len(slot) else 1
+    r = torch.arange(height, device=device)
+    c = torch.arange(width, device=device)
+    in_rows = torch.zeros(num, slots, height, device=device)
+    in_cols = torch.zeros(num, slots, width, device=device)
+    in_rows[pair, slot] = ((r >= extents[:, :1]) & (r < extents[:, 1:2])).float()
+    in_cols[pair, slot] = ((c >= extents[:, 2:3]) & (c < extents[:, 3:4])).float()
+    gt = in_rows[:, 0, :, None] * in_cols[:, 0, None, :]
+    for k in range(1, slots):
+        gt.addcmul_(in_rows[:, k, :, None], in_cols[:, k, None, :])
+    if slots > 1:
+        gt.clamp_(max=1)
+    return gt
+
+
 def _score_chunk(up: Tensor, pair: Tensor, slot: Tensor, extents: Tensor):
     """Peak and pixel counts of maps ``up`` (P, H, W); box ``b`` (``extents[b]`` = row0, row1,
     col0, col1) belongs to map ``pair[b]``, as its ``slot[b]``-th box. ``up`` is overwritten."""
@@ -195,20 +221,7 @@ def _score_chunk(up: Tensor, pair: Tensor, slot: Tensor, extents: Tensor):
     up.gt_(half_peak_threshold(peak)[:, None, None])  # the mask, as 0.0 / 1.0
     mask_area = up.sum(dim=(1, 2), dtype=count_dtype)
 
-    # The union of a map's boxes: (rows in its k-th box) x (columns in it), summed over k, clipped
-    # to 1 (small integers: exact in float32). Most maps have one box: a single outer product.
-    slots = int(slot.max()) + 1
-    r = torch.arange(height, device=up.device)
-    c = torch.arange(width, device=up.device)
-    in_rows = up.new_zeros(num, slots, height)
-    in_cols = up.new_zeros(num, slots, width)
-    in_rows[pair, slot] = ((r >= extents[:, :1]) & (r < extents[:, 1:2])).float()
-    in_cols[pair, slot] = ((c >= extents[:, 2:3]) & (c < extents[:, 3:4])).float()
-    gt = in_rows[:, 0, :, None] * in_cols[:, 0, None, :]
-    for k in range(1, slots):
-        gt.addcmul_(in_rows[:, k, :, None], in_cols[:, k, None, :])
-    if slots > 1:
-        gt.clamp_(max=1)
+    gt = union_masks(pair, slot, extents, num, (height, width), up.device)
     gt_area = gt.sum(dim=(1, 2), dtype=count_dtype)
     intersection = gt.mul_(up).sum(dim=(1, 2), dtype=count_dtype)
     return tuple(t.long().cpu() for t in (rows, cols, mask_area, intersection, gt_area))

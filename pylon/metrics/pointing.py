@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from pylon.metrics.boxes import box_table, pixel_extents
-from pylon.metrics.pairs import _BYTES_PER_PIXEL, as_cams
+from pylon.metrics.pairs import _BYTES_PER_PIXEL, as_cams, union_masks
 from pylon.metrics.peaks import (
     as_image_size,
     check_maps,
@@ -110,26 +110,13 @@ def pair_maps(
 
 
 def _union_masks(pairs: PairBoxes, start: int, stop: int, size, device) -> Tensor:
-    """The union of the boxes of each pair ``start .. stop-1``, (p, H, W) float32 0/1: (rows in
-    its k-th box) x (columns in it), summed over k, clipped to 1 (as pylon.metrics.pairs does)."""
-    height, width = size
+    """The union of the boxes of each pair ``start .. stop-1``, (p, H, W) float32 0/1
+    (:func:`pylon.metrics.pairs.union_masks`)."""
     first, last = int(pairs.first_of_pair[start]), int(pairs.first_of_pair[stop])
     pair = (pairs.box_pair[first:last] - start).to(device)
     slot = pairs.slot[first:last].to(device)
     ext = pairs.extents[first:last].to(device)
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
-    slots = int(slot.max()) + 1 if len(slot) else 1
-    in_rows = torch.zeros(stop - start, slots, height, device=device)
-    in_cols = torch.zeros(stop - start, slots, width, device=device)
-    in_rows[pair, slot] = ((rows >= ext[:, :1]) & (rows < ext[:, 1:2])).float()
-    in_cols[pair, slot] = ((cols >= ext[:, 2:3]) & (cols < ext[:, 3:4])).float()
-    gt = in_rows[:, 0, :, None] * in_cols[:, 0, None, :]
-    for k in range(1, slots):
-        gt.addcmul_(in_rows[:, k, :, None], in_cols[:, k, None, :])
-    if slots > 1:
-        gt.clamp_(max=1)
-    return gt
+    return union_masks(pair, slot, ext, stop - start, size, device)
 
 
 def union_areas(pairs: PairBoxes, size: tuple[int, int]) -> Tensor:
