@@ -424,6 +424,7 @@ def benchmark(
         ``seeds.csv``, ``benchmark.md``, ``by_size.png`` and (with faithfulness)
         ``faithfulness.png`` in ``out_dir``.
     """
+    from pylon.training.datamodule import build_dataset
     from pylon.training.runs import open_trained_run
 
     options = options or BenchmarkOptions()
@@ -436,8 +437,6 @@ def benchmark(
     for info in infos:
         _, config = open_trained_run(info.path)
         run_split = split or config.data.loc_split
-        from pylon.training.datamodule import build_dataset
-
         class_names = list(build_dataset(config.data, run_split).class_names)
         chooser = _threshold_split(info, run_split, threshold_split)
         for method in per_path[info.source]:
