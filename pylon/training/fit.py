@@ -37,7 +37,7 @@ from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
 from pylon.training.datamodule import PylonDataModule
 from pylon.training.loop_progress import LoopProgress
 from pylon.training.module import ClassifierModule
-from pylon.training.runnable import check_runnable
+from pylon.training.runnable import check_accelerator, check_runnable, device_type
 from pylon.training.runs import RunPaths, clear_run
 
 
@@ -60,9 +60,8 @@ RESUMABLE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "progress")
 
 
 def on_gpu(config: TrainConfig) -> bool:
-    if config.accelerator in ("gpu", "cuda"):
-        return True
-    return config.accelerator == "auto" and torch.cuda.is_available()
+    """Whether the run executes on CUDA (:func:`pylon.training.runnable.device_type`)."""
+    return device_type(config) == "cuda"
 
 
 def _check_device_count(config: TrainConfig) -> None:
@@ -101,13 +100,9 @@ def hardware_options(config: TrainConfig) -> dict[str, object]:
 
     Raises:
         ValueError: naming the option when the machine cannot provide it: a GPU accelerator
-            without a GPU, more GPUs than exist, or more CPU processes than CPUs.
+            (or MPS backend) without one, more GPUs than exist, or more CPU processes than CPUs.
     """
-    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"accelerator={config.accelerator!r}: no CUDA GPU is available to PyTorch on this "
-            "machine (torch.cuda.is_available() is False); use --accelerator cpu or auto"
-        )
+    check_accelerator(config)
     _check_device_count(config)
     return {
         "accelerator": config.accelerator,

@@ -61,7 +61,7 @@ def phase_configs(config: TrainConfig) -> list[TrainConfig]:
 
 def device_type(config: TrainConfig) -> str:
     """``"cuda"``, ``"mps"`` or ``"cpu"``: where ``config.accelerator`` runs on this machine
-    (``auto`` is CUDA when there is a GPU, as in :func:`pylon.training.fit.on_gpu`)."""
+    (``auto`` is CUDA when there is a GPU)."""
     if config.accelerator in ("gpu", "cuda"):
         return "cuda"
     if config.accelerator == "auto":
@@ -69,7 +69,9 @@ def device_type(config: TrainConfig) -> str:
     return config.accelerator
 
 
-def _check_machine(config: TrainConfig) -> None:
+def check_accelerator(config: TrainConfig) -> str:
+    """The device ``config.accelerator`` runs on (:func:`device_type`), refusing a GPU this
+    machine does not have with ``ValueError`` naming the option."""
     device = device_type(config)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError(
@@ -81,6 +83,11 @@ def _check_machine(config: TrainConfig) -> None:
             "accelerator='mps': this PyTorch has no usable MPS (Apple GPU) backend on this "
             "machine; use --accelerator cpu or auto"
         )
+    return device
+
+
+def _check_machine(config: TrainConfig) -> None:
+    device = check_accelerator(config)
     try:
         resolve_execution(config.precision, device, channels_last=config.model.channels_last)
     except ValueError as err:  # fp16 on the CPU: options that conflict, as predict's --precision
