@@ -121,14 +121,17 @@ class PairBlock:
         """Per pair, its class's boxes relabelled as class 0 (maps are scored one per pair)."""
         return [[(*b[:4], 0) for b in self.boxes[i] if int(b[4]) == c] for i, c in self.pairs]
 
+    def pair_indices(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(global image, class) of the pairs ``rows`` (default: every pair, in order), (P,)
+        long each: what the per-pair maps' row indices stand for."""
+        image = torch.tensor([i for i, _ in self.pairs], dtype=torch.long) + self.offset
+        cls = torch.tensor([c for _, c in self.pairs], dtype=torch.long)
+        return (image, cls) if rows is None else (image[rows], cls[rows])
+
     def relabel(self, records: PairRecords) -> PairRecords:
         """Records of the per-pair maps back to (global image, class) indices."""
-        image = torch.tensor([i for i, _ in self.pairs], dtype=torch.long)
-        cls = torch.tensor([c for _, c in self.pairs], dtype=torch.long)
-        row = records.image_index
-        return PairRecords(
-            image[row] + self.offset, cls[row], records.value, records.box_area, records.image_area
-        )
+        image, cls = self.pair_indices(records.image_index)
+        return PairRecords(image, cls, records.value, records.box_area, records.image_area)
 
 
 def own_maps(model: nn.Module, execution: Execution | None, block: PairBlock, batch: int) -> Tensor:
@@ -209,12 +212,10 @@ def score_maps(
     with timed(timings, "MaxBoxAccV2"):
         grid = np.arange(0, 1, options.cam_interval)
         box = box_iou_records(maps, boxes, size, cam_thresholds=grid, multi_contour=True)
-    image = torch.tensor([i for i, _ in block.pairs], dtype=torch.long)
-    cls = torch.tensor([c for _, c in block.pairs], dtype=torch.long)
-    row = box.image_index
+    image, cls = block.pair_indices(box.image_index)
     out["maxboxacc"] = BoxIoURecords(
-        image[row] + block.offset,
-        cls[row],
+        image,
+        cls,
         box.iou,
         box.box_area,
         box.image_area,
@@ -276,8 +277,7 @@ def score_faithfulness(
     removal = road(score_fn, images, up, classes, percentiles=options.road_percentiles)
     for key in ("morf", "lerf", "combined"):
         out[f"road_{key}"] = removal[key]
-    image = torch.tensor([i + block.offset for i, _ in block.pairs], dtype=torch.long)
-    cls = torch.tensor(classes, dtype=torch.long)
+    image, cls = block.pair_indices()
     area = torch.full((len(classes),), size[0] * size[1], dtype=torch.long)
     for name in FAITHFULNESS_METRICS:
         out[name] = PairRecords(image, cls, out[name].double(), box_area, area)

@@ -185,7 +185,7 @@ def finish_pair_rows(rows: list[dict[str, object]], dataset, size: int) -> pd.Da
     from pylon.data.base import BoxDataset
     from pylon.data.images import image_size
     from pylon.evaluation.coordinates import peak_in_original
-    from pylon.metrics.sizes import DEFAULT_EDGES, DEFAULT_NAMES
+    from pylon.metrics.sizes import DEFAULT_NAMES, share_buckets
 
     frame = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in _DERIVED])
     originals: dict[str, tuple[int, int]] = {}
@@ -199,10 +199,8 @@ def finish_pair_rows(rows: list[dict[str, object]], dataset, size: int) -> pd.Da
     frame["peak_row_original"] = [p[0] for p in peaks]
     frame["peak_col_original"] = [p[1] for p in peaks]
     frame["box_share"] = frame["box_area"] / float(size * size)
-    # the buckets of pylon.metrics.sizes: each holds its lower edge
-    edges = [0.0, *DEFAULT_EDGES]
-    bucket = sum((frame["box_share"] >= e).astype(int) for e in edges[1:])
-    frame["size_bucket"] = [DEFAULT_NAMES[b] for b in bucket]
+    bucket = share_buckets(torch.from_numpy(frame["box_share"].to_numpy(dtype="float64")))
+    frame["size_bucket"] = [DEFAULT_NAMES[b] for b in bucket.tolist()]
     return frame[PAIR_COLUMNS]
 
 

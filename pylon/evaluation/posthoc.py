@@ -67,6 +67,15 @@ class LogitsOnly(nn.Module):
         return self.model(x).logits
 
 
+def find_encoder(model: nn.Module, hint: str = "") -> nn.Module:
+    """The model's first submodule named ``encoder``; ``ValueError`` (ending with ``hint``) when
+    there is none."""
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "encoder":
+            return module
+    raise ValueError(f"{type(model).__name__} has no 'encoder' submodule{hint}")
+
+
 def last_encoder_stage(model: nn.Module) -> nn.Module:
     """The deepest stage of the model's smp encoder (e.g. ``layer4`` of a ResNet, whose output is
     that of ``layer4[-1]``, the reference's target layer).
@@ -77,10 +86,7 @@ def last_encoder_stage(model: nn.Module) -> nn.Module:
     Returns:
         The stage module. Raises ``ValueError`` when there is none (name a target layer).
     """
-    encoders = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "encoder"]
-    if not encoders:
-        raise ValueError(f"{type(model).__name__} has no 'encoder' submodule; name a target layer")
-    encoder = encoders[0]
+    encoder = find_encoder(model, "; name a target layer")
     if hasattr(encoder, "get_stages"):
         with contextlib.suppress(NotImplementedError):
             stages = encoder.get_stages()
@@ -98,10 +104,7 @@ def encoder_stages(model: nn.Module, strides: Sequence[int], probe: int = 256) -
 
     Raises ``ValueError`` when the model has no encoder or no block at one of the strides.
     """
-    encoders = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "encoder"]
-    if not encoders:
-        raise ValueError(f"{type(model).__name__} has no 'encoder' submodule")
-    encoder = encoders[0]
+    encoder = find_encoder(model)
     blocks = list(encoder.children())
     while len(blocks) == 1:  # wrappers such as timm's "model"
         blocks = list(blocks[0].children())

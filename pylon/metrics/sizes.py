@@ -64,9 +64,17 @@ def size_buckets(
     Returns:
         (P,) long, the bucket index of each pair.
     """
+    return share_buckets(records.box_share, edges, names)
+
+
+def share_buckets(
+    share: Tensor, edges: Sequence[float] = DEFAULT_EDGES, names: Sequence[str] = DEFAULT_NAMES
+) -> Tensor:
+    """The bucket index of each box share (box area / image area), (P,) long, by the rule of
+    :func:`size_buckets`."""
     edges = _check_buckets(edges, names)
-    share = records.box_share
-    bucket = torch.zeros(len(records), dtype=torch.long)
+    share = torch.as_tensor(share, dtype=torch.float64)
+    bucket = torch.zeros(share.shape, dtype=torch.long)
     for edge in edges:
         bucket += (share >= edge).long()
     return bucket
