@@ -5,7 +5,11 @@ PY := $(VENV)/bin/python
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+# Real components the tests start (a browser, a DICOM validator, a PACS): package:file pairs.
+SYSTEM_DEPS := chromium:/usr/bin/chromium dicom3tools:/usr/bin/dciodvfy \
+	orthanc:/usr/sbin/Orthanc orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so
+
+.PHONY: install system demo test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +20,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Debian packages the tests need, installed where missing (as root; otherwise a clear message).
+system:
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+		test -e "$${dep#*:}" || missing="$$missing $${dep%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -q >/dev/null && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+		else \
+			echo "make test needs the Debian packages$$missing: run 'sudo apt-get install -y$$missing'"; \
+			exit 1; \
+		fi; \
+	fi
+
 demo: install
 	$(VENV)/bin/pylon demo --out $(DEMO_OUT)
 
@@ -23,7 +42,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+test: lint system
 	$(VENV)/bin/pytest -q -n 2 $(PYTEST_ARGS)
 
 bench: install
