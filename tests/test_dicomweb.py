@@ -1,0 +1,210 @@
+"""pylon.clinical.dicomweb against a real Orthanc: locations, credentials (env, netrc, refused),
+WADO-RS retrieval by study and series into a folder, STOW-RS then QIDO-RS, retries while the
+server is down, clear errors for 401/404/unreachable, and the password never in a message or log."""
+
+import logging
+import threading
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_files import write_dx
+from orthanc import free_port, orthanc  # noqa: F401
+from pydicom.uid import generate_uid
+
+from pylon.clinical.dicomweb import (
+    Dicomweb,
+    DicomwebError,
+    credentials_session,
+    is_dicomweb_url,
+    parse_dicomweb_url,
+)
+
+
+def location(server, **query):
+    """``dicomweb://`` for the test server, with ``query`` (study=..., series=...)."""
+    text = server.dicomweb_url.replace("http://", "dicomweb://")
+    if query:
+        text += "?" + "&".join(f"{key}={value}" for key, value in query.items())
+    return text
+
+
+@pytest.fixture
+def credentials(orthanc, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("PYLON_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("PYLON_DICOMWEB_PASSWORD", orthanc.password)
+    monkeypatch.delenv("NETRC", raising=False)
+
+
+@pytest.fixture
+def study(orthanc, tmp_path):  # noqa: F811
+    """Three DX images uploaded: two in one series, one in another series of the same study;
+    and one image of another study. Returns {name: path}."""
+    rng = np.random.default_rng(0)
+    study_uid, series_a, series_b = generate_uid(), generate_uid(), generate_uid()
+    files = {}
+    for name, series, number in (("a1", series_a, 1), ("a2", series_a, 2), ("b1", series_b, 1)):
+        files[name] = write_dx(
+            tmp_path / f"{name}.dcm",
+            rng.integers(0, 4096, (48, 40)),
+            StudyInstanceUID=study_uid,
+            SeriesInstanceUID=series,
+            InstanceNumber=number,
+        )
+    files["other"] = write_dx(tmp_path / "other.dcm", rng.integers(0, 4096, (32, 32)))
+    for path in files.values():
+        orthanc.upload(path)
+    return files
+
+
+def test_locations_map_to_http_and_https_and_refuse_passwords():
+    plain = parse_dicomweb_url(
+        "dicomweb://pacs.example.org:8042/dicom-web?study=1.2.3&series=1.2.4"
+    )
+    assert (plain.url, plain.study, plain.series, plain.host) == (
+        "http://pacs.example.org:8042/dicom-web", "1.2.3", "1.2.4", "pacs.example.org"
+    )  # fmt: skip
+    tls = parse_dicomweb_url("dicomwebs://pacs.example.org/wado/rs/?Modality=DX&PatientID=P1")
+    assert tls.url == "https://pacs.example.org/wado/rs"
+    assert tls.filters == {"Modality": "DX", "PatientID": "P1"} and tls.study is None
+    assert parse_dicomweb_url("https://h/dicom-web").url == "https://h/dicom-web"
+    assert is_dicomweb_url("dicomwebs://h/x") and not is_dicomweb_url("images/dicomweb.dcm")
+    with pytest.raises(ValueError, match="credentials in the URL are refused"):
+        parse_dicomweb_url("dicomweb://user:hunter2@h:8042/dicom-web")
+    with pytest.raises(ValueError, match="needs study=UID"):
+        parse_dicomweb_url("dicomweb://h/dicom-web?series=1.2")
+    with pytest.raises(ValueError, match="not a DICOM UID"):
+        parse_dicomweb_url("dicomweb://h/dicom-web?study=../../etc")
+    with pytest.raises(ValueError, match="unknown query key 'studdy'"):
+        parse_dicomweb_url("dicomweb://h/dicom-web?studdy=1.2")
+    with pytest.raises(ValueError, match="expected dicomweb://HOST:PORT/PATH"):
+        parse_dicomweb_url("ftp://h/dicom-web")
+
+
+def test_fetch_by_study_and_by_series_gives_the_stored_files(orthanc, study, credentials, tmp_path):  # noqa: F811
+    source = {name: pydicom.dcmread(path) for name, path in study.items()}
+    a1 = source["a1"]
+    cache = tmp_path / "cache"
+    files = Dicomweb(location(orthanc, study=a1.StudyInstanceUID)).fetch(cache)
+    assert len(files) == 3
+    by_sop = {pydicom.dcmread(f).SOPInstanceUID: f for f in files}
+    for name in ("a1", "a2", "b1"):
+        ds = source[name]
+        path = by_sop[ds.SOPInstanceUID]
+        assert (
+            path == cache / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        )
+        assert path.read_bytes() == study[name].read_bytes()  # as stored, not transcoded
+    # one series of the study; a rerun fetches nothing again (the files are not rewritten)
+    before = {f: f.stat().st_mtime_ns for f in files}
+    series = Dicomweb(
+        location(orthanc, study=a1.StudyInstanceUID, series=a1.SeriesInstanceUID)
+    ).fetch(cache)
+    assert sorted(series) == sorted(by_sop[source[n].SOPInstanceUID] for n in ("a1", "a2"))
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    assert not list(cache.rglob(".*.tmp"))
+
+
+def test_stow_then_qido_finds_what_was_stored(orthanc, study, credentials):  # noqa: F811
+    a1 = pydicom.dcmread(study["a1"])
+    new_series = generate_uid()
+    copies = []
+    for number in (1, 2):
+        ds = pydicom.dcmread(study["a1"])
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = new_series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.Modality, ds.SOPClassUID = "CR", pydicom.uid.ComputedRadiographyImageStorage
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.InstanceNumber = number
+        copies.append(ds)
+    web = Dicomweb(location(orthanc))
+    assert web.store(copies) == [ds.SOPInstanceUID for ds in copies]
+    found = web.search(study=a1.StudyInstanceUID, series=new_series)
+    assert sorted(ds.SOPInstanceUID for ds in found) == sorted(ds.SOPInstanceUID for ds in copies)
+    # and Orthanc itself (its REST API, not DICOMweb) has them, as CR
+    stored = {t["SOPInstanceUID"] for t in orthanc.instances(SeriesInstanceUID=new_series)}
+    assert stored == {ds.SOPInstanceUID for ds in copies}
+
+
+def test_wrong_password_is_a_clear_401_and_never_shown_or_logged(
+    orthanc,  # noqa: F811
+    study,
+    tmp_path,
+    monkeypatch,
+    caplog,
+):
+    wrong = "not-the-password-1234"
+    monkeypatch.setenv("PYLON_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("PYLON_DICOMWEB_PASSWORD", wrong)
+    a1 = pydicom.dcmread(study["a1"])
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DicomwebError) as raised:
+        Dicomweb(location(orthanc, study=a1.StudyInstanceUID)).fetch(tmp_path / "cache")
+    assert raised.value.status == 401
+    assert "rejected the credentials (401): set PYLON_DICOMWEB_USER/PYLON_DICOMWEB_PASSWORD or a " \
+        "netrc entry for 127.0.0.1" in str(raised.value)  # fmt: skip
+    assert not (tmp_path / "cache").exists()
+    # the right password, logged at DEBUG by every library: still never in the log
+    monkeypatch.setenv("PYLON_DICOMWEB_PASSWORD", orthanc.password)
+    Dicomweb(location(orthanc, study=a1.StudyInstanceUID)).fetch(tmp_path / "cache")
+    assert caplog.text and wrong not in caplog.text and orthanc.password not in caplog.text
+    assert wrong not in str(raised.value)
+
+
+def test_netrc_credentials_for_the_host(orthanc, study, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("PYLON_DICOMWEB_USER", raising=False)
+    monkeypatch.delenv("PYLON_DICOMWEB_PASSWORD", raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1\nlogin {orthanc.user}\npassword {orthanc.password}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    a1 = pydicom.dcmread(study["a1"])
+    files = Dicomweb(location(orthanc, study=a1.StudyInstanceUID, series=a1.SeriesInstanceUID))
+    assert len(files.fetch(tmp_path / "cache")) == 2
+    netrc.write_text("machine elsewhere.example.org\nlogin x\npassword y\n")
+    with pytest.raises(DicomwebError, match=r"\(401\).*used: no PYLON_DICOMWEB_USER set"):
+        Dicomweb(location(orthanc)).search(study=a1.StudyInstanceUID)
+    monkeypatch.setenv("PYLON_DICOMWEB_USER", "only-the-user")
+    with pytest.raises(ValueError, match="PYLON_DICOMWEB_PASSWORD is not set"):
+        credentials_session()
+
+
+def test_wrong_path_is_a_clear_404(orthanc, credentials):  # noqa: F811
+    wrong = orthanc.url.replace("http://", "dicomweb://") + "/not-dicom-web"
+    with pytest.raises(DicomwebError, match=r"not found \(404\).*check the service root"):
+        Dicomweb(wrong, retries=0).search(study="1.2.3")
+
+
+def test_unreachable_is_retried_with_backoff_then_a_clear_error(credentials, tmp_path):
+    port = free_port()  # nothing listens there
+    waits = []
+    web = Dicomweb(
+        f"dicomweb://127.0.0.1:{port}/dicom-web?study=1.2.3",
+        retries=3,
+        backoff=0.05,
+        on_retry=lambda attempt, wait, reason: waits.append((attempt, wait, reason)),
+    )
+    with pytest.raises(DicomwebError, match=rf"cannot reach http://127.0.0.1:{port}/dicom-web .*"
+                       r"Connection refused; gave up after 4 attempt"):  # fmt: skip
+        web.fetch(tmp_path / "cache")
+    assert waits == [(1, 0.05, "Connection refused"), (2, 0.1, "Connection refused"),
+                     (3, 0.2, "Connection refused")]  # fmt: skip
+
+
+def test_store_waits_for_a_server_that_comes_back(orthanc, study, credentials):  # noqa: F811
+    ds = pydicom.dcmread(study["b1"])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    orthanc.stop()
+    restarted = threading.Timer(1.0, orthanc.start)
+    retried = []
+    try:
+        restarted.start()
+        web = Dicomweb(location(orthanc), retries=8, backoff=0.25,
+                       on_retry=lambda *args: retried.append(args))  # fmt: skip
+        assert web.store([ds]) == [ds.SOPInstanceUID]
+    finally:
+        restarted.join()
+        if orthanc.process is None:
+            orthanc.start()
+    assert retried  # it was down when the store began
+    assert orthanc.instances(SOPInstanceUID=ds.SOPInstanceUID)
