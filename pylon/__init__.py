@@ -14,6 +14,10 @@ def __getattr__(name: str):
         from pylon.inference import Predictor
 
         return Predictor
+    if name == "from_pretrained":
+        from pylon.models.folder import from_pretrained
+
+        return from_pretrained
     raise AttributeError(f"module 'pylon' has no attribute {name!r}")
 
 
@@ -23,6 +27,7 @@ __all__ = [
     "__version__",
     "create_model",
     "freeze_encoder",
+    "from_pretrained",
     "list_models",
     "load_weights",
     "save_weights",

@@ -30,6 +30,7 @@ from pylon.inference.inputs import (
     load_input,
 )
 from pylon.inference.result import Failure, Prediction, peaks_in_original
+from pylon.models.folder import weights_file
 from pylon.models.precision import resolve_execution
 from pylon.models.registry import create_model_from_config
 from pylon.models.weights import MODEL_METADATA_KEY, load_weights, read_weights_metadata
@@ -149,7 +150,8 @@ def check_class_choice(
 
 
 class Predictor:
-    """Rebuilds a trained model from its weights file alone and predicts on images or files.
+    """Rebuilds a trained model from its weights file alone (or a model folder written by
+    ``pylon export-model``) and predicts on images or files.
 
     ``threshold``: classes whose probability reaches it are ``selected`` (overlays are drawn for
     them); ``classes`` replaces that choice by a fixed list. ``precision`` follows the one policy,
@@ -186,7 +188,7 @@ class Predictor:
         if png16 not in PNG16:
             raise ValueError(f"png16 {png16!r}: expected one of {', '.join(PNG16)}")
         self.png16 = png16
-        path = Path(weights_path)
+        path = weights_file(weights_path)  # a model folder: its checked model.safetensors
         metadata = read_weights_metadata(path)
         if metadata["model"] is None:
             raise ValueError(
