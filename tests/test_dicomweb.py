@@ -5,13 +5,19 @@ server is down, clear errors for 401/404/unreachable, and the password never in 
 import logging
 import threading
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import torch
+import torch.nn.functional as F
 from dicom_files import write_dx
 from orthanc import free_port, orthanc  # noqa: F401
 from pydicom.uid import generate_uid
+from torch import nn
 
+from pylon import create_model, save_weights
+from pylon.clinical.codes import finding_code
 from pylon.clinical.dicomweb import (
     Dicomweb,
     DicomwebError,
@@ -19,6 +25,8 @@ from pylon.clinical.dicomweb import (
     is_dicomweb_url,
     parse_dicomweb_url,
 )
+from pylon.inference import Predictor
+from pylon.models import ModelOutput, register_model
 
 
 def location(server, **query):
@@ -208,3 +216,123 @@ def test_store_waits_for_a_server_that_comes_back(orthanc, study, credentials): 
             orthanc.start()
     assert retried  # it was down when the store began
     assert orthanc.instances(SOPInstanceUID=ds.SOPInstanceUID)
+
+
+# --- predict's glue, through the API: fetch the inputs, predict, store the findings, read back ---
+
+SIZE = 64
+FINDING, ABSENT = "Nodule", "Hernia"  # a SNOMED-coded class and one the model never finds
+
+
+@register_model("_test_brightness_cam_dicomweb")
+class BrightnessCam(nn.Module):
+    """Class 0's CAM is the 4x4 average-pooled input (it peaks on the brightest square); class 1's
+    is a constant -4 (probability sigmoid(-4), never reported at 0.5)."""
+
+    def __init__(self, encoder="none", in_channels=1, num_classes=2, encoder_weights=None):
+        super().__init__()
+        self.head = nn.Conv2d(in_channels, num_classes, 1)
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.weight[0] = 1.0
+            self.head.bias.copy_(torch.tensor([0.0, -4.0]))
+
+    def forward(self, x):
+        cam = self.head(F.avg_pool2d(x, 4))
+        return ModelOutput(cam.amax(dim=(2, 3)), cam)
+
+
+@pytest.fixture
+def weights(tmp_path):
+    path = tmp_path / "brightness.safetensors"
+    model = create_model("_test_brightness_cam_dicomweb", num_classes=2)
+    data = {"class_names": [FINDING, ABSENT], "size": SIZE, "in_channels": 1,
+            "mean": [0.5], "std": [0.25]}  # fmt: skip
+    save_weights(model, path, metadata={"pylon_data": data})
+    return path
+
+
+# (x0, y0) of each image's bright 24-pixel square in a 128 x 96 (rows x columns) DX
+SQUARES = {"left": (10, 70), "right": (60, 20)}
+SIDE = 24
+
+
+def bright_square_dx(path, x0, y0, **attributes):
+    pixels = np.full((128, 96), 300, dtype=np.uint16)
+    pixels[y0 : y0 + SIDE, x0 : x0 + SIDE] = 3800
+    return write_dx(path, pixels, **attributes)
+
+
+@pytest.fixture
+def square_study(orthanc, tmp_path):  # noqa: F811
+    """Two DX images of one series, each with a bright square where SQUARES says; uploaded."""
+    study_uid, series_uid = generate_uid(), generate_uid()
+    files = {}
+    for number, (name, (x0, y0)) in enumerate(SQUARES.items(), start=1):
+        uids = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
+        files[name] = bright_square_dx(
+            tmp_path / f"{name}.dcm", x0, y0, InstanceNumber=number, **uids
+        )
+        orthanc.upload(files[name])
+    return {name: pydicom.dcmread(path) for name, path in files.items()}
+
+
+def check_findings_srs(server, square_study, folder, records=None):
+    """The SRs on ``server`` for ``square_study``'s images (found by QIDO, modality SR, retrieved
+    by WADO-RS into ``folder``, read with highdicom) reference their image and report the finding
+    inside its square, with the probability of ``records`` (image SOP UID -> prediction record)
+    if given."""
+    study_uid = square_study["left"].StudyInstanceUID
+    files = Dicomweb(location(server, study=study_uid, Modality="SR")).fetch(folder)
+    assert len(files) == len(square_study)
+    by_image = {}
+    for path in files:
+        sr = hd.sr.srread(path)
+        by_image[sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+                 .ReferencedSOPSequence[0].ReferencedSOPInstanceUID] = sr  # fmt: skip
+    assert set(by_image) == {ds.SOPInstanceUID for ds in square_study.values()}
+    for name, source in square_study.items():
+        sr = by_image[source.SOPInstanceUID]
+        assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.PatientID == "PYLON-TEST-1"
+        groups = sr.content.get_planar_roi_measurement_groups()
+        assert {g.finding_type for g in groups} == {finding_code(FINDING)}  # not ABSENT
+        (peak,) = [g for g in groups if g.roi.graphic_type.value == "POINT"]
+        (image,) = peak.roi.ContentSequence  # the IMAGE the SCOORD is selected from
+        assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        (column, row), (x0, y0) = peak.roi.value[0], SQUARES[name]
+        assert x0 <= column <= x0 + SIDE and y0 <= row <= y0 + SIDE
+        (probability,) = peak.get_measurements()
+        assert probability.value == pytest.approx(1 / (1 + np.exp(-2.0)), abs=0.05)  # (1-.5)/.25
+        if records is not None:
+            assert probability.value == pytest.approx(
+                records[source.SOPInstanceUID]["probabilities"][FINDING], abs=1e-6)  # fmt: skip
+
+
+def test_fetch_predict_and_store_the_findings_through_the_api(
+    orthanc,  # noqa: F811
+    square_study,
+    credentials,
+    weights,
+    tmp_path,  # noqa: F811
+):
+    from pylon.clinical.dicomweb import DicomwebSink, fetch_inputs
+    from pylon.clinical.predict_dicom import FindingsWriter
+
+    study_uid = square_study["left"].StudyInstanceUID
+    paths = fetch_inputs([location(orthanc, study=study_uid)], tmp_path / "cache")
+    assert len(paths) == 2
+    writer = FindingsWriter(DicomwebSink(location(orthanc)), kinds=("sr",), threshold=0.5)
+    predictor = Predictor(weights, threshold=0.5, precision="fp32")
+    records = {}
+    for result in predictor.iter_predict(paths):
+        written = writer.write(result)
+        assert [(r["kind"], r["url"]) for r in written] == [("sr", orthanc.dicomweb_url)]
+        records[pydicom.dcmread(result.path).SOPInstanceUID] = result.to_dict()
+    check_findings_srs(orthanc, square_study, tmp_path / "srs", records)
+
+
+def test_a_destination_with_a_study_is_refused(orthanc, credentials):  # noqa: F811
+    from pylon.clinical.dicomweb import DicomwebSink
+
+    with pytest.raises(ValueError, match="a destination takes no study"):
+        DicomwebSink(location(orthanc, study="1.2.3"))

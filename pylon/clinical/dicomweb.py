@@ -46,7 +46,10 @@ class DicomwebError(ConnectionError):
 
     Attributes:
         status: the HTTP status, or None where there was no answer.
+        exit_code: 1 on the command line (a machine problem, not a wrong command line).
     """
+
+    exit_code = 1
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
@@ -302,6 +305,15 @@ class Dicomweb:
                 )  # fmt: skip
             time.sleep(wait)
 
+    def check(self) -> None:
+        """One small authenticated request (a study search, limit 1): the server answers and
+        takes the credentials, before any work is done.
+
+        Raises:
+            DicomwebError: unreachable after the retries, 401, 403, 404, ...
+        """
+        self._call("a check (QIDO-RS)", self.client.search_for_studies, limit=1)
+
     def search(
         self, *, study: str | None = None, series: str | None = None, **filters: str
     ) -> list:
@@ -411,3 +423,99 @@ class Dicomweb:
                 + (f": failed {', '.join(failed)}" if failed else f": {', '.join(missing)}")
             )
         return [str(ds.SOPInstanceUID) for ds in datasets]
+
+
+def fetch_inputs(
+    inputs: Sequence[str | os.PathLike], cache: str | os.PathLike, **client
+) -> list[Path]:
+    """``pylon predict``'s inputs with each ``dicomweb[s]://`` location replaced by the files
+    it selects, retrieved into ``cache/<study>/<series>/<sop>.dcm`` (:meth:`Dicomweb.fetch`:
+    atomic, what is already there is not fetched again); other inputs are kept as paths.
+
+    Args:
+        inputs: files, folders and locations, in the command's order.
+        cache: the folder retrieved files go into (``pylon predict``: ``OUT/dicomweb``).
+        client: options of :class:`Dicomweb` (``retries``, ``backoff``, ``timeout``).
+
+    Returns:
+        The paths, in order.
+
+    Raises:
+        ValueError: a malformed location, or one that selects nothing.
+        DicomwebError: a server that fails (after the retries), refuses the credentials or
+            matches no instance.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        if is_dicomweb_url(item):
+            paths += Dicomweb(parse_dicomweb_url(item, what="input"), **client).fetch(cache)
+        else:
+            paths.append(Path(item))
+    return paths
+
+
+class DicomwebSink:
+    """A :class:`pylon.clinical.sink.DicomSink` that stores each image's objects on a DICOMweb
+    server with STOW-RS (``pylon predict --dicom-out dicomweb://...``).
+
+    Each image's objects go in one request, retried like every request; the records name the
+    server (``url``) instead of a file. A run killed between storing an image's objects and
+    appending its record stores them again when it resumes (new SOP instance UIDs: the server
+    then holds both; the records list the ones of the final run).
+
+    Args:
+        location: the service (``dicomweb[s]://HOST:PORT/PATH``, no study or filter).
+        check: make one request now (:meth:`Dicomweb.check`), so that bad credentials or an
+            unreachable server stop the command before any prediction.
+        client: options of :class:`Dicomweb` (``retries``, ``backoff``, ``timeout``).
+
+    Raises:
+        ValueError: a malformed location, or one that selects a study/series (``--dicom-out``).
+        DicomwebError: ``check`` failed.
+    """
+
+    def __init__(self, location: DicomwebLocation | str, *, check: bool = True, **client):
+        if not isinstance(location, DicomwebLocation):
+            location = parse_dicomweb_url(location, what="--dicom-out")
+        if location.selects:
+            raise ValueError(
+                f"--dicom-out {location}: a destination takes no study, series or filter (the "
+                "objects go into their source's study)"
+            )
+        self.location = location
+        self.web = Dicomweb(location, **client)
+        if check:
+            self.web.check()
+
+    @property
+    def setting(self) -> str:
+        return self.location.url
+
+    @property
+    def local_folders(self) -> list[Path]:
+        return []
+
+    def write(self, objects: Sequence, stem: str) -> list[dict]:
+        """STOW-RS the objects of one image (``stem`` is not used: the server files them by
+        their UIDs).
+
+        Returns:
+            One record per object: ``kind``, ``class``, ``url``, ``sop_class_uid``,
+            ``sop_instance_uid``, ``series_instance_uid``, ``study_instance_uid``.
+        """
+        self.web.store([obj.dataset for obj in objects])
+        return [
+            {
+                "kind": obj.kind,
+                "class": obj.class_name,
+                "url": self.location.url,
+                "sop_class_uid": str(obj.dataset.SOPClassUID),
+                "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
+                "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
+                "study_instance_uid": str(obj.dataset.StudyInstanceUID),
+            }
+            for obj in objects
+        ]
+
+    def discard(self, stem: str) -> None:
+        """Nothing to do: objects on the server are not removed (see the class notes)."""

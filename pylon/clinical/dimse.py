@@ -31,7 +31,9 @@ _PEER = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:@\[\]]+):(?P<po
 
 class PeerError(ConnectionError):
     """A DICOM peer could not be reached, refused the association, did not answer in time or
-    aborted; the message names the peer and what happened."""
+    aborted; the message names the peer and what happened (exit 1 on the command line)."""
+
+    exit_code = 1
 
 
 class StoreRefused(PeerError):
