@@ -17,6 +17,7 @@ from typing import TextIO
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -143,8 +144,16 @@ def build_model(
 
 
 def is_rank_zero_process() -> bool:
+    if SLURMEnvironment.detect():  # srun started every rank: Lightning's SLURM environment
+        return SLURMEnvironment().global_rank() == 0
     # Lightning's DDP launcher re-runs the command in child processes with these set.
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def cluster_plugins() -> list[SLURMEnvironment]:
+    """Under SLURM, Lightning's SLURM environment (ranks, nodes) with its auto-requeue off: the
+    sweep's submitit job owns the preemption signal and requeues (docs/training.md)."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def _comparable(config: TrainConfig) -> dict:
@@ -414,7 +423,8 @@ def _fit(config: TrainConfig, paths: RunPaths, fingerprint: str) -> None:
             AtomicCheckpointIO(
                 fingerprint,
                 {k: tuple(v.shape) for k, v in module.state_dict().items()},
-            )
+            ),
+            *cluster_plugins(),
         ],
         enable_checkpointing=False,
         enable_progress_bar=any(isinstance(c, RichProgressBar) for c in progress),

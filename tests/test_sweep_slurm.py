@@ -1,0 +1,272 @@
+"""``sweep --launcher slurm`` through submitit: real jobs on submitit's local executor (a sweep end
+to end, and a USR2 preemption that requeues a run which then ends with the weights of an
+uninterrupted one), and the sbatch scripts of a GPU array read back from a fake ``sbatch``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from pylon.cli.main import app
+from pylon.evaluation.cluster import SlurmOptions, read_job_record, submit_sweep
+from pylon.training.runs import RunPaths
+
+runner = CliRunner()
+
+# synthetic-cam made tiny: 4 epochs of 4 steps at 64 px
+TINY = [
+    "experiment=tiny",
+    "max_epochs=4",
+    "progress=false",
+    "precision=fp32",
+    "data.size=64",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    'data.split_options={"train": {"num_images": 8}, "val": {"num_images": 2}}',
+]
+
+
+def _wait(condition, what: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def local_sweeps(tmp_path_factory):
+    """A 2-run sweep (seeds 0, 1) and the same seed 0 in another runs folder, whose job gets
+    SIGUSR2 once its first epoch's last.ckpt exists; all run as subprocesses at once."""
+    tmp = tmp_path_factory.mktemp("local")
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the jobs inherit it: the same kernels in each
+    try:
+        options = SlurmOptions(gpus_per_run=0, time_min=30)
+        kwargs = dict(options=options, overrides=TINY, evaluate=False, cluster="local")
+        whole = submit_sweep(["synthetic-cam"], [0, 1], runs_dir=tmp / "whole", **kwargs)
+        signalled = submit_sweep(["synthetic-cam"], [0], runs_dir=tmp / "signalled", **kwargs)
+    finally:
+        os.environ.pop("OMP_NUM_THREADS") if old is None else os.environ.update(OMP_NUM_THREADS=old)
+    run = RunPaths.of(tmp / "signalled", "tiny", 0)
+    _wait(lambda: run.last.is_file(), "the first epoch's last.ckpt")
+    epoch = torch.load(run.last, weights_only=True)["epoch"]
+    assert epoch < 3 and not run.is_done(), "the signal must land before the last epoch"
+    # the lock file names the process training the run: submitit's job process
+    pid = json.loads((run.root / ".pylon.lock").read_text())["pid"]
+    os.kill(pid, signal.SIGUSR2)
+    runs = [RunPaths.of(tmp / "whole", "tiny", s) for s in (0, 1)] + [run]
+    _wait(lambda: all(r.is_done() for r in runs), "the three runs to finish", timeout=400)
+    return {"whole": whole, "signalled": signalled, "tmp": tmp, "run": run, "pid": pid}
+
+
+@pytest.mark.slow
+def test_local_executor_runs_a_two_run_sweep_as_subprocesses(local_sweeps):
+    rows = local_sweeps["whole"]
+    assert [(r["seed"], r["status"]) for r in rows] == [(0, "submitted"), (1, "submitted")]
+    for seed in (0, 1):
+        run = RunPaths.of(local_sweeps["tmp"] / "whole", "tiny", seed)
+        assert run.is_done() and run.best.is_file()
+        assert set(load_file(run.best)), "best weights hold tensors"
+        record = read_job_record(run)
+        assert record["job_id"] == rows[seed]["job"] and record["job_id"] != str(os.getpid())
+        # the job's logs are linked in the run folder
+        assert "Job completed successfully" in (run.root / "slurm" / "log.out").read_text()
+    # submitting again skips the finished runs
+    again = submit_sweep(
+        ["synthetic-cam"], [0, 1], options=SlurmOptions(gpus_per_run=0), overrides=TINY,
+        runs_dir=local_sweeps["tmp"] / "whole", evaluate=False, cluster="local",
+    )  # fmt: skip
+    assert [r["status"] for r in again] == ["skipped (finished)"] * 2
+
+
+@pytest.mark.slow
+def test_sigusr2_requeues_the_run_which_ends_as_an_uninterrupted_one(local_sweeps):
+    run = local_sweeps["run"]
+    out = (run.root / "slurm" / "log.out").read_text()
+    err = (run.root / "slurm" / "log.err").read_text()
+    assert "Caught signal SIGUSR2" in out and "Calling checkpoint method" in out, out[-3000:]
+    assert "Requeued job" in out and "Job completed successfully" in out, out[-3000:]
+    assert "Restored all states from the checkpoint" in err, err[-3000:]
+    reference = RunPaths.of(local_sweeps["tmp"] / "whole", "tiny", 0)
+    a, b = load_file(reference.best), load_file(run.best)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    a = torch.load(reference.last, weights_only=True)["state_dict"]
+    b = torch.load(run.last, weights_only=True)["state_dict"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ref_summary = json.loads((reference.root / "train_summary.json").read_text())
+    summary = json.loads((run.root / "train_summary.json").read_text())
+    for key in ("best_val_loss", "best_epoch", "epochs", "global_step"):
+        assert summary[key] == ref_summary[key], key
+
+
+FAKE_SBATCH = """#!/bin/sh
+n=$(cat "$FAKE_SLURM/count" 2>/dev/null || echo 1233)
+n=$((n+1)); echo $n > "$FAKE_SLURM/count"
+echo "$@" > "$FAKE_SLURM/args_$n"
+cp "$1" "$FAKE_SLURM/script_$n"
+echo "Submitted batch job $n"
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """``sbatch`` that records each script and answers job ids 1234, 1235, ...; ``srun``."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "sbatch"
+    bin_dir.mkdir()
+    record.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM", str(record))
+    monkeypatch.chdir(tmp_path)  # the transfer presets read runs/nih256-<model>/<seed>/...
+    return record
+
+
+def _options(script: str) -> dict[str, str]:
+    lines = [line.removeprefix("#SBATCH --") for line in script.splitlines()]
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line[0] == "#")
+
+
+def test_sbatch_script_of_a_gpu_array_option_by_option(fake_slurm, tmp_path):
+    # seed 1 of the NIH run is finished and evaluated: skipped, and its transfer run needs no
+    # dependency; seed 0's transfer run waits for seed 0's job
+    done = tmp_path / "runs" / "nih256-pylon" / "1"
+    (done / "checkpoints").mkdir(parents=True)
+    (done / "checkpoints" / "best.safetensors").write_bytes(b"")
+    (done / "DONE").write_text("finished")
+    time.sleep(0.01)
+    (done / "eval_auc.csv").write_text("metric,value\nauroc_macro,0.5\n")  # newer: not stale
+    args = [
+        "sweep", "nih256-pylon", "vindr-pylon-transfer", "--seeds", "0-1",
+        "--launcher", "slurm", "--partition", "gpu", "--gpus-per-run", "2",
+        "--cpus-per-run", "8", "--mem", "32", "--time", "120", "--account", "lab",
+        "--qos", "high", "--array-parallelism", "1", "--slurm-option", "constraint=a100",
+        "--slurm-option", "mail-type=END",
+    ]  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in fake_slurm.glob("script_*")) == ["script_1234", "script_1235"]
+    array = (fake_slurm / "script_1234").read_text()
+    options = _options(array)
+    expected = {
+        "partition": "gpu",
+        "gpus-per-node": "2",
+        "ntasks-per-node": "2",  # one task per GPU: Lightning's SLURM environment runs DDP
+        "nodes": "1",
+        "cpus-per-task": "8",
+        "mem": "32GB",
+        "time": "120",
+        "account": "lab",
+        "qos": "high",
+        "array": "0-1%1",  # nih256-pylon/0 and vindr-pylon-transfer/1
+        "constraint": "a100",
+        "mail-type": "END",
+        "signal": "USR2@90",  # submitit's preemption and time-limit signal
+        "open-mode": "append",
+    }
+    for key, value in expected.items():
+        assert options.get(key) == value, (key, array)
+    assert "dependency" not in options
+    assert options["output"] == str(tmp_path / "runs" / ".submitit" / "%A_%a_0_log.out")
+    assert "srun --unbuffered" in array and "submitit.core._submit" in array
+
+    single = _options((fake_slurm / "script_1235").read_text())
+    assert single["dependency"] == "afterok:1234_0"
+    for key in ("partition", "gpus-per-node", "cpus-per-task", "mem", "time", "constraint"):
+        assert single[key] == expected[key], key
+    assert "array" not in single
+
+    records = {
+        (exp, seed): read_job_record(RunPaths.of(tmp_path / "runs", exp, seed))
+        for exp, seed in [("nih256-pylon", 0), ("vindr-pylon-transfer", 0)]
+    }
+    records[("vindr-pylon-transfer", 1)] = read_job_record(
+        RunPaths.of(tmp_path / "runs", "vindr-pylon-transfer", 1)
+    )
+    assert records[("nih256-pylon", 0)]["job_id"] == "1234_0"
+    assert records[("vindr-pylon-transfer", 1)]["job_id"] == "1234_1"
+    assert records[("vindr-pylon-transfer", 0)]["job_id"] == "1235"
+    assert records[("vindr-pylon-transfer", 0)]["after"] == "1234_0"
+    assert not (tmp_path / "runs" / "nih256-pylon" / "1" / "slurm").exists()  # skipped
+    log = tmp_path / "runs" / "nih256-pylon" / "0" / "slurm" / "log.out"
+    assert os.readlink(log) == str(tmp_path / "runs" / ".submitit" / "1234_0_0_log.out")
+
+
+def test_the_job_of_a_gpu_run_trains_on_its_gpus_with_lightnings_slurm_environment(
+    fake_slurm, tmp_path
+):
+    # the pickled job (what srun runs) asks for the GPUs of its allocation, one DDP rank each
+    import cloudpickle
+
+    submit_sweep(
+        ["nih256-pylon"], [0], options=SlurmOptions(gpus_per_run=4, nodes_per_run=2),
+        runs_dir="runs", evaluate=False,
+    )  # fmt: skip
+    with open(tmp_path / "runs" / ".submitit" / "1234_submitted.pkl", "rb") as handle:
+        job = cloudpickle.load(handle).function  # written by this test: trusted
+    assert (job.config.accelerator, job.config.devices) == ("gpu", "4")
+    assert (job.config.num_nodes, job.config.strategy) == (2, "ddp")
+    script = _options((fake_slurm / "script_1234").read_text())
+    assert (script["nodes"], script["ntasks-per-node"], script["gpus-per-node"]) == ("2", "4", "4")
+
+
+def test_a_second_sweep_skips_runs_whose_job_is_still_queued(fake_slurm, tmp_path):
+    submit_sweep(["synthetic-cam"], [0, 1], options=SlurmOptions(), runs_dir="runs")
+    squeue = Path(os.environ["PATH"].split(os.pathsep)[0]) / "squeue"
+    squeue.write_text("#!/bin/sh\necho '1234_0|PENDING'\necho '1234_1|RUNNING'\n")
+    squeue.chmod(0o755)
+    rows = submit_sweep(["synthetic-cam"], [0, 1], options=SlurmOptions(), runs_dir="runs")
+    assert [r["status"] for r in rows] == [
+        "skipped (job 1234_0 is PENDING)",
+        "skipped (job 1234_1 is RUNNING)",
+    ]
+    assert not (fake_slurm / "script_1235").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("constraint", "expected KEY=VALUE"),
+        ("=a100", "expected KEY=VALUE"),
+        ("constraint=", "expected KEY=VALUE"),
+        ("array=0-3", "use --array-parallelism"),
+        ("time=10", "use --time"),
+    ],
+)
+def test_a_bad_slurm_option_exits_2_naming_it(fake_slurm, option, message):
+    args = ["sweep", "synthetic-cam", "--launcher", "slurm", "--slurm-option", option]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert message in result.output and repr(option) in result.output
+    assert not (fake_slurm / "count").exists()  # nothing submitted
+
+
+def test_slurm_options_without_launcher_slurm_exit_2(tmp_path):
+    args = ["sweep", "synthetic-cam", "--partition", "gpu", "--runs-dir", str(tmp_path)]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "--partition need --launcher slurm" in result.output
+
+
+def test_without_submitit_launcher_slurm_says_which_extra_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    args = ["sweep", "synthetic-cam", "--launcher", "slurm", "--runs-dir", str(tmp_path)]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: --launcher slurm needs submitit: pip install 'pylon-localization[cluster]'"
+    )
+    assert not any(tmp_path.iterdir())
