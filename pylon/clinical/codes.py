@@ -106,3 +106,5 @@ IMAGING_PROCEDURE = codes.SCT.ImagingProcedure
 ABNORMAL_STRUCTURE = codes.SCT.MorphologicallyAbnormalStructure
 DEVICE = codes.DCM.Device
 ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence
+CAD_SUMMARY = codes.DCM.CADProcessingAndFindingsSummary
+NO_FINDINGS = codes.DCM.AllAlgorithmsSucceededWithoutFindings

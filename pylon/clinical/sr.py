@@ -4,7 +4,8 @@ Per reported class with a region, one Planar ROI group (TID 1410): the finding t
 :mod:`pylon.clinical.codes`), the region (the box of the heatmap thresholded at ``threshold``:
 :func:`finding_box`) as a closed POLYLINE, and the probability (DCM Probability, unit "1"), which
 is inferred from the heatmap's peak: a POINT in the measurement's coordinates. A reported class
-without a region gets an image-level group (TID 1501) with its probability. Coordinates are the
+without a region gets an image-level group (TID 1501) with its probability; an SR without any
+reported class holds one image-level group saying "All algorithms succeeded; without findings". Coordinates are the
 source image's pixels as SCOORD wants them: (column, row) with (0, 0) the top-left corner of the
 first pixel, so pixel ``(x, y)``'s centre is ``(x + 0.5, y + 0.5)`` and a box of pixels
 ``x0..x1, y0..y1`` spans ``x0..x1 + 1, y0..y1 + 1``.
@@ -86,13 +87,14 @@ def algorithm(model_name: str, threshold: float) -> hd.sr.AlgorithmIdentificatio
 
 
 def observation_context(model_name: str) -> hd.sr.ObservationContext:
-    """A device observer: pylon (model name ``model_name``, version ``pylon.__version__``),
-    with a device UID that is the same for every report of that model."""
+    """A device observer named pylon, of model ``model_name``, with a device UID that is the same
+    for every report of that model (pylon's version is in each group's algorithm
+    identification and the SR's Software Versions)."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=["pylon", model_name]),
         name="pylon",
         manufacturer_name="pylon",
-        model_name=f"{model_name} (pylon {pylon.__version__})"[:64],
+        model_name=model_name[:64],
     )
     return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
@@ -168,10 +170,23 @@ def build_sr(
     """
     algorithm_id = algorithm(model_name, threshold)
     groups = [g for f in findings for g in _groups(f, source, algorithm_id)]
+    if not groups:
+        # nothing reported: the report says the algorithm ran and found nothing to report
+        groups = [
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=generate_uid(), identifier="no finding reported"
+                ),
+                algorithm_id=algorithm_id,
+                qualitative_evaluations=[
+                    hd.sr.QualitativeEvaluation(codes.CAD_SUMMARY, codes.NO_FINDINGS)
+                ],
+            )
+        ]
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(model_name),
         procedure_reported=codes.IMAGING_PROCEDURE,
-        imaging_measurements=groups or None,
+        imaging_measurements=groups,
     )
     private = any(codes.is_private(codes.finding_code(f.class_name)) for f in findings)
     sr = hd.sr.ComprehensiveSR(
