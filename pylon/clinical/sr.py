@@ -1,14 +1,15 @@
 """pylon's findings as a Comprehensive SR with a TID 1500 Measurement Report (highdicom).
 
-Per reported class with a region, one Planar ROI group (TID 1410): the finding type (a code of
-:mod:`pylon.clinical.codes`), the region (the box of the heatmap thresholded at ``threshold``:
-:func:`finding_box`) as a closed POLYLINE, and the probability (DCM Probability, unit "1"), which
-is inferred from the heatmap's peak: a POINT in the measurement's coordinates. A reported class
-without a region gets an image-level group (TID 1501) with its probability; an SR without any
-reported class holds one image-level group saying "All algorithms succeeded; without findings". Coordinates are the
-source image's pixels as SCOORD wants them: (column, row) with (0, 0) the top-left corner of the
-first pixel, so pixel ``(x, y)``'s centre is ``(x + 0.5, y + 0.5)`` and a box of pixels
-``x0..x1, y0..y1`` spans ``x0..x1 + 1, y0..y1 + 1``.
+Per reported class with a region, two Planar ROI groups (TID 1410 holds one Image Region per
+group), both with the finding type (a code of :mod:`pylon.clinical.codes`) and the probability
+(DCM Probability, unit "1"): one whose region is the box of the heatmap thresholded at
+``threshold`` (:func:`finding_box`) as a closed POLYLINE, and one whose region is the heatmap's
+peak as a POINT (tracking identifiers ``"<class> region"`` and ``"<class> peak"``). A reported
+class without a region gets an image-level group (TID 1501) with its probability; an SR without
+any reported class holds one image-level group saying "All algorithms succeeded; without
+findings". Coordinates are the source image's pixels as SCOORD wants them: (column, row) with
+(0, 0) the top-left corner of the first pixel, so pixel ``(x, y)``'s centre is
+``(x + 0.5, y + 0.5)`` and a box of pixels ``x0..x1, y0..y1`` spans ``x0..x1 + 1, y0..y1 + 1``.
 """
 
 from __future__ import annotations
