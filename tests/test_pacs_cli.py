@@ -4,6 +4,7 @@ listening, a peer that never answers, and malformed peers: each one clear line."
 
 import json
 import socket
+import threading
 
 import numpy as np
 import pydicom
@@ -103,3 +104,53 @@ def test_a_peer_that_never_answers_times_out():
 )
 def test_malformed_command_lines_exit_2(args, expected):
     assert expected in one_error_line(pacs(*args), 2)
+
+
+# --- pylon.clinical.dimse.send_datasets, the C-STORE that pylon listen sends results with ---
+
+
+def dx_dataset(tmp_path, name, **attributes):
+    return pydicom.dcmread(write_dx(tmp_path / name, np.full((16, 16), 7), **attributes))
+
+
+def test_send_datasets_waits_for_a_destination_that_comes_back(orthanc, tmp_path):  # noqa: F811
+    from pylon.clinical.dimse import send_datasets
+
+    datasets = [dx_dataset(tmp_path, f"{k}.dcm") for k in range(3)]
+    peer = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
+    assert [s.status for s in send_datasets(datasets[:1], peer)] == [0x0000]
+    orthanc.stop()
+    restarted = threading.Timer(1.0, orthanc.start)
+    retried = []
+    try:
+        restarted.start()
+        sent = send_datasets(
+            datasets[1:], peer, retries=8, backoff=0.25, on_retry=lambda *a: retried.append(a)
+        )
+    finally:
+        restarted.join()
+        if orthanc.process is None:
+            orthanc.start()
+    assert [s.sop_instance_uid for s in sent] == [ds.SOPInstanceUID for ds in datasets[1:]]
+    assert retried and all("Connection refused" in str(error) for _, _, error in retried)
+    for ds in datasets:
+        assert len(orthanc.instances(SOPInstanceUID=ds.SOPInstanceUID)) == 1
+
+
+def test_send_datasets_does_not_retry_a_sop_class_the_destination_refuses(orthanc, tmp_path):  # noqa: F811
+    from pylon.clinical.dimse import StoreRefused, send_datasets
+
+    good = dx_dataset(tmp_path, "good.dcm")
+    odd = dx_dataset(tmp_path, "odd.dcm")
+    odd.SOPClassUID = odd.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.8.498.1"
+    peer = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
+    retried = []
+    with pytest.raises(
+        StoreRefused, match="does not accept the SOP class 1.2.826.0.1.3680043.8.498.1"
+    ) as raised:
+        send_datasets([good, odd], peer, on_retry=lambda *a: retried.append(a))
+    assert raised.value.sop_instance_uid == odd.SOPInstanceUID and not retried
+    assert orthanc.instances(SOPInstanceUID=good.SOPInstanceUID)  # the one before is stored
+    with pytest.raises(StoreRefused, match="accepts none of the SOP classes asked for"):
+        send_datasets([odd], peer, on_retry=lambda *a: retried.append(a))
+    assert not retried

@@ -36,15 +36,22 @@ class PeerError(ConnectionError):
     exit_code = 1
 
 
+class ContextsRefused(PeerError):
+    """The peer accepted the association but none of the SOP classes asked for (or not one
+    needed): asking again would give the same answer."""
+
+
 class StoreRefused(PeerError):
-    """The peer answered a C-STORE with a failure status: not worth retrying.
+    """The peer answered a C-STORE with a failure status, or does not take the object's SOP
+    class: not worth retrying.
 
     Attributes:
-        status: the DIMSE status (e.g. ``0xA900``).
+        status: the DIMSE status (e.g. ``0xA900``); None for a SOP class refused in the
+            association negotiation.
         sop_instance_uid: the refused object's SOP Instance UID.
     """
 
-    def __init__(self, message: str, status: int, sop_instance_uid: str):
+    def __init__(self, message: str, status: int | None, sop_instance_uid: str):
         super().__init__(message)
         self.status = status
         self.sop_instance_uid = sop_instance_uid
@@ -104,10 +111,22 @@ def _application_entity(calling_aet: str, timeout: float):
     return ae
 
 
+def _sop_class_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return uid if name == uid else f"{name} ({uid})"
+
+
 def _why_not_established(assoc, peer: Peer, calling_aet: str, timeout: float) -> str:
     """What went wrong with an association that was not established, in words."""
+    answer = getattr(assoc.acceptor, "primitive", None)
+    if answer is not None and answer.result == 0x00 and not assoc.accepted_contexts:
+        refused = sorted({_sop_class_name(cx.abstract_syntax) for cx in assoc.rejected_contexts})
+        raise ContextsRefused(
+            f"{peer} accepts none of the SOP classes asked for: {', '.join(refused)}"
+        )
     if assoc.is_rejected:
-        answer = getattr(assoc.acceptor, "primitive", None)
         reason = ""
         if answer is not None:
             reason = f": {answer.reason_str} ({answer.result_str}, source: {answer.source_str})"
@@ -151,6 +170,7 @@ def associate(
         The pynetdicom ``Association``.
 
     Raises:
+        ContextsRefused: the peer accepted none of ``contexts``.
         PeerError: not reachable, rejected, no answer in time, or aborted.
     """
     peer = parse_peer(peer)
@@ -343,8 +363,8 @@ def send_datasets(
         One :class:`Sent` per dataset, in order.
 
     Raises:
-        StoreRefused: the destination answered a failure status (not retried; the earlier
-            objects are stored).
+        StoreRefused: the destination answered a failure status or does not take a SOP class
+            (not retried; the earlier objects are stored).
         PeerError: still failing after the retries (the message says how many were stored).
         ValueError: a dataset without SOPClassUID/SOPInstanceUID, or too many SOP classes.
     """
@@ -360,9 +380,17 @@ def send_datasets(
             with associate(
                 destination, contexts, calling_aet=calling_aet, timeout=timeout
             ) as assoc:
+                accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
                 for ds in datasets[len(sent) :]:
-                    status = assoc.send_c_store(ds)
                     uid = str(ds.SOPInstanceUID)
+                    if str(ds.SOPClassUID) not in accepted:
+                        raise StoreRefused(
+                            f"{destination} does not accept the SOP class "
+                            f"{_sop_class_name(str(ds.SOPClassUID))} of {uid}",
+                            None,
+                            uid,
+                        )
+                    status = assoc.send_c_store(ds)
                     if not status:  # no answer: timed out or aborted, maybe not stored
                         raise PeerError(f"{destination} did not answer the C-STORE of {uid}")
                     if status.Status not in STORED:
@@ -378,6 +406,9 @@ def send_datasets(
                     attempt = 0  # progress: the next failure starts a fresh backoff
         except StoreRefused:
             raise
+        except ContextsRefused as err:
+            uid = str(datasets[len(sent)].SOPInstanceUID)
+            raise StoreRefused(f"{err} (storing {uid})", None, uid) from None
         except PeerError as err:
             if attempt >= retries:
                 raise PeerError(
