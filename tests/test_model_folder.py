@@ -25,7 +25,6 @@ from typer.testing import CliRunner
 import pylon
 from pylon.cli.main import app
 from pylon.data.preprocessing import Preprocessing
-from pylon.evaluation.evaluate import evaluate_run
 from pylon.models.weights import load_model
 from pylon.training.config import TrainConfig, apply_overrides
 from pylon.training.fit import train
@@ -55,7 +54,6 @@ def exported(tmp_path_factory):
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("folder")
     run_dir = train(apply_overrides(TrainConfig(), TINY), runs_dir=root / "runs")
-    evaluate_run(run_dir, progress=False)
     out = root / "model"
     result = CliRunner().invoke(app, ["export-model", str(run_dir), str(out)])
     assert result.exit_code == 0, result.output
