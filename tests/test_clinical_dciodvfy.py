@@ -1,7 +1,7 @@
 """Independent validation: dicom3tools' ``dciodvfy`` reports no Error on any object pylon writes
-(SR, SC, SEG) from DX, CR and CT sources, from a source lacking its type 2 attributes, and from a
-new study made for a PNG (with that generated source itself). Never skipped: ``make test``
-installs dicom3tools."""
+(SR, SC, SEG; and a CT's Parametric Map) from DX, CR and CT sources, from a source lacking its
+type 2 attributes, and from a new study made for a PNG (with that generated source itself).
+Never skipped: ``make test`` installs dicom3tools."""
 
 import shutil
 import subprocess
@@ -41,8 +41,11 @@ def test_objects_from_radiographs_validate(tmp_path, modality):
 
 
 def test_objects_from_a_ct_validate(tmp_path):
-    objects = findings_objects(ct_source(), known_prediction(128, 128), kinds=ALL_KINDS)
-    _check_all(write_objects(objects, tmp_path / "out", "ct"))
+    kinds = (*ALL_KINDS, "pmap")  # a CT has a frame of reference: the Parametric Map too
+    objects = findings_objects(ct_source(), known_prediction(128, 128), kinds=kinds)
+    records = write_objects(objects, tmp_path / "out", "ct")
+    assert sorted(r["kind"] for r in records) == ["pmap", "sc", "sc", "seg", "sr"]
+    _check_all(records)
 
 
 def test_objects_from_a_source_without_type2_attributes_validate(tmp_path):

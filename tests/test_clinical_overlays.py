@@ -107,3 +107,28 @@ def test_no_reported_class_writes_an_sr_only(tmp_path):
 def _saved(dataset, path):
     dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+def test_pmap_of_a_ct_holds_the_probability_maps(tmp_path):
+    source = ct_source()
+    prediction = known_prediction(128, 128)
+    (obj,) = findings_objects(source, prediction, kinds=("pmap",), report="all")
+    ds = pydicom.dcmread(_saved(obj.dataset, tmp_path / "pmap.dcm"))
+    assert ds.SOPClassUID == pydicom.uid.ParametricMapStorage
+    assert ds.StudyInstanceUID == source.StudyInstanceUID
+    assert ds.FrameOfReferenceUID == source.FrameOfReferenceUID
+    assert int(ds.NumberOfFrames) == 3
+    frames = ds.pixel_array
+    expected = torch.sigmoid(prediction.cam).numpy()
+    np.testing.assert_allclose(frames, expected, atol=1e-6)
+    explanations = [
+        f.RealWorldValueMappingSequence[0].LUTExplanation
+        for f in ds.PerFrameFunctionalGroupsSequence
+    ]
+    assert explanations == [f"probability of {c}" for c in prediction.class_names]
+
+
+@pytest.mark.parametrize("modality", ["DX", "CR"])
+def test_pmap_of_a_radiograph_is_refused_clearly(tmp_path, modality):
+    with pytest.raises(ValueError, match="frame of reference.*'seg'"):
+        findings_objects(dx_source(tmp_path, modality), known_prediction(), kinds=("sr", "pmap"))

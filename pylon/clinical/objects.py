@@ -25,8 +25,9 @@ from pylon.io import atomic_path
 if TYPE_CHECKING:
     from pylon.inference import Prediction
 
-# what findings_objects can write: SR (TID 1500), SC overlays, fractional SEG
-KINDS = ("sr", "sc", "seg")
+# what findings_objects can write: SR (TID 1500), SC overlays, fractional SEG, and a Parametric
+# Map for sources with a frame of reference (CT, MR; refused for DX/CR)
+KINDS = ("sr", "sc", "seg", "pmap")
 REPORTS = ("selected", "all")
 
 __all__ = [
@@ -45,8 +46,8 @@ class DicomObject:
     """One DICOM object written for an image.
 
     Attributes:
-        kind: ``"sr"``, ``"sc"``, ``"seg"`` or ``"source"`` (the generated source of a new
-            study, :func:`new_study_source`).
+        kind: ``"sr"``, ``"sc"``, ``"seg"``, ``"pmap"`` or ``"source"`` (the generated source
+            of a new study, :func:`new_study_source`).
         class_name: the finding a ``"sc"`` overlay shows; ``None`` for the others.
         dataset: the object.
     """
@@ -104,8 +105,9 @@ def findings_objects(
         prediction: its prediction (``original_size`` must be the source's Rows x Columns).
         kinds: what to write (:data:`KINDS`): ``"sr"`` one Comprehensive SR, ``"sc"`` one
             Secondary Capture per reported class, ``"seg"`` one fractional Segmentation with a
-            segment per reported class. An empty report writes an SR without findings and no
-            SC/SEG.
+            segment per reported class, ``"pmap"`` one Parametric Map of the probability maps
+            (only for sources with a frame of reference: CT, MR). An empty report writes an SR
+            saying so and no SC/SEG/PMAP.
         threshold: the heatmap threshold of the SR's regions (the connected component of
             ``heatmap >= threshold`` containing the peak); a class whose map is below it at its
             peak is an image-level finding in the SR.
@@ -113,17 +115,19 @@ def findings_objects(
         model_name: the model, recorded as the algorithm's model in every object.
 
     Returns:
-        The objects: the SR first, then the SCs in report order, then the SEG.
+        The objects: the SR first, then the SCs in report order, then the SEG, then the PMAP.
 
     Raises:
         ValueError: a source without UIDs or pixel data (naming what is missing), a prediction of
-            another size, or bad options.
+            another size, ``"pmap"`` for a source without a frame of reference, or bad options.
     """
     from pylon.clinical import overlays, sr
     from pylon.data.dicom import read_dicom_image
 
     kinds = _check(kinds, threshold, report)
     header = prepare_source(source)
+    if "pmap" in kinds:
+        overlays.check_pmap_source(header)
     size = (int(header.Rows), int(header.Columns))
     if tuple(prediction.original_size) != size:
         raise ValueError(
@@ -162,6 +166,9 @@ def findings_objects(
     if "seg" in kinds and classes:
         seg = overlays.build_seg(header, heatmaps, model_name=model_name)
         objects.append(DicomObject("seg", None, seg))
+    if "pmap" in kinds and classes:
+        pmap = overlays.build_pmap(header, heatmaps, model_name=model_name)
+        objects.append(DicomObject("pmap", None, pmap))
     return objects
 
 

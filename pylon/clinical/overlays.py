@@ -6,8 +6,9 @@ The Secondary Capture is the source image as read for display
 ``Rows x Columns``, with the class's heatmap blended over it in absolute probabilities and its
 peak ringed (:func:`pylon.evaluation.overlay.peak_overlay`, the overlay of ``pylon predict``),
 8-bit RGB. The Segmentation holds one FRACTIONAL (probability) segment per reported class at the
-source's size. A Parametric Map (:func:`build_pmap`) is offered only for sources with a frame of
-reference (CT, MR): highdicom 0.28 fails on projection radiographs (DX, CR).
+source's size. A Parametric Map (:func:`build_pmap`, float probabilities) is offered only for
+sources with a frame of reference (CT, MR): highdicom 0.28 fails on projection radiographs (DX,
+CR) with a dimension index error.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import pylon
 from pylon.clinical import codes
-from pylon.clinical.sources import orientation
+from pylon.clinical.sources import describe, orientation
 
 
 def _algorithm(model_name: str) -> hd.AlgorithmIdentificationSequence:
@@ -161,3 +162,90 @@ def build_seg(
         # a projection radiograph's segmentation: General Image needs Patient Orientation (2C)
         seg.PatientOrientation = list(orientation(source))
     return seg
+
+
+def has_frame_of_reference(source: Dataset) -> bool:
+    """Whether ``source`` has a frame of reference and image plane (a CT or MR slice), which
+    highdicom 0.28's Parametric Map needs."""
+    return all(
+        str(source.get(k) or "").strip()
+        for k in ("FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient")
+    )
+
+
+def check_pmap_source(source: Dataset) -> None:
+    """Refuse a source a Parametric Map cannot be made for (see :func:`has_frame_of_reference`).
+
+    Raises:
+        ValueError: naming the source, what it lacks, and the Segmentation as the alternative.
+    """
+    if not has_frame_of_reference(source):
+        raise ValueError(
+            f"{describe(source)}: a Parametric Map needs a source with a frame of reference "
+            "(FrameOfReferenceUID, ImageOrientationPatient, ImagePositionPatient: CT, MR); "
+            f"highdicom 0.28 fails on this {source.get('Modality') or 'image'}'s kind "
+            "(projection radiographs): write 'seg' instead"
+        )
+
+
+def build_pmap(
+    source: Dataset,
+    maps: dict[str, np.ndarray],
+    *,
+    model_name: str,
+    series_number: int = 9904,
+) -> hd.pm.ParametricMap:
+    """A Parametric Map of the probability maps (float32, one frame per class of ``maps``, each
+    with a real world value mapping "probability of <class>", unit "1"), for sources with a frame
+    of reference only.
+
+    Args:
+        source: the prepared source header of a CT/MR slice.
+        maps: ``{class: (Rows, Columns) map in [0, 1]}``, in frame order.
+        model_name: the Manufacturer's Model Name.
+        series_number: the map's (new) series number.
+
+    Returns:
+        The Parametric Map dataset.
+
+    Raises:
+        ValueError: a source without a frame of reference (DX, CR, secondary captures):
+            highdicom 0.28 fails on those (use the Segmentation).
+    """
+    check_pmap_source(source)
+    if not maps:
+        raise ValueError("a Parametric Map needs at least one class map")
+    stack = np.stack([np.asarray(m, dtype=np.float32) for m in maps.values()], axis=-1)
+    mappings = [
+        [
+            hd.pm.RealWorldValueMapping(
+                lut_label=f"P{number}",
+                lut_explanation=f"probability of {name}"[:64],
+                unit=codes.NO_UNITS,
+                value_range=(0.0, 1.0),
+                slope=1,
+                intercept=0,
+                quantity_definition=codes.PROBABILITY,
+            )
+        ]
+        for number, name in enumerate(maps, start=1)
+    ]
+    pmap = hd.pm.ParametricMap(
+        source_images=[source],
+        pixel_array=np.clip(stack, 0.0, 1.0)[None],
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="pylon",
+        manufacturer_model_name=model_name[:64],
+        software_versions=pylon.__version__,
+        device_serial_number="0",
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=mappings,
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+        content_description="pylon probability maps",
+        content_label="PYLON",
+    )
+    pmap.BodyPartExamined = source.BodyPartExamined  # else Laterality (type 2C) is wanted
+    return pmap
