@@ -9,6 +9,7 @@ without an image cache), built on the first page asked for, not when the table o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -600,8 +601,10 @@ class SideEntry:
         run: the run whose model gives the map (``experiment/seed``).
         method: ``"own"`` (the model's own CAM) or a pytorch-grad-cam method (``gradcam``,
             ...) scored by ``pylon benchmark``.
-        case: the case to render with that run's weights (``case.weights``); ``None`` when the
-            run's folder or weights are not available (the values alone are shown).
+        case: the case to render with that run's weights (``case.weights``) and ``method``;
+            for a post-hoc method its ``hit`` is that method's (the record's ``point``) and its
+            ``peak`` ``None`` (the renderer marks the map's own peak); ``None`` when the run's
+            folder is not available (the values alone are shown).
         values: the benchmark's per-pair values for it (:data:`RECORD_METRICS`: ``point`` is
             1.0 for a hit, 0.0 for a miss); empty for a run without benchmark records.
     """
@@ -659,7 +662,11 @@ def side_by_side(
                     {**entries[index].values, **values},
                 )
                 continue
-            target = shown if shown is not None else _benchmark_case(case, row)
+            if shown is not None:  # the open run's case, with this method's hit and peak
+                hit = None if math.isnan(row.point) else bool(row.point)
+                target = dataclasses.replace(shown, hit=hit, peak=None)
+            else:
+                target = _benchmark_case(case, row)
             entries.append(SideEntry(source.name, row.run, row.method, target, values))
     return entries
 

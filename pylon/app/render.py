@@ -34,6 +34,8 @@ import numpy as np
 from pylon.app.cases import Case
 from pylon.overlay_draw import DISPLAY_MAX_SIDE
 
+# images per forward pass when a page's overlays are rendered together (render_many)
+PAGE_BATCH = 20
 # the viewer's colour scales -> pylon.evaluation.overlay styles
 SCALES = {"image": "reference", "absolute": "probability"}
 SCALE_TITLES = {
@@ -150,7 +152,7 @@ class OverlayCache:
                     weights,
                     device=self.device,
                     precision=self.precision,
-                    batch_size=1,
+                    batch_size=PAGE_BATCH,
                     display_max_side=self.max_side,
                     **options,
                 )
@@ -254,6 +256,50 @@ class OverlayCache:
         write_png(target, rgb)
         return target
 
+    def render_many(
+        self,
+        cases: list[Case],
+        *,
+        opacity: float = 0.5,
+        scale: str = "image",
+        method: str = "own",
+    ) -> list[Path]:
+        """:meth:`render` of every case (e.g. a page), the own CAMs of the images not yet in
+        memory computed in batched forward passes (one per run, :data:`PAGE_BATCH` images
+        each) instead of one per image.
+
+        Returns:
+            The PNG paths, in the order of ``cases``.
+        """
+        if method == "own":
+            self._prefetch(cases)
+        return [self.render(c, opacity=opacity, scale=scale, method=method) for c in cases]
+
+    def _prefetch(self, cases: list[Case]) -> None:
+        from pylon.data.images import DATASET_PNG16
+
+        todo: dict[tuple, list[Case]] = {}
+        for case in cases:
+            if case.weights is None or case.images is None:
+                continue  # render() says why
+            key = (weights_key(case.weights), case.image_id, case.class_name, "own")
+            if self._maps.get(key) is None:
+                todo.setdefault(key[0], []).append(case)
+        with self._lock:
+            for group in todo.values():
+                predictor = self.predictor(group[0].weights, png16=DATASET_PNG16)
+                ids = list(dict.fromkeys(c.image_id for c in group))
+                images = group[0].images
+                inputs = [predictor.to_input(images.image(i), i) for i in ids]
+                found = dict(
+                    zip(ids, predictor.predict_inputs(inputs, keep_pixels=True), strict=True)
+                )
+                for case in group:
+                    self._maps.put(
+                        (weights_key(case.weights), case.image_id, case.class_name, "own"),
+                        _map_of(found[case.image_id], case.class_name),
+                    )
+
     def publish(self, path: str | os.PathLike) -> Path:
         """Copy a file (e.g. a benchmark's ``by_size.png``) into the cache and return the copy,
         which a server may serve; named by its content, so a changed file is a new copy."""
@@ -293,11 +339,16 @@ def _check_method(method: str) -> None:
 
 def _own_map(predictor, image: np.ndarray, case: Case) -> _Map:
     prediction = predictor.predict(image, image_id=case.image_id, keep_pixels=True)
+    return _map_of(prediction, case.class_name)
+
+
+def _map_of(prediction, class_name: str) -> _Map:
+    """One class's :class:`_Map` of a :class:`pylon.inference.Prediction` kept with pixels."""
     return _Map(
         prediction.pixels,
         prediction.pixels_scale,
-        prediction.probability_map(case.class_name),
-        prediction.peaks[case.class_name],
+        prediction.probability_map(class_name),
+        prediction.peaks[class_name],
     )
 
 
