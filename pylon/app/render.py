@@ -217,6 +217,7 @@ class OverlayCache:
         Raises:
             ValueError: a bad opacity, scale or method, or a case without weights.
             KeyError: the image is no longer in the run's dataset.
+            FileNotFoundError: the image file is gone (and the overlay was not cached).
         """
         from pylon.evaluation.overlay import peak_overlay, write_png
 
