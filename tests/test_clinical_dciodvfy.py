@@ -7,7 +7,9 @@ import shutil
 import subprocess
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from test_clinical_sr import HEIGHT, WIDTH, ct_source, dx_source, known_prediction
 
 from pylon.clinical.objects import DicomObject, findings_objects, new_study_source, write_objects
@@ -46,6 +48,21 @@ def test_objects_from_a_ct_validate(tmp_path):
     records = write_objects(objects, tmp_path / "out", "ct")
     assert sorted(r["kind"] for r in records) == ["pmap", "sc", "sc", "seg", "sr"]
     _check_all(records)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "JPEG2000.dcm",  # NM, JPEG 2000, a frame of reference without an image plane, WHOLE BODY
+        "MR_small_bigendian.dcm",  # explicit VR big endian
+        "MR_small_RLE.dcm",  # RLE lossless
+    ],
+)
+def test_objects_from_pydicoms_files_validate(tmp_path, name):
+    source = pydicom.dcmread(get_testdata_file(name, download=False))
+    prediction = known_prediction(int(source.Rows), int(source.Columns))
+    objects = findings_objects(source, prediction, kinds=ALL_KINDS)
+    _check_all(write_objects(objects, tmp_path / "out", name))
 
 
 def test_objects_from_a_source_without_type2_attributes_validate(tmp_path):

@@ -20,7 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import pylon
 from pylon.clinical import codes
-from pylon.clinical.sources import describe, orientation
+from pylon.clinical.sources import describe, orientation, series_laterality
 
 
 def _algorithm(model_name: str) -> hd.AlgorithmIdentificationSequence:
@@ -30,6 +30,12 @@ def _algorithm(model_name: str) -> hd.AlgorithmIdentificationSequence:
         version=pylon.__version__,
         parameters={"model": model_name},
     )
+
+
+def _set_laterality(dataset: Dataset, source: Dataset) -> None:
+    laterality = series_laterality(source)
+    if laterality is not None:
+        dataset.Laterality = laterality
 
 
 def overlay_pixels(image: np.ndarray, heatmap: np.ndarray, peak: tuple[int, int]) -> np.ndarray:
@@ -92,6 +98,7 @@ def build_sc(
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
     sc.BodyPartExamined = source.BodyPartExamined
+    _set_laterality(sc, source)
     sc.SeriesDescription = "pylon heatmaps"
     sc.DerivationDescription = f"pylon heatmap of {class_name} over the source image"[:1024]
     sc.ImageComments = f"{class_name}: heatmap (absolute probability) with its peak ringed"
@@ -158,7 +165,7 @@ def build_seg(
         omit_empty_frames=False,
         coding_schemes=codes.coding_schemes() if private else None,
     )
-    if "FrameOfReferenceUID" not in seg:
+    if not has_frame_of_reference(source):
         # a projection radiograph's segmentation: General Image needs Patient Orientation (2C)
         seg.PatientOrientation = list(orientation(source))
     return seg
@@ -248,4 +255,5 @@ def build_pmap(
         content_label="PYLON",
     )
     pmap.BodyPartExamined = source.BodyPartExamined  # else Laterality (type 2C) is wanted
+    _set_laterality(pmap, source)
     return pmap

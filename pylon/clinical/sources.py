@@ -42,6 +42,13 @@ _DIRECTIONS = (("L", "R"), ("P", "A"), ("H", "F"))
 # (columns towards the patient's left, rows towards the feet)
 DEFAULT_ORIENTATION = ("L", "F")
 DEFAULT_BODY_PART = "CHEST"
+# Body Part Examined terms (PS3.16 Annex L) of unpaired structures: a derived image of one needs
+# no Laterality; for any other part without a known laterality, Laterality is sent empty
+UNPAIRED_BODY_PARTS = frozenset(
+    "CHEST THORAX ABDOMEN PELVIS ABDOMENPELVIS CHESTABDOMEN CHESTABDPELVIS HEAD NECK HEADNECK "
+    "BRAIN SKULL SPINE CSPINE TSPINE LSPINE SSPINE COCCYX SACRUM STERNUM HEART MEDIASTINUM AORTA "
+    "TRACHEA ESOPHAGUS LIVER STOMACH SPLEEN PANCREAS BLADDER UTERUS PROSTATE WHOLEBODY".split()
+)
 
 
 def describe(dataset: Dataset) -> str:
@@ -101,9 +108,7 @@ def prepare_source(dataset: Dataset) -> Dataset:
             header.add(copy.deepcopy(element))
     if hasattr(dataset, "file_meta"):
         header.file_meta = pydicom.dataset.FileMetaDataset(copy.deepcopy(dataset.file_meta))
-    header.set_original_encoding(
-        dataset.is_implicit_VR, dataset.is_little_endian, dataset.original_character_set
-    )
+    header.set_original_encoding(*dataset.original_encoding, dataset.original_character_set)
     if getattr(dataset, "filename", None):
         header.filename = dataset.filename
     for keyword in TYPE2_FILLED:
@@ -113,7 +118,23 @@ def prepare_source(dataset: Dataset) -> Dataset:
         header.PatientOrientation = list(orientation(dataset))
     if not str(dataset.get("BodyPartExamined") or "").strip():
         header.BodyPartExamined = DEFAULT_BODY_PART
+    plane = ("ImageOrientationPatient", "ImagePositionPatient")
+    if "FrameOfReferenceUID" in header and not all(header.get(k) for k in plane):
+        # a frame of reference without an image plane locates nothing (e.g. an NM secondary
+        # capture); derived objects would need a plane for it: treat the image as a projection
+        del header.FrameOfReferenceUID
     return header
+
+
+def series_laterality(source: Dataset) -> str | None:
+    """The Laterality (General Series, type 2C) a derived image of ``source`` carries: the
+    source's, else ``None`` (absent) for an unpaired body part (:data:`UNPAIRED_BODY_PARTS`),
+    else ``""`` (unknown)."""
+    value = str(source.get("Laterality") or "").strip()
+    if value:
+        return value
+    part = str(source.get("BodyPartExamined") or DEFAULT_BODY_PART).strip().upper()
+    return None if part in UNPAIRED_BODY_PARTS else ""
 
 
 def orientation(dataset: Dataset) -> tuple[str, str]:
