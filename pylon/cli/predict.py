@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from pylon.cli.app import app, exit_on_user_error
+from pylon.cli.app import app, exit_on_user_error, fail
 
 console = Console()
 
@@ -28,6 +28,62 @@ def _settings(weights: Path, inputs: list[Path], predictor, **options) -> dict:
         "max_pixels": max_pixels(predictor.max_pixels),
         **options,
     }
+
+
+def _dicom_writer(console: Console, dicom_out: str | None, **options):
+    """The :class:`pylon.clinical.predict_dicom.FindingsWriter` of ``--dicom-out`` (``None``
+    without it): a wrong option exits 2, a missing ``[clinical]`` extra exits 1, before the model
+    is loaded."""
+    from pylon.clinical.predict_dicom import FindingsWriter, check_report, parse_kinds
+
+    with exit_on_user_error(console, code=2):
+        parse_kinds(options["kinds"])
+        check_report(options["report"])
+        if dicom_out is None:
+            given = [
+                name
+                for name, value, default in (
+                    ("--dicom-objects", options["kinds"], "sr,sc"),
+                    ("--new-study", options["new_study"], False),
+                    ("--report", options["report"], "selected"),
+                )
+                if value != default
+            ]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply with --dicom-out DIR")
+            return None
+    try:
+        from pylon.clinical import require
+
+        require("highdicom")
+    except ImportError as err:
+        raise fail(console, err, 1) from None
+    with exit_on_user_error(console, code=2):
+        return FindingsWriter(dicom_out, **options)
+
+
+def _refuse_without_identity(writer, items) -> None:
+    """Exit 2 when no input can have DICOM objects: none is a DICOM and --new-study is off (a
+    mix is predicted, the images that are not DICOMs listed in failures.csv)."""
+    from pylon.clinical.predict_dicom import no_identity_message
+    from pylon.inference.inputs import is_dicom
+
+    if writer.new_study:
+        return
+    with exit_on_user_error(console, code=2):
+        for _, path in items:
+            try:
+                if is_dicom(path):
+                    return
+            except OSError:
+                return  # unreadable: its own failure, later
+        if len(items) == 1:
+            raise ValueError(no_identity_message(items[0][1]))
+        raise ValueError(
+            f"none of the {len(items)} inputs ({items[0][1]}, ...) is a DICOM: they have no "
+            "DICOM identity (study/patient UIDs): use --new-study to write new studies with "
+            "generated UIDs, or give the DICOMs"
+        )
 
 
 @app.command("predict")
@@ -78,6 +134,34 @@ def predict_command(
     progress: bool = typer.Option(
         True, help="Report progress (a bar in a terminal, plain lines in log files)."
     ),
+    dicom_out: str | None = typer.Option(
+        None,
+        "--dicom-out",
+        help="Also write each image's findings as DICOM objects into this folder (the "
+        "[clinical] extra): a TID 1500 SR referencing the source DICOM, heatmap Secondary "
+        "Captures, fractional Segmentations (--dicom-objects); listed in each record's "
+        "dicom_objects.",
+    ),
+    dicom_objects: str = typer.Option(
+        "sr,sc",
+        "--dicom-objects",
+        help="With --dicom-out: comma-separated sr (Comprehensive SR, TID 1500), sc (a heatmap "
+        "Secondary Capture per reported finding), seg (the probability map as a fractional "
+        "Segmentation).",
+    ),
+    new_study: bool = typer.Option(
+        False,
+        "--new-study",
+        help="With --dicom-out: a PNG/JPEG input gets a new study with generated UIDs (a "
+        "Secondary Capture of the image, referenced by the findings); without it such an "
+        "input is a failure (it has no DICOM identity).",
+    ),
+    report: str = typer.Option(
+        "selected",
+        "--report",
+        help="With --dicom-out: the SR reports the selected classes (at or above --threshold, "
+        "or --classes) or all classes (those below as image-level findings).",
+    ),
 ) -> None:
     """Predict class probabilities and heatmap peaks (original pixels; DICOMs with a pixel
     spacing also in mm from the top-left pixel's centre) for images and DICOMs.
@@ -87,6 +171,10 @@ def predict_command(
     starts clean; a file changed since its record is redone). Unreadable files, and files of the
     folders that are not images, are reported, listed in failures.csv and skipped. One command at
     a time per --out (a lock, --out/.pylon.lock).
+
+    With --dicom-out, each image's DICOM objects are written before its record, whose
+    dicom_objects lists them; an image redone after a kill replaces its objects, and --overwrite
+    removes those its records list.
     """
     from pylon.data.dicom import check_voi
     from pylon.data.images import PNG16
@@ -117,6 +205,15 @@ def predict_command(
         check_output_folder(out)  # before the model is loaded or any image read
         normalize_precision(precision, field="--precision")
         resolve_execution(precision, parse_device(device))  # refuses fp16 on the CPU
+    writer = _dicom_writer(
+        console,
+        dicom_out,
+        kinds=dicom_objects,
+        report=report,
+        new_study=new_study,
+        threshold=threshold,
+        png16=png16,
+    )
     with exit_on_user_error(console):
         predictor = Predictor(
             weights,
@@ -130,11 +227,18 @@ def predict_command(
         )
     with exit_on_user_error(console, code=2):  # --classes, against the model's class names
         predictor.classes = check_class_choice(chosen, predictor.class_names, what="--classes")
+    if writer:
+        from pylon.clinical.predict_dicom import model_name
+
+        writer.model_name = model_name(predictor)
     with contextlib.ExitStack() as held:
         with exit_on_user_error(console):
             # the output folder and its files are not inputs, even inside a folder scanned
+            written = writer.sink.local_folders if writer else []
             scanned = scan_inputs(
-                inputs, recursive=recursive, exclude=[out, *(out / name for name in OUTPUTS)]
+                inputs,
+                recursive=recursive,
+                exclude=[out, *(out / name for name in OUTPUTS), *written],
             )
             items = scanned.items
             if not items:
@@ -143,6 +247,9 @@ def predict_command(
                 raise ValueError(
                     f"no {SUPPORTED} files found in {', '.join(map(str, inputs))}{others}"
                 )
+        if writer:
+            _refuse_without_identity(writer, items)
+        with exit_on_user_error(console):
             settings = _settings(
                 weights,
                 inputs,
@@ -153,6 +260,7 @@ def predict_command(
                 overlays=overlays,
                 voi=voi,
                 png16=png16,
+                **(writer.settings if writer else {}),
             )
             # one command at a time in --out, for the command's whole life
             held.enter_context(folder_lock(out, "pylon predict"))
@@ -188,8 +296,11 @@ def predict_command(
                 for image_id, _ in todo
                 for name in predictor.class_names
             )
+            for image_id, _ in todo if writer else []:
+                writer.sink.discard(stems[image_id])
             start = time.perf_counter()
             n_failed, pending, n_new, n_overlays, n_warned = 0, [], 0, 0, 0
+            n_objects, n_dicom_failed = 0, 0
             # decoders' warnings (libpng, pydicom) go into each file's record, not the terminal;
             # entered before the progress bar, which keeps writing to the real stderr
             with (
@@ -217,13 +328,35 @@ def predict_command(
                     else:
                         record = result.to_dict()
                         record.update(sources[result.image_id])
-                        record["overlays"] = {}
-                        for name in result.selected if overlays else []:
-                            relative = overlay_relative_path(stems[result.image_id], name)
-                            write_png(out / relative, result.overlay(name))
-                            record["overlays"][name] = relative
-                            n_overlays += 1
-                        pending.append(record)
+                        said: list[str] = []  # what pydicom/highdicom warn: in the record
+                        try:  # the DICOM objects first: an image without them gets no record
+                            if writer:
+                                with messages.file() as said:
+                                    record["dicom_objects"] = writer.write(
+                                        result, stem=stems[result.image_id]
+                                    )
+                        except ValueError as err:
+                            reason = str(err)
+                            if said:
+                                reason += f" (warnings: {'; '.join(said)})"
+                            failures.append({"path": result.path, "reason": reason})
+                            n_dicom_failed += 1
+                            console.print(
+                                f"skipped {result.path}: {reason}",
+                                soft_wrap=True,
+                                markup=False,
+                                highlight=False,
+                            )
+                        else:
+                            record["warnings"] += [f"DICOM output: {m}" for m in said]
+                            n_objects += len(record.get("dicom_objects", []))
+                            record["overlays"] = {}
+                            for name in result.selected if overlays else []:
+                                relative = overlay_relative_path(stems[result.image_id], name)
+                                write_png(out / relative, result.overlay(name))
+                                record["overlays"][name] = relative
+                                n_overlays += 1
+                            pending.append(record)
                     if k % batch_size == 0 or k == len(todo):  # one flushed append per batch
                         folder.append(pending)
                         n_new += len(pending)
@@ -235,6 +368,8 @@ def predict_command(
         console.print(
             f"predicted {n_new} image(s) in {seconds:.1f} s, {n_overlays} overlay(s); "
             + (f"{n_skipped} already predicted, skipped; " if n_skipped else "")
+            + (f"{n_objects} DICOM object(s) in {dicom_out}; " if writer else "")
+            + (f"{n_dicom_failed} image(s) without DICOM objects; " if n_dicom_failed else "")
             + f"{n_failed} unreadable file(s) skipped"
             + (f"; {n_other} other file(s) skipped (not images)" if n_other else "")
             + (f" (listed in {out / FAILURES_CSV})" if failures else "")

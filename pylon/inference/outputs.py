@@ -84,7 +84,8 @@ def overlay_relative_path(stem: str, class_name: str) -> str:
 def csv_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """One ``predictions.csv`` row from a JSONL record: id, path, size, ``prob_<class>``,
     ``peak_x_<class>``, ``peak_y_<class>``, ``peak_x_mm_<class>``, ``peak_y_mm_<class>`` (empty
-    where the pixel spacing is unknown) and ``selected`` (``|``-separated)."""
+    where the pixel spacing is unknown) and ``selected`` (``|``-separated); with ``--dicom-out``
+    also ``dicom_objects`` (how many objects were written)."""
     row = {k: record[k] for k in ("image_id", "path", "height", "width")}
     for name, probability in record["probabilities"].items():
         row[f"prob_{name}"] = probability
@@ -97,6 +98,8 @@ def csv_row(record: Mapping[str, Any]) -> dict[str, Any]:
         row[f"peak_x_mm_{name}"] = x_mm
         row[f"peak_y_mm_{name}"] = y_mm
     row["selected"] = "|".join(record["selected"])
+    if "dicom_objects" in record:  # a run with --dicom-out
+        row["dicom_objects"] = len(record["dicom_objects"])
     return row
 
 
@@ -175,12 +178,14 @@ class PredictionFolder:
         return {record["image_id"] for record in self.records}
 
     def _remove_outputs(self) -> None:
-        """Remove pylon's own outputs only: the record files and the overlays the records name
-        (a file of the user's in ``out`` or ``out/overlays`` stays)."""
+        """Remove pylon's own outputs only: the record files, the overlays the records name and
+        the DICOM object files they list (a file of the user's in ``out`` or ``out/overlays``
+        stays)."""
         try:
             records, _ = read_records(self.jsonl)
         except ValueError:
             records = []
+        remove_dicom_objects(records)
         for record in records:
             for relative in record.get("overlays", {}).values():
                 path = self.out / relative
@@ -277,6 +282,45 @@ class PredictionFolder:
         write_csv_atomic(pd.DataFrame([csv_row(r) for r in records]), self.out / PREDICTIONS_CSV)
         if failures:
             write_csv_atomic(pd.DataFrame(list(failures)), self.out / FAILURES_CSV)
+
+
+def remove_dicom_objects(records: Iterable[Mapping[str, Any]]) -> list[Path]:
+    """Delete the DICOM object files that records list (``dicom_objects``, ``pylon predict
+    --dicom-out``), each only while it is still the object recorded: a DICOM file whose SOP
+    Instance UID is the record's (a file put there since, or edited into another object, stays).
+    Entries without a local ``path`` (objects stored elsewhere) are left alone. The image's
+    folder (``<dicom-out>/<image id>/``, as many levels as the id has parts) is removed when that
+    leaves it empty; ``--dicom-out`` itself stays.
+
+    Returns:
+        The files removed.
+    """
+    import pydicom
+
+    removed = []
+    for record in records:
+        for entry in record.get("dicom_objects") or []:
+            path = Path(entry["path"]) if isinstance(entry.get("path"), str) else None
+            if path is None or not path.is_file():
+                continue
+            try:
+                header = pydicom.dcmread(
+                    path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]
+                )
+                uid = str(header.get("SOPInstanceUID", ""))
+            except Exception:  # noqa: BLE001  not a DICOM any more: not ours to delete
+                continue
+            if uid and uid == entry.get("sop_instance_uid"):
+                path.unlink()
+                removed.append(path)
+                folder = path.parent
+                for _ in Path(record["image_id"]).parts:
+                    try:
+                        folder.rmdir()
+                    except OSError:  # not empty
+                        break
+                    folder = folder.parent
+    return removed
 
 
 def _remove_empty_folders(folder: Path) -> None:
