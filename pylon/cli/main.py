@@ -16,10 +16,12 @@ from pylon.cli import demo as _demo  # noqa: E402, F401
 from pylon.cli import evaluate as _evaluate  # noqa: E402, F401
 from pylon.cli import evaluate_cam as _evaluate_cam  # noqa: E402, F401
 from pylon.cli import export as _export  # noqa: E402, F401
+from pylon.cli import listen as _listen  # noqa: E402, F401
 from pylon.cli import models as _models  # noqa: E402, F401
 from pylon.cli import pacs as _pacs  # noqa: E402, F401
 from pylon.cli import predict as _predict  # noqa: E402, F401
 from pylon.cli import train as _train  # noqa: E402, F401
+from pylon.cli import view as _view  # noqa: E402, F401
 from pylon.cli.app import app  # noqa: E402
 
 __all__ = ["app"]
