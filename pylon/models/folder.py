@@ -111,7 +111,9 @@ def _download(source: str, repo: str, revision: str | None, cache_dir) -> Path:
         f"{repo}{f' --revision {revision}' if revision else ''} --local-dir DIR) and pass the "
         "local folder DIR instead"
     )
-    if constants.HF_HUB_OFFLINE:
+    # huggingface_hub reads the variable when it is imported; a later setting counts too
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    if constants.HF_HUB_OFFLINE or offline:
         raise FileNotFoundError(
             f"{source}: not in the Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be "
             f"downloaded; {hint}"
