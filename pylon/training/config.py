@@ -46,6 +46,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
     "limit_train_batches": (_optional(lambda v: v >= 1), "an integer >= 1, or null"),
     "num_nodes": (lambda v: v >= 1, "an integer >= 1"),
+    "log_images_count": (lambda v: 1 <= v <= 64, "an integer in [1, 64]"),
     "model.head_prior": (_optional(lambda v: 0 < v < 1), "a probability in (0, 1), or null"),
     "data.size": (lambda v: v >= 32 and v % 32 == 0, "a multiple of 32, >= 32"),
     "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
@@ -125,6 +126,10 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     progress: bool = True
+    # overlays of a few fixed validation cases in TensorBoard's images tab, once per validation
+    # epoch (pylon.training.image_logging)
+    log_images: bool = True
+    log_images_count: int = 4
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -36,6 +36,7 @@ from pylon.training.callbacks import BestWeights, ResumeCheckpoint
 from pylon.training.checkpoint import AtomicCheckpointIO, run_fingerprint
 from pylon.training.config import ModelConfig, TrainConfig, apply_overrides
 from pylon.training.datamodule import PylonDataModule
+from pylon.training.image_logging import ValidationImages
 from pylon.training.loop_progress import LoopProgress
 from pylon.training.module import ClassifierModule
 from pylon.training.runnable import check_accelerator, check_runnable, device_type
@@ -56,8 +57,16 @@ class TrainingInterrupted(RuntimeError):
 SIGINT_EXIT_CODE = 130  # 128 + SIGINT
 
 
-# Keys that may differ when a run is resumed (hardware and display, not the experiment).
-RESUMABLE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "progress")
+# Keys that may differ when a run is resumed (hardware, display and logging, not the experiment).
+RESUMABLE_KEYS = (
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "progress",
+    "log_images",
+    "log_images_count",
+)
 
 
 def on_gpu(config: TrainConfig) -> bool:
@@ -405,6 +414,8 @@ def _fit(config: TrainConfig, paths: RunPaths, fingerprint: str) -> None:
     progress = progress_callbacks(config.progress)
     interrupts = _KeyboardInterrupts()
     callbacks: list[L.Callback] = [best, ResumeCheckpoint(paths.last), *progress, interrupts]
+    if config.log_images:
+        callbacks.append(ValidationImages(config.log_images_count))
     quiet_lightning_notices()
     trainer = L.Trainer(
         **hardware_options(config),
