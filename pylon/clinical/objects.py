@@ -121,6 +121,9 @@ def findings_objects(
         ValueError: a source without UIDs or pixel data (naming what is missing), a prediction of
             another size, ``"pmap"`` for a source without a frame of reference, or bad options.
     """
+    from pylon.clinical import require
+
+    require("highdicom")  # the [clinical] extra, named in one line where it is missing
     from pylon.clinical import overlays, sr
     from pylon.data.dicom import read_dicom_image
 

@@ -188,8 +188,9 @@ def new_study_source(
     Raises:
         ValueError: pixels that are not uint8 ``(H, W)`` or ``(H, W, 3)``.
     """
-    from highdicom.sc import SCImage
+    from pylon.clinical import require
 
+    SCImage = require("highdicom.sc").SCImage
     array = np.asarray(pixels)
     if array.dtype != np.uint8 or not (
         array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)
