@@ -124,6 +124,7 @@ class StorageNode:
         self._threads: list[threading.Thread] = []
         self._ae = None
         self._server = None
+        self._batches = 0  # batches predicted by this process (the journal's batch numbers)
 
     # life cycle
     def start(self) -> None:
@@ -362,8 +363,10 @@ class StorageNode:
         decoded = time.perf_counter()
         predictions = self.predictor.predict_inputs(inputs) if inputs else []
         model_s = time.perf_counter() - decoded
+        self._batches += 1
         for item, prediction in zip(inputs, predictions, strict=True):
             path, uid = Path(item.path), item.image_id
+            built = time.perf_counter()
             try:
                 source = pydicom.dcmread(path)
                 objects = findings_objects(
@@ -377,6 +380,7 @@ class StorageNode:
                     for k, obj in enumerate(objects, start=1)
                 ]
                 self.spool.predicted(path, results)
+                built = time.perf_counter() - built
             except Exception as err:  # noqa: BLE001  one bad image must not stop the node
                 self._fail(path, f"cannot build its results: {type(err).__name__}: {err}")
                 continue
@@ -398,6 +402,8 @@ class StorageNode:
                     }
                     for o in objects
                 ],
+                objects_s=round(built, 4),
+                batch=self._batches,
                 batch_images=len(inputs),
                 batch_decode_s=round(decoded - start, 4),
                 batch_model_s=round(model_s, 4),
