@@ -287,7 +287,10 @@ def test_images_without_dicom_identity_need_new_study(weights, sources, tmp_path
 
 
 def test_findings_writer_python_api(weights, sources, tmp_path):
-    from pylon.clinical.predict_dicom import FindingsWriter
+    from pylon.clinical import objects
+    from pylon.clinical.predict_dicom import KINDS, FindingsWriter
+
+    assert KINDS == objects.KINDS  # --dicom-objects offers what the writers make
 
     predictor = Predictor(weights, precision="fp32")
     writer = FindingsWriter(tmp_path / "dicom", kinds="sr", threshold=predictor.threshold)

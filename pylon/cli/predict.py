@@ -14,8 +14,9 @@ from pylon.cli.app import app, exit_on_user_error, fail
 console = Console()
 
 
-def _settings(weights: Path, inputs: list[Path], predictor, **options) -> dict:
+def _settings(weights: Path, inputs: list[str], predictor, **options) -> dict:
     """What the results depend on; a rerun into the same --out must match to resume."""
+    from pylon.clinical.dicomweb import is_dicomweb_url
     from pylon.data.images import max_pixels
 
     stat = weights.stat()
@@ -23,7 +24,7 @@ def _settings(weights: Path, inputs: list[Path], predictor, **options) -> dict:
         "weights": str(weights.resolve()),
         "weights_bytes": stat.st_size,
         "weights_mtime_ns": stat.st_mtime_ns,
-        "inputs": [str(p.resolve()) for p in inputs],
+        "inputs": [p if is_dicomweb_url(p) else str(Path(p).resolve()) for p in inputs],
         "precision": predictor.execution.precision,
         "max_pixels": max_pixels(predictor.max_pixels),
         **options,
@@ -89,7 +90,12 @@ def _refuse_without_identity(writer, items) -> None:
 @app.command("predict")
 def predict_command(
     weights: Path = typer.Argument(..., help="Trained weights (.safetensors from pylon train)."),
-    inputs: list[Path] = typer.Argument(..., help="PNG/JPEG/DICOM files and/or folders."),
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="PNG/JPEG/DICOM files and/or folders, and/or DICOMweb locations "
+        "dicomweb[s]://HOST:PORT/PATH?study=UID[&series=UID] (retrieved into OUT/dicomweb; "
+        "credentials from PYLON_DICOMWEB_USER/PASSWORD or netrc: docs/dicomweb.md).",
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder (created if missing)."),
     threshold: float = typer.Option(
         0.5, min=0.0, max=1.0, help="Draw overlays for classes at or above this."
@@ -146,8 +152,8 @@ def predict_command(
         "sr,sc",
         "--dicom-objects",
         help="With --dicom-out: comma-separated sr (Comprehensive SR, TID 1500), sc (a heatmap "
-        "Secondary Capture per reported finding), seg (the probability map as a fractional "
-        "Segmentation).",
+        "Secondary Capture per reported finding), seg (the probability maps as a fractional "
+        "Segmentation), pmap (as a Parametric Map: CT/MR sources only; a radiograph fails).",
     ),
     new_study: bool = typer.Option(
         False,
@@ -176,6 +182,12 @@ def predict_command(
     dicom_objects lists them; an image redone after a kill replaces its objects, and --overwrite
     removes those its records list.
     """
+    from pylon.clinical.dicomweb import (
+        DICOMWEB_CACHE,
+        fetch_inputs,
+        input_location,
+        is_dicomweb_url,
+    )
     from pylon.data.dicom import check_voi
     from pylon.data.images import PNG16
     from pylon.evaluation.overlay import write_png
@@ -205,6 +217,7 @@ def predict_command(
         check_output_folder(out)  # before the model is loaded or any image read
         normalize_precision(precision, field="--precision")
         resolve_execution(precision, parse_device(device))  # refuses fp16 on the CPU
+        remote = [input_location(i) for i in inputs if is_dicomweb_url(i)]
     writer = _dicom_writer(
         console,
         dicom_out,
@@ -214,6 +227,8 @@ def predict_command(
         threshold=threshold,
         png16=png16,
     )
+    with exit_on_user_error(console):  # dicomweb:// inputs: retrieved before the model loads
+        paths = fetch_inputs(inputs, out / DICOMWEB_CACHE) if remote else list(map(Path, inputs))
     with exit_on_user_error(console):
         predictor = Predictor(
             weights,
@@ -236,7 +251,7 @@ def predict_command(
             # the output folder and its files are not inputs, even inside a folder scanned
             written = writer.sink.local_folders if writer else []
             scanned = scan_inputs(
-                inputs,
+                paths,
                 recursive=recursive,
                 exclude=[out, *(out / name for name in OUTPUTS), *written],
             )

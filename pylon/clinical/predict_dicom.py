@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# what --dicom-objects offers (pylon.clinical.objects builds them)
-KINDS = ("sr", "sc", "seg")
+# what --dicom-objects offers (pylon.clinical.objects.KINDS, without importing the writers)
+KINDS = ("sr", "sc", "seg", "pmap")
 DEFAULT_KINDS = ("sr", "sc")
 # --report: the classes above the threshold (or chosen), or every class
 REPORTS = ("selected", "all")
@@ -77,8 +77,9 @@ class FindingsWriter:
     Args:
         sink: a :class:`pylon.clinical.sink.DicomSink`, or a folder (``--dicom-out``'s text).
         kinds: which objects (:data:`KINDS`; ``"sr"``: the TID 1500 Comprehensive SR, ``"sc"``: a
-            heatmap Secondary Capture per reported finding, ``"seg"``: the probability map as a
-            fractional Segmentation).
+            heatmap Secondary Capture per reported finding, ``"seg"``: the probability maps as a
+            fractional Segmentation, ``"pmap"``: as a Parametric Map, for sources with a frame
+            of reference only).
         threshold: findings at or above it get a region in the SR (the predictor's threshold).
         report: ``"selected"`` (the prediction's selected classes) or ``"all"`` (every class;
             those without a region as image-level measurement groups).

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-# the names pylon.clinical.objects.write_objects gives files in an image's folder
-OBJECT_NAMES = ("sr.dcm", "seg.dcm", "source.dcm", "sc_*.dcm")
+# the names pylon.clinical.objects.write_objects gives an image's files: <kind>[_<class>].dcm
+OBJECT_NAMES = ("sr.dcm", "seg.dcm", "pmap.dcm", "source.dcm", "sc_*.dcm")
 
 
 class DicomSink(Protocol):
@@ -90,8 +90,9 @@ class FolderSink:
 
     def discard(self, stem: str) -> None:
         """Remove the object files of ``stem`` that a run killed between writing them and
-        appending their record left (files named as pylon names them, made by pylon: their
-        Manufacturer), and the folders that leaves empty; other files stay."""
+        appending their record left (files of its folder named as pylon names its objects and
+        made by pylon: Manufacturer ``pylon``), and the folders that leaves empty; other files
+        stay."""
         from pylon.io import TEMP_PREFIX, TEMP_SUFFIX
 
         folder = self.folder / stem
@@ -108,17 +109,24 @@ class FolderSink:
 
 
 def open_sink(target: str) -> DicomSink:
-    """The sink ``--dicom-out`` names: a folder path.
+    """The sink ``--dicom-out`` names: a folder path, or a ``dicomweb[s]://`` service.
 
     Args:
         target: ``--dicom-out``'s text.
 
     Returns:
-        A :class:`FolderSink`.
+        A :class:`FolderSink`, or a :class:`pylon.clinical.dicomweb.DicomwebSink` (which checks
+        the server and the credentials now).
 
     Raises:
-        ValueError: an unusable folder.
+        ValueError: an unusable folder or a malformed location.
+        pylon.clinical.dicomweb.DicomwebError: the server is unreachable or refuses the
+            credentials.
     """
+    from pylon.clinical.dicomweb import DicomwebSink, is_dicomweb_url
+
+    if is_dicomweb_url(target):
+        return DicomwebSink(target)
     return FolderSink(target)
 
 
@@ -135,11 +143,11 @@ def remove_empty_parents(folder: Path, root: Path) -> None:
 
 
 def _is_pylon_object(path: Path) -> bool:
-    """A DICOM file whose creator is pylon (``Manufacturer`` of the equipment module)."""
+    """A DICOM file made by pylon (``Manufacturer`` of its equipment module is ``pylon``)."""
     import pydicom
 
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Manufacturer"])
     except Exception:  # noqa: BLE001  anything unreadable is not ours to delete
         return False
-    return str(header.get("Manufacturer", "")).lower().startswith("pylon")
+    return str(header.get("Manufacturer", "")) == "pylon"
