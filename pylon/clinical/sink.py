@@ -6,8 +6,8 @@ line of ``predictions.jsonl``. The same stem always gives the same places, so an
 after a killed run replaces its objects instead of adding to them, and :meth:`DicomSink.discard`
 clears what an interrupted run may have left for a stem before the image is redone.
 
-:class:`FolderSink` writes files into a folder; :func:`open_sink` turns ``--dicom-out``'s text
-into a sink (a DICOMweb sink can be added beside the folder one: it takes the same calls).
+:class:`FolderSink` writes files into a folder, :class:`pylon.clinical.dicomweb.DicomwebSink`
+stores over STOW-RS; :func:`open_sink` turns ``--dicom-out``'s text into one of them.
 """
 
 from __future__ import annotations
