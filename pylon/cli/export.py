@@ -77,7 +77,7 @@ def export_model_command(
     evaluation and benchmark tables, intended use, citation) with a model-index block.
     """
     from pylon.inference.model_folder import check_destination, export_run, export_weights
-    from pylon.models.folder import parse_hub_source
+    from pylon.models.folder import is_repo_id
 
     with exit_on_user_error(console, code=2):  # the command line's own values
         if weights is None:
@@ -92,8 +92,8 @@ def export_model_command(
                 raise ValueError("--weights needs --preset NAME (e.g. nih256-pylon)")
             if benchmark is not None:
                 raise ValueError("--benchmark goes with a RUN (the benchmark scored a run)")
-        if repo_id is not None:
-            parse_hub_source(f"hf-hub:{repo_id}")
+        if not is_repo_id(repo_id):
+            raise ValueError(f"--repo-id {repo_id!r}: expected ORG/NAME (a Hugging Face repo)")
         check_destination(args[-1], overwrite=overwrite)
     with exit_on_user_error(console):
         if weights is None:

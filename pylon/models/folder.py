@@ -50,6 +50,11 @@ def is_hub_source(source: str | os.PathLike) -> bool:
     return isinstance(source, str) and source.startswith(HUB_PREFIX)
 
 
+def is_repo_id(name: str | None) -> bool:
+    """True for ``None`` or a Hub repository id ``ORG/NAME``."""
+    return name is None or bool(_REPO_ID.match(name))
+
+
 def parse_hub_source(source: str) -> tuple[str, str | None]:
     """``hf-hub:ORG/NAME[@REVISION]`` -> ``(ORG/NAME, REVISION or None)``.
 
