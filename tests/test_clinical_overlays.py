@@ -132,3 +132,11 @@ def test_pmap_of_a_ct_holds_the_probability_maps(tmp_path):
 def test_pmap_of_a_radiograph_is_refused_clearly(tmp_path, modality):
     with pytest.raises(ValueError, match="frame of reference.*'seg'"):
         findings_objects(dx_source(tmp_path, modality), known_prediction(), kinds=("sr", "pmap"))
+
+
+def test_sc_shows_a_monochrome1_source_as_a_viewer_does(tmp_path):
+    """The SC draws the source as read for display: MONOCHROME1 inverted (larger is darker)."""
+    source = dx_source(tmp_path, PhotometricInterpretation="MONOCHROME1")
+    (sc,) = findings_objects(source, hot_spot_prediction(), kinds=("sc",))
+    grey = sc.dataset.pixel_array.astype(int)[30:, :, 1]
+    assert grey[:, : WIDTH // 2 - 2].mean() > grey[:, WIDTH // 2 + 2 :].mean() + 20
