@@ -256,3 +256,20 @@ def test_a_prediction_folder_is_a_source(evaluated, tmp_path):
     assert source.kind == "predict" and source.weights == alpha.best.resolve()
     tables = metric_tables(source)
     assert len(tables["predictions"]) == 4 and "failures" not in tables
+
+
+def test_cases_are_listed_when_the_runs_data_moved(evaluated, tmp_path):
+    import shutil
+
+    root, alpha, _ = evaluated
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    run = csv_run(tmp_path, "moved", data=data, evaluate=False)
+    shutil.copy(alpha.root / "eval_pairs.csv", run.root / "eval_pairs.csv")
+    data.rename(tmp_path / "elsewhere")
+    table = CaseTable.from_run(run.root)
+    page = table.page(1)
+    assert len(page) == 6 and all(c.boxes == () and c.image_path is None for c in page)
+    assert str(data) in table.images_error
+    (tmp_path / "elsewhere").rename(data)  # back: the next page finds the boxes again
+    assert table.page(1)[0].boxes and table.images_error is None

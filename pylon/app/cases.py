@@ -107,19 +107,29 @@ class RunImages:
             ) from None
 
     def path(self, image_id: str) -> Path | None:
-        """The image's file, ``None`` for generated (synthetic) images."""
+        """The image's file; ``None`` for generated (synthetic) images and ids the split lacks."""
         dataset = self._open()
-        if not hasattr(dataset, "records"):
+        if not hasattr(dataset, "records") or image_id not in self._index:
             return None
-        return Path(dataset.records[self.index(image_id)].path)
+        return Path(dataset.records[self._index[image_id]].path)
 
     def boxes(self, image_ids: Iterable[str]) -> dict[str, list[tuple]]:
-        """``(x, y, w, h, class_index)`` boxes of each image, in its original pixels."""
+        """``(x, y, w, h, class_index)`` boxes of each image, in its original pixels (none for
+        an id the split lacks).
+
+        Raises:
+            FileNotFoundError, ValueError: the run's dataset cannot be opened (moved, changed).
+        """
         dataset = self._open()
         ids = list(dict.fromkeys(image_ids))
         if hasattr(dataset, "records"):
-            return {i: list(dataset.records[self.index(i)].boxes) for i in ids}
-        todo = [i for i in ids if i not in self._synthetic_boxes]
+            return {
+                i: list(dataset.records[self._index[i]].boxes) if i in self._index else []
+                for i in ids
+            }
+        ids_known = [i for i in ids if i in self._index]
+        self._synthetic_boxes.update({i: [] for i in ids if i not in self._index})
+        todo = [i for i in ids_known if i not in self._synthetic_boxes]
         if todo:
             batch = dataset.generate_batch([self.index(i) for i in todo])
             for image_id, boxes in zip(todo, batch["boxes"], strict=True):
@@ -245,6 +255,7 @@ class CaseTable:
             self._frame = self._frame.assign(_row=np.arange(len(self._frame)))
         self.run = run
         self.images = images
+        self.images_error: str | None = None
         self.weights = weights
         order = class_order or list(dict.fromkeys(self._frame["class"]))
         self.class_order = list(order)
@@ -436,14 +447,21 @@ class CaseTable:
 
     def cases(self, rows: pd.DataFrame) -> list[Case]:
         """:class:`Case` objects of some of this table's rows (e.g. a slice of
-        :meth:`as_dataframe` order)."""
+        :meth:`as_dataframe` order). Where the run's dataset cannot be opened (moved or
+        changed since the evaluation), the cases come without boxes or image paths and
+        :attr:`images_error` says why (``None`` otherwise)."""
         boxes: dict[str, list[tuple]] = {}
         paths: dict[str, Path | None] = {}
+        self.images_error = None
         if self.images is not None and len(rows):
             ids = list(dict.fromkeys(rows["image_id"]))
-            boxes = self.images.boxes(ids)
-            paths = {i: self.images.path(i) for i in ids}
-            rank = {c: k for k, c in enumerate(self.images.class_names)}
+            try:
+                boxes = self.images.boxes(ids)
+                paths = {i: self.images.path(i) for i in ids}
+                rank = {c: k for k, c in enumerate(self.images.class_names)}
+            except (OSError, ValueError) as err:
+                # the cases are still listed (from the records); rendering says what is wrong
+                boxes, paths, self.images_error = {}, {}, str(err)
         out = []
         columns = {c: rows[c].tolist() for c in NEEDED}
         for k in range(len(rows)):
