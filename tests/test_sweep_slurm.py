@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,9 +23,12 @@ from pylon.training.runs import RunPaths
 
 runner = CliRunner()
 
-# synthetic-cam made tiny: 4 epochs of 4 steps at 64 px
+# Two presets made the same tiny CAM run (4 epochs of 4 steps at 64 px): a 2-run sweep whose runs
+# differ only in their experiment name, which no random draw depends on.
+PRESETS = ["synthetic-cam", "synthetic-li2018"]
 TINY = [
-    "experiment=tiny",
+    "model.name=cam",
+    "model.options={}",
     "max_epochs=4",
     "progress=false",
     "precision=fp32",
@@ -35,7 +39,7 @@ TINY = [
 ]
 
 
-def _wait(condition, what: str, timeout: float = 240) -> None:
+def _wait(condition, what: str, timeout: float) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, f"timed out waiting for {what}"
@@ -43,60 +47,60 @@ def _wait(condition, what: str, timeout: float = 240) -> None:
 
 
 @pytest.fixture(scope="module")
-def local_sweeps(tmp_path_factory):
-    """A 2-run sweep (seeds 0, 1) and the same seed 0 in another runs folder, whose job gets
-    SIGUSR2 once its first epoch's last.ckpt exists; all run as subprocesses at once."""
-    tmp = tmp_path_factory.mktemp("local")
+def local_sweep(tmp_path_factory):
+    """The 2-run sweep on submitit's local executor (subprocesses); the job of
+    ``synthetic-li2018`` gets SIGUSR2 once its first epoch's last.ckpt exists."""
+    runs_dir = tmp_path_factory.mktemp("local") / "runs"
     old = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # the jobs inherit it: the same kernels in each
     try:
-        options = SlurmOptions(gpus_per_run=0, time_min=30)
-        kwargs = dict(options=options, overrides=TINY, evaluate=False, cluster="local")
-        whole = submit_sweep(["synthetic-cam"], [0, 1], runs_dir=tmp / "whole", **kwargs)
-        signalled = submit_sweep(["synthetic-cam"], [0], runs_dir=tmp / "signalled", **kwargs)
+        rows = submit_sweep(
+            PRESETS, [0], options=SlurmOptions(gpus_per_run=0, time_min=30), overrides=TINY,
+            runs_dir=runs_dir, evaluate=False, cluster="local",
+        )  # fmt: skip
     finally:
-        os.environ.pop("OMP_NUM_THREADS") if old is None else os.environ.update(OMP_NUM_THREADS=old)
-    run = RunPaths.of(tmp / "signalled", "tiny", 0)
-    _wait(lambda: run.last.is_file(), "the first epoch's last.ckpt")
-    epoch = torch.load(run.last, weights_only=True)["epoch"]
-    assert epoch < 3 and not run.is_done(), "the signal must land before the last epoch"
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+    reference, run = (RunPaths.of(runs_dir, preset, 0) for preset in PRESETS)
+    _wait(lambda: run.last.is_file(), "the first epoch's last.ckpt", timeout=600)
+    assert not run.is_done() and torch.load(run.last, weights_only=True)["epoch"] < 3
     # the lock file names the process training the run: submitit's job process
     pid = json.loads((run.root / ".pylon.lock").read_text())["pid"]
     os.kill(pid, signal.SIGUSR2)
-    runs = [RunPaths.of(tmp / "whole", "tiny", s) for s in (0, 1)] + [run]
-    _wait(lambda: all(r.is_done() for r in runs), "the three runs to finish", timeout=400)
-    return {"whole": whole, "signalled": signalled, "tmp": tmp, "run": run, "pid": pid}
+    _wait(lambda: reference.is_done() and run.is_done(), "both runs to finish", timeout=600)
+    return {"rows": rows, "runs_dir": runs_dir, "reference": reference, "run": run}
 
 
 @pytest.mark.slow
-def test_local_executor_runs_a_two_run_sweep_as_subprocesses(local_sweeps):
-    rows = local_sweeps["whole"]
-    assert [(r["seed"], r["status"]) for r in rows] == [(0, "submitted"), (1, "submitted")]
-    for seed in (0, 1):
-        run = RunPaths.of(local_sweeps["tmp"] / "whole", "tiny", seed)
+def test_local_executor_runs_a_two_run_sweep_as_subprocesses(local_sweep):
+    rows = local_sweep["rows"]
+    assert [(r["experiment"], r["status"]) for r in rows] == [(p, "submitted") for p in PRESETS]
+    for row, run in zip(rows, (local_sweep["reference"], local_sweep["run"]), strict=True):
         assert run.is_done() and run.best.is_file()
         assert set(load_file(run.best)), "best weights hold tensors"
         record = read_job_record(run)
-        assert record["job_id"] == rows[seed]["job"] and record["job_id"] != str(os.getpid())
+        assert record["job_id"] == row["job"] and record["job_id"] != str(os.getpid())
         # the job's logs are linked in the run folder
         assert "Job completed successfully" in (run.root / "slurm" / "log.out").read_text()
     # submitting again skips the finished runs
     again = submit_sweep(
-        ["synthetic-cam"], [0, 1], options=SlurmOptions(gpus_per_run=0), overrides=TINY,
-        runs_dir=local_sweeps["tmp"] / "whole", evaluate=False, cluster="local",
+        PRESETS, [0], options=SlurmOptions(gpus_per_run=0), overrides=TINY,
+        runs_dir=local_sweep["runs_dir"], evaluate=False, cluster="local",
     )  # fmt: skip
     assert [r["status"] for r in again] == ["skipped (finished)"] * 2
 
 
 @pytest.mark.slow
-def test_sigusr2_requeues_the_run_which_ends_as_an_uninterrupted_one(local_sweeps):
-    run = local_sweeps["run"]
+def test_sigusr2_requeues_the_run_which_ends_as_an_uninterrupted_one(local_sweep):
+    run, reference = local_sweep["run"], local_sweep["reference"]
     out = (run.root / "slurm" / "log.out").read_text()
     err = (run.root / "slurm" / "log.err").read_text()
     assert "Caught signal SIGUSR2" in out and "Calling checkpoint method" in out, out[-3000:]
     assert "Requeued job" in out and "Job completed successfully" in out, out[-3000:]
     assert "Restored all states from the checkpoint" in err, err[-3000:]
-    reference = RunPaths.of(local_sweeps["tmp"] / "whole", "tiny", 0)
+    assert "Requeued job" not in (reference.root / "slurm" / "log.out").read_text()
     a, b = load_file(reference.best), load_file(run.best)
     assert a.keys() == b.keys()
     for key in a:
@@ -270,3 +274,45 @@ def test_without_submitit_launcher_slurm_says_which_extra_in_one_line(tmp_path, 
         "error: --launcher slurm needs submitit: pip install 'pylon-localization[cluster]'"
     )
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_under_slurm_lightnings_auto_requeue_is_off(tmp_path):
+    # In a SLURM step (srun's variables), Lightning would requeue on USR1 itself (save an HPC
+    # checkpoint, call `scontrol requeue`) beside submitit's USR2 requeue. With its auto-requeue
+    # off nobody handles USR1: the process ends by the signal and scontrol is never called.
+    from pylon.training.config import TrainConfig, apply_overrides, parse_override
+
+    config = apply_overrides(TrainConfig(), dict(parse_override(t) for t in TINY))
+    config = apply_overrides(config, {"experiment": "slurm", "max_epochs": 30})
+    config.to_yaml(tmp_path / "tiny.yaml")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol_calls\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_JOB_NAME": "pylon-sweep",
+        "SLURM_JOB_ID": "1234",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+    }
+    command = [
+        sys.executable, "-m", "pylon.cli.main", "train", "--config", str(tmp_path / "tiny.yaml"),
+        "--runs-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run = RunPaths.of(tmp_path / "runs", "slurm", 0)
+    _wait(lambda: run.last.is_file() or process.poll() is not None, "last.ckpt", timeout=600)
+    assert process.poll() is None, process.communicate()[0].decode()[-3000:]
+    process.send_signal(signal.SIGUSR1)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == -signal.SIGUSR1, output[-3000:]
+    assert not (tmp_path / "scontrol_calls").exists()
+    assert not list(run.root.rglob("hpc_ckpt_*.ckpt"))
