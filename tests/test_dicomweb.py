@@ -2,6 +2,7 @@
 WADO-RS retrieval by study and series into a folder, STOW-RS then QIDO-RS, retries while the
 server is down, clear errors for 401/404/unreachable, and the password never in a message or log."""
 
+import json
 import logging
 import threading
 
@@ -15,8 +16,10 @@ from dicom_files import write_dx
 from orthanc import free_port, orthanc  # noqa: F401
 from pydicom.uid import generate_uid
 from torch import nn
+from typer.testing import CliRunner
 
 from pylon import create_model, save_weights
+from pylon.cli.main import app
 from pylon.clinical.codes import finding_code
 from pylon.clinical.dicomweb import (
     Dicomweb,
@@ -336,3 +339,87 @@ def test_a_destination_with_a_study_is_refused(orthanc, credentials):  # noqa: F
 
     with pytest.raises(ValueError, match="a destination takes no study"):
         DicomwebSink(location(orthanc, study="1.2.3"))
+
+
+def predict(weights, *args, out):
+    command = ["predict", str(weights), *map(str, args), "--out", str(out)]
+    return CliRunner().invoke(app, [*command, "--precision", "fp32", "--no-progress"])
+
+
+def test_pylon_predict_from_and_to_dicomweb_end_to_end(
+    orthanc,  # noqa: F811
+    square_study,
+    credentials,
+    weights,
+    tmp_path,
+):
+    study_uid = square_study["left"].StudyInstanceUID
+    out = tmp_path / "out"
+    args = (location(orthanc, study=study_uid), "--dicom-out", location(orthanc))
+    result = predict(weights, *args, "--dicom-objects", "sr", out=out)
+    assert result.exit_code == 0, result.output
+    assert "predicted 2 image(s)" in result.output and "2 DICOM object(s)" in result.output
+    assert orthanc.password not in result.output
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    by_image = {pydicom.dcmread(r["path"]).SOPInstanceUID: r for r in records}
+    check_findings_srs(orthanc, square_study, tmp_path / "srs", by_image)
+    # each record names its SR on the server
+    stored = {t["SOPInstanceUID"] for t in orthanc.instances(Modality="SR")}
+    for record in records:
+        (sr,) = record["dicom_objects"]
+        assert (sr["kind"], sr["url"]) == ("sr", orthanc.dicomweb_url)
+        assert sr["sop_instance_uid"] in stored
+    # the retrieved images are a cache in --out: a rerun neither fetches nor stores again
+    cached = sorted((out / "dicomweb" / study_uid).rglob("*.dcm"))
+    assert len(cached) == 2
+    result = predict(weights, *args, "--dicom-objects", "sr", out=out)
+    assert result.exit_code == 0, result.output
+    assert "resuming: 2 image(s) already" in result.output
+    assert len(Dicomweb(location(orthanc)).search(study=study_uid, Modality="SR")) == 2
+
+
+def test_pylon_predict_with_a_wrong_password_stops_before_any_work(
+    orthanc,  # noqa: F811
+    square_study,
+    weights,
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setenv("PYLON_DICOMWEB_USER", orthanc.user)
+    monkeypatch.setenv("PYLON_DICOMWEB_PASSWORD", "wrong-password-5678")
+    study_uid = square_study["left"].StudyInstanceUID
+    n_before = len(orthanc.instances())
+    for args in (
+        (location(orthanc, study=study_uid),),  # the input's server
+        (study_dx(tmp_path), "--dicom-out", location(orthanc)),  # the destination
+    ):
+        out = tmp_path / f"out{len(args)}"
+        result = predict(weights, *args, out=out)
+        assert result.exit_code == 1, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert "rejected the credentials (401): set PYLON_DICOMWEB_USER/" in lines[0]
+        assert "wrong-password-5678" not in result.output
+        assert not (out / "predictions.jsonl").exists()
+    assert len(orthanc.instances()) == n_before
+
+
+def study_dx(tmp_path):
+    return bright_square_dx(tmp_path / "local.dcm", 5, 5)
+
+
+def test_pylon_predict_with_an_unreachable_server_is_a_clear_error(
+    credentials, weights, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PYLON_DICOMWEB_RETRIES", "2")
+    monkeypatch.setenv("PYLON_DICOMWEB_BACKOFF", "0.05")
+    port = free_port()
+    result = predict(
+        weights, f"dicomweb://127.0.0.1:{port}/dicom-web?study=1.2.3", out=tmp_path / "o"
+    )
+    assert result.exit_code == 1, result.output
+    assert f"error: cannot reach http://127.0.0.1:{port}/dicom-web" in result.output
+    assert "Connection refused; gave up after 3 attempt(s)" in result.output
+    result = predict(weights, "dicomweb://h/dicom-web?series=1.2", out=tmp_path / "o")
+    assert result.exit_code == 2 and "needs study=UID" in result.output

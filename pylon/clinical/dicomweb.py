@@ -36,6 +36,7 @@ DEFAULT_RETRIES, DEFAULT_BACKOFF, DEFAULT_TIMEOUT = 4, 1.0, 60.0
 RETRIED_STATUS = {408, 429, 500, 502, 503, 504}  # a busy or restarting server: try again
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # also keeps a server's answer out of file paths
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\"\])]+)")
+DICOMWEB_CACHE = "dicomweb"  # pylon predict's folder in --out for the retrieved inputs
 # Tags of the QIDO answers (DICOM JSON keys)
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 
@@ -425,6 +426,21 @@ class Dicomweb:
         return [str(ds.SOPInstanceUID) for ds in datasets]
 
 
+def input_location(text: str | os.PathLike) -> DicomwebLocation:
+    """An input location: :func:`parse_dicomweb_url` that also refuses one selecting nothing.
+
+    Raises:
+        ValueError: malformed, or no study, series or filter (it would retrieve the archive).
+    """
+    where = parse_dicomweb_url(text, what="input")
+    if not where.selects:
+        raise ValueError(
+            f"input {where}: say what to retrieve: ?study=UID[&series=UID] or a QIDO filter "
+            "such as ?PatientID=ID (not the whole archive)"
+        )
+    return where
+
+
 def fetch_inputs(
     inputs: Sequence[str | os.PathLike], cache: str | os.PathLike, **client
 ) -> list[Path]:
@@ -448,7 +464,7 @@ def fetch_inputs(
     paths: list[Path] = []
     for item in inputs:
         if is_dicomweb_url(item):
-            paths += Dicomweb(parse_dicomweb_url(item, what="input"), **client).fetch(cache)
+            paths += Dicomweb(input_location(item), **client).fetch(cache)
         else:
             paths.append(Path(item))
     return paths
