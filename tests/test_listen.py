@@ -187,7 +187,9 @@ def test_results_arrive_in_the_pacs_and_refusals_are_clear(weights, orthanc, tmp
 
 
 def test_nothing_is_lost_or_sent_twice_across_a_kill_a_stop_and_a_pacs_that_is_down(
-    weights, orthanc, tmp_path  # noqa: F811
+    weights,
+    orthanc,  # noqa: F811
+    tmp_path,
 ):
     """Images spooled but not predicted (a batch waiting for more) survive a SIGKILL; a
     restarted listener predicts them while Orthanc is stopped: each send fails with a 'failed'
@@ -233,3 +235,39 @@ def test_nothing_is_lost_or_sent_twice_across_a_kill_a_stop_and_a_pacs_that_is_d
     assert [references[uid] for uid in uids] == [1, 1, 1], references
     assert len(listener.records("predicted")) == 3 and len(listener.records("sent")) == 3
     assert not list((spool / "outbox").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--send-to", "orthanc:4242", "--send-to 'orthanc:4242': expected AET@HOST:PORT"),
+        ("--ae-title", "A" * 17, "--ae-title 'AAAAAAAAAAAAAAAAA': expected an AE title"),
+        ("--calling-aets", "MODALITY,", None),  # a trailing comma is fine
+        ("--dicom-objects", "sr,pdf", "--dicom-objects 'sr,pdf': expected a comma-separated"),
+        ("--voi", "stored", "--voi"),
+    ],
+)
+def test_wrong_options_exit_2_and_a_busy_port_exits_1(weights, tmp_path, option, value, message):
+    """Wrong command-line values exit 2 before the model is loaded; a port already in use exits
+    1 naming it (a busy port stands in for every valid-options case here)."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from pylon.cli.main import app
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        arguments = ["listen", str(weights), "--send-to", "ORTHANC@127.0.0.1:4242"]
+        arguments += ["--port", str(port), "--spool", str(tmp_path / "spool"), option, value]
+        result = CliRunner().invoke(app, arguments)
+    output = " ".join(result.output.split())
+    if message is None:
+        assert result.exit_code == 1, output
+        assert f"cannot listen on 127.0.0.1:{port}" in output
+    else:
+        assert result.exit_code == 2, output
+        assert message in output
+        assert not (tmp_path / "spool").exists()
