@@ -2,6 +2,7 @@
 next to its record, read back with highdicom and checked with dciodvfy; resumable; PNG inputs
 need --new-study; option errors and a missing [clinical] extra."""
 
+import inspect
 import json
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 from pylon import create_model, save_weights
 from pylon.cli.main import app
 from pylon.inference import Predictor
+from pylon.models import ModelOutput, register_model
 
 SIZE = 128
 # Nodule: the brightness model (its probability is high on a bright square); Mass: the same map
@@ -31,26 +33,25 @@ NODULE = ("27925004", "SCT")  # SNOMED CT Nodule, as pydicom's code dictionary h
 SQUARE = (250, 40, 40)  # x0, y0, side in the 300 x 400 radiograph
 
 
+@register_model("_test_brightness_cam_dicom_out")
+class BrightnessCam(nn.Module):
+    """CAM = the 4x4 average-pooled input (class 2 minus 10): it peaks where the image is
+    brightest."""
+
+    def __init__(self, encoder="none", in_channels=1, num_classes=2, encoder_weights=None):
+        super().__init__()
+        self.head = nn.Conv2d(in_channels, num_classes, 1)
+        nn.init.constant_(self.head.weight, 1.0)
+        with torch.no_grad():
+            self.head.bias.copy_(torch.tensor([0.0, -10.0]))
+
+    def forward(self, x):
+        cam = self.head(F.avg_pool2d(x, 4))
+        return ModelOutput(cam.amax(dim=(2, 3)), cam)
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from pylon.models import ModelOutput, register_model
-
-    @register_model("_test_brightness_cam_dicom_out")
-    class BrightnessCam(nn.Module):
-        """CAM = the 4x4 average-pooled input (class 2 minus 10): it peaks where the image is
-        brightest."""
-
-        def __init__(self, encoder="none", in_channels=1, num_classes=2, encoder_weights=None):
-            super().__init__()
-            self.head = nn.Conv2d(in_channels, num_classes, 1)
-            nn.init.constant_(self.head.weight, 1.0)
-            with torch.no_grad():
-                self.head.bias.copy_(torch.tensor([0.0, -10.0]))
-
-        def forward(self, x):
-            cam = self.head(F.avg_pool2d(x, 4))
-            return ModelOutput(cam.amax(dim=(2, 3)), cam)
-
     path = tmp_path_factory.mktemp("weights") / "brightness.safetensors"
     model = create_model("_test_brightness_cam_dicom_out", num_classes=len(CLASSES))
     data = {"class_names": CLASSES, "size": SIZE, "in_channels": 1, "mean": [0.5], "std": [0.25]}
@@ -323,17 +324,39 @@ def test_wrong_dicom_options_exit_2(weights, sources, tmp_path, options, message
 
 
 def test_without_the_clinical_extra_dicom_out_is_one_line(weights, sources, tmp_path):
-    # highdicom made unimportable, as where the [clinical] extra is not installed
-    code = (
-        "import sys; sys.modules['highdicom'] = None; from pylon.cli.main import app; "
-        "app(prog_name='pylon')"
+    # a fresh interpreter where the [clinical] extra's packages cannot be imported, with the
+    # test model registered
+    model = tmp_path / "brightness_model.py"
+    imports = [
+        "import torch",
+        "import torch.nn.functional as F",
+        "from torch import nn",
+        "from pylon.models import ModelOutput, register_model",
+    ]
+    model.write_text("\n".join(imports) + "\n\n" + inspect.getsource(BrightnessCam))
+    missing = "; ".join(
+        f"sys.modules[{name!r}] = None" for name in ("highdicom", "pynetdicom", "dicomweb_client")
     )
-    args = [sys.executable, "-c", code, "predict", str(weights), str(sources)]
-    args += ["--out", str(tmp_path / "out"), "--dicom-out", str(tmp_path / "dicom")]
-    run = subprocess.run(args, capture_output=True, text=True, check=False)
+    code = (
+        f"import sys; {missing}; sys.path.insert(0, {str(tmp_path)!r}); import brightness_model; "
+        "from pylon.cli.main import app; app(prog_name='pylon')"
+    )
+    args = [sys.executable, "-c", code, "predict", str(weights), str(sources), "--no-progress"]
+    run = subprocess.run(
+        [*args, "--out", str(tmp_path / "out"), "--dicom-out", str(tmp_path / "dicom")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 1, run.stdout + run.stderr
     lines = (run.stdout + run.stderr).strip().splitlines()
     assert lines == [
         "error: DICOM output needs highdicom: pip install 'pylon-localization[clinical]'"
     ]
-    assert not (tmp_path / "dicom").exists()
+    assert not (tmp_path / "dicom").exists() and not (tmp_path / "out").exists()
+    # without --dicom-out, predict needs none of them
+    run = subprocess.run(
+        [*args, "--out", str(tmp_path / "out")], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 2
