@@ -110,7 +110,8 @@ def predict_command(
         False,
         "--overwrite",
         help="Start clean: remove an earlier run's predictions, failures.csv and overlays in "
-        "--out (default: resume it, skipping images already in predictions.jsonl).",
+        "--out, and the DICOM object files its records list (default: resume it, skipping "
+        "images already in predictions.jsonl).",
     ),
     max_pixels: int | None = typer.Option(
         None,
