@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -461,7 +462,7 @@ def predict_upload(
             {"file": content, "probabilities": prediction.probabilities, "peaks": prediction.peaks}
         )
     )
-    stem = Path(path.name).stem or "image"
+    stem = re.sub(r"[^\w.\-]", "_", Path(path.name).stem) or "image"
     overlays = {}
     for name in selected:
         safe = name.replace("/", "_").replace("\\", "_")
