@@ -4,12 +4,16 @@ server is down, clear errors for 401/404/unreachable, and the password never in 
 
 import json
 import logging
+import ssl
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import requests
 import torch
 import torch.nn.functional as F
 from dicom_files import write_dx
@@ -423,3 +427,80 @@ def test_pylon_predict_with_an_unreachable_server_is_a_clear_error(
     assert "Connection refused; gave up after 3 attempt(s)" in result.output
     result = predict(weights, "dicomweb://h/dicom-web?series=1.2", out=tmp_path / "o")
     assert result.exit_code == 2 and "needs study=UID" in result.output
+
+
+# --- TLS: dicomwebs:// through an HTTPS front of the test server ---
+# Debian's Orthanc 1.10 crashes on its own HTTPS ("SslEnabled"); a PACS behind an HTTPS reverse
+# proxy is the common deployment anyway. tests/data/tls/server.pem is a self-signed certificate
+# (and its key) for 127.0.0.1 valid until 2126, made for these tests with openssl; cert.pem is
+# the certificate alone, the CA bundle that trusts it.
+TLS = Path(__file__).parent / "data" / "tls"
+
+
+class _Forward(BaseHTTPRequestHandler):
+    """Forwards each request to ``self.server.target`` (plain HTTP) and answers its response."""
+
+    def _forward(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        hop = {"host", "connection", "transfer-encoding", "content-length"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+        answer = requests.request(self.command, self.server.target + self.path, headers=headers,
+                                  data=body, timeout=30)  # fmt: skip
+        self.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in hop | {"content-encoding"}:  # requests decoded the body
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = _forward
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def https_front(orthanc):  # noqa: F811
+    """An HTTPS server on 127.0.0.1 in front of the test Orthanc; yields its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forward)
+    server.target = orthanc.url
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "server.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_dicomwebs_is_https_with_the_certificate_checked(
+    https_front,
+    orthanc,  # noqa: F811
+    study,
+    credentials,
+    tmp_path,
+    monkeypatch,
+):
+    a1 = pydicom.dcmread(study["a1"])
+    where = f"dicomwebs://127.0.0.1:{https_front}/dicom-web?study={a1.StudyInstanceUID}"
+    # a certificate no trusted authority signed: refused at once, not retried, with the remedy
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    retried = []
+    refused = r"TLS failed with https://127.0.0.1:\d+/dicom-web .*certificate verify failed"
+    with pytest.raises(DicomwebError, match=refused + ".*set REQUESTS_CA_BUNDLE"):
+        Dicomweb(where, on_retry=lambda *a: retried.append(a)).fetch(tmp_path / "cache")
+    assert not retried
+    # trusted (a private CA, as hospitals have): the same files as over plain HTTP
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(TLS / "cert.pem"))
+    files = Dicomweb(where).fetch(tmp_path / "cache")
+    assert sorted(f.read_bytes() for f in files) == sorted(
+        study[name].read_bytes() for name in ("a1", "a2", "b1")
+    )
+    copy = pydicom.dcmread(study["a1"])
+    copy.SOPInstanceUID = copy.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    web = Dicomweb(f"dicomwebs://127.0.0.1:{https_front}/dicom-web")
+    assert web.store([copy]) == [copy.SOPInstanceUID]
+    assert orthanc.instances(SOPInstanceUID=copy.SOPInstanceUID)

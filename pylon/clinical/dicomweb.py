@@ -36,6 +36,7 @@ DEFAULT_RETRIES, DEFAULT_BACKOFF, DEFAULT_TIMEOUT = 4, 1.0, 60.0
 RETRIED_STATUS = {408, 429, 500, 502, 503, 504}  # a busy or restarting server: try again
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # also keeps a server's answer out of file paths
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\"\])]+)")
+_SSL_TEXT = re.compile(r"\[SSL: [A-Z_]+\] ([^('\"]+)")
 DICOMWEB_CACHE = "dicomweb"  # pylon predict's folder in --out for the retrieved inputs
 # Tags of the QIDO answers (DICOM JSON keys)
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
@@ -183,7 +184,7 @@ def _credentials_hint(host: str) -> str:
 
 def _reason(err: Exception) -> str:
     """The innermost reason of a requests connection error ("Connection refused")."""
-    found = _ERRNO_TEXT.findall(str(err))
+    found = _SSL_TEXT.findall(str(err)) or _ERRNO_TEXT.findall(str(err))
     if found:
         return found[-1].strip()
     if "timed out" in str(err).lower():
