@@ -40,7 +40,11 @@ def require_gradio(*, load: bool = True):
         ImportError: :data:`APP_EXTRA_HINT`.
     """
     if not load:
-        if importlib.util.find_spec("gradio") is None:
+        try:
+            found = importlib.util.find_spec("gradio") is not None
+        except ValueError:  # sys.modules["gradio"] is None: blocked, as if not installed
+            found = False
+        if not found:
             raise ImportError(APP_EXTRA_HINT)
         return None
     try:
@@ -49,7 +53,15 @@ def require_gradio(*, load: bool = True):
         raise ImportError(APP_EXTRA_HINT) from None
 
 
-def prepare_environment(cache: Path, environ: dict | None = None) -> None:
+ENVIRONMENT = (
+    "GRADIO_ANALYTICS_ENABLED",
+    "GRADIO_TEMP_DIR",
+    "GRADIO_EXAMPLES_CACHE",
+    "GRADIO_RUN_HISTORY",
+)
+
+
+def prepare_environment(cache: Path, environ: dict | None = None) -> dict[str, str | None]:
     """Point Gradio at the viewer's cache and turn its telemetry off; call before importing
     gradio (some values are read at import; the rest when the app is built).
 
@@ -58,12 +70,30 @@ def prepare_environment(cache: Path, environ: dict | None = None) -> None:
             copies), so the overlays rendered into it are served without a copy; Gradio's
             examples cache goes to ``cache/examples``.
         environ: the environment to set (default ``os.environ``).
+
+    Returns:
+        The earlier values of :data:`ENVIRONMENT` (``None``: unset), for
+        :func:`restore_environment`.
     """
     env = os.environ if environ is None else environ
+    earlier = {key: env.get(key) for key in ENVIRONMENT}
     env["GRADIO_ANALYTICS_ENABLED"] = "False"
     env["GRADIO_TEMP_DIR"] = str(cache)
     env["GRADIO_EXAMPLES_CACHE"] = str(cache / "examples")
     env["GRADIO_RUN_HISTORY"] = "False"
+    return earlier
+
+
+def restore_environment(earlier: dict[str, str | None], environ: dict | None = None) -> None:
+    """Put back what :func:`prepare_environment` changed, except telemetry, which stays off."""
+    env = os.environ if environ is None else environ
+    for key, value in earlier.items():
+        if key == "GRADIO_ANALYTICS_ENABLED":
+            continue
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
 
 
 def parse_auth(text: str, source: str) -> tuple[str, str]:

@@ -25,7 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from pylon.app.security import FileGuard, prepare_environment, require_gradio
+from pylon.app.security import (
+    FileGuard,
+    prepare_environment,
+    require_gradio,
+    restore_environment,
+)
 
 PAGE_SIZE = 20
 RESULTS = ("all", "hit", "miss")
@@ -84,7 +89,7 @@ class Viewer:
             self._check_cache()
         self.cache.mkdir(parents=True, exist_ok=True)
         os.chmod(self.cache, 0o700)
-        prepare_environment(self.cache)
+        self._environment = prepare_environment(self.cache)
         self.overlays = OverlayCache(self.cache / "overlays", device=device)
         self.tables: dict[str, CaseTable] = {}
         self.notes: dict[str, str] = {}
@@ -425,6 +430,7 @@ class Viewer:
         """Stop the server; remove the cache folder when the viewer made it."""
         if self.blocks is not None:
             self.blocks.close()
+        restore_environment(self._environment)
         if self._owns_cache:
             shutil.rmtree(self.cache, ignore_errors=True)
 
