@@ -164,10 +164,11 @@ class StorageNode:
             self.destination,
         )
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Stop accepting associations, let the worker finish the batch it is predicting (the
-        images it had not started stay in the spool) and the sender the send it is making, then
-        record what is left."""
+    def stop(self) -> None:
+        """Stop accepting associations (open ones are aborted), let the worker finish the batch
+        it is predicting (the images it had not started stay in the spool) and the sender the
+        send it is making (bounded by ``send_timeout``), then record what is left. A kill
+        meanwhile loses nothing either: every step is an atomic rename."""
         if self._server is not None:
             self._server.shutdown()  # no new association
             for assoc in self._ae.active_associations:  # a peer's open one would keep us alive
@@ -176,7 +177,7 @@ class StorageNode:
         self._stopping.set()
         self._outbox_ready.set()
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join()
         left_images = len(self.spool.pending_images())
         left_results = len(self.spool.pending_results())
         self.journal.record(
