@@ -364,6 +364,8 @@ def test_pylon_predict_from_and_to_dicomweb_end_to_end(
     assert result.exit_code == 0, result.output
     assert "predicted 2 image(s)" in result.output and "2 DICOM object(s)" in result.output
     assert orthanc.password not in result.output
+    for path in out.rglob("*"):  # nor in any file written (settings, records, CSV)
+        assert not path.is_file() or orthanc.password.encode() not in path.read_bytes()
     lines = (out / "predictions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     by_image = {pydicom.dcmread(r["path"]).SOPInstanceUID: r for r in records}
@@ -438,11 +440,19 @@ TLS = Path(__file__).parent / "data" / "tls"
 
 
 class _Forward(BaseHTTPRequestHandler):
-    """Forwards each request to ``self.server.target`` (plain HTTP) and answers its response."""
+    """Forwards each request to ``self.server.target`` (plain HTTP) and answers its response;
+    once ``self.server.posts_left`` (None: no limit) POSTs went through, a POST gets 503."""
 
     def _forward(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
+        if self.command == "POST" and self.server.posts_left is not None:
+            if self.server.posts_left <= 0:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.server.posts_left -= 1
         hop = {"host", "connection", "transfer-encoding", "content-length"}
         headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
         answer = requests.request(self.command, self.server.target + self.path, headers=headers,
@@ -461,19 +471,62 @@ class _Forward(BaseHTTPRequestHandler):
         pass
 
 
+def start_front(orthanc, *, tls=False):  # noqa: F811
+    """A server on 127.0.0.1 forwarding to the test Orthanc (HTTPS with ``tls``); stop it with
+    ``shutdown()`` and ``server_close()``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forward)
+    server.target, server.posts_left = orthanc.url, None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(TLS / "server.pem")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def https_front(orthanc):  # noqa: F811
-    """An HTTPS server on 127.0.0.1 in front of the test Orthanc; yields its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forward)
-    server.target = orthanc.url
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(TLS / "server.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    """An HTTPS server in front of the test Orthanc; yields its port."""
+    server = start_front(orthanc, tls=True)
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def front(orthanc):  # noqa: F811
+    """A plain HTTP server in front of the test Orthanc (``posts_left`` to make STOW fail)."""
+    server = start_front(orthanc)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_destination_failing_mid_run_loses_nothing(
+    front,
+    orthanc,  # noqa: F811
+    square_study,
+    credentials,
+    weights,
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setenv("PYLON_DICOMWEB_RETRIES", "2")
+    monkeypatch.setenv("PYLON_DICOMWEB_BACKOFF", "0.05")
+    study_uid = square_study["left"].StudyInstanceUID
+    destination = f"dicomweb://127.0.0.1:{front.server_address[1]}/dicom-web"
+    args = (location(orthanc, study=study_uid), "--dicom-out", destination, "--batch-size", 1)
+    out = tmp_path / "out"
+    front.posts_left = 1  # the first image's SR is stored, then the server answers 503
+    result = predict(weights, *args, "--dicom-objects", "sr", out=out)
+    assert result.exit_code == 1, result.output
+    assert "answered storing (STOW-RS) with HTTP 503" in result.output
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
+    front.posts_left = None  # back: the rerun stores the second image's SR only
+    result = predict(weights, *args, "--dicom-objects", "sr", out=out)
+    assert result.exit_code == 0, result.output
+    assert "resuming: 1 image(s) already" in result.output
+    check_findings_srs(orthanc, square_study, tmp_path / "srs")  # one SR per image, no more
 
 
 def test_dicomwebs_is_https_with_the_certificate_checked(
