@@ -117,6 +117,7 @@ def sr_references(server) -> collections.Counter:
     return counts
 
 
+@pytest.mark.slow  # ~20 s: a listener subprocess
 def test_results_arrive_in_the_pacs_and_refusals_are_clear(weights, orthanc, tmp_path):  # noqa: F811
     """2 DX and 1 CR C-STOREd by an allowed modality each come back as one SR (and one SC per
     finding: threshold 0 reports both classes) in Orthanc, with received / predicted / sent
@@ -186,6 +187,7 @@ def test_results_arrive_in_the_pacs_and_refusals_are_clear(weights, orthanc, tmp
         assert f"received {uid}" in log and f"predicted {uid}" in log and f"of {uid} to" in log
 
 
+@pytest.mark.slow  # ~35 s: three listener subprocesses, Orthanc stopped and started
 def test_nothing_is_lost_or_sent_twice_across_a_kill_a_stop_and_a_pacs_that_is_down(
     weights,
     orthanc,  # noqa: F811
