@@ -26,6 +26,7 @@ runner = CliRunner()
 # Two presets made the same tiny CAM run (4 epochs of 4 steps at 64 px): a 2-run sweep whose runs
 # differ only in their experiment name, which no random draw depends on.
 PRESETS = ["synthetic-cam", "synthetic-li2018"]
+PREEMPTED = "synthetic-fpn"  # the same run again, stopped as SLURM preempts: SIGTERM, then USR2
 TINY = [
     "model.name=cam",
     "model.options={}",
@@ -58,19 +59,31 @@ def local_sweep(tmp_path_factory):
             PRESETS, [0], options=SlurmOptions(gpus_per_run=0, time_min=30), overrides=TINY,
             runs_dir=runs_dir, evaluate=False, cluster="local",
         )  # fmt: skip
+        preempted = submit_sweep(
+            [PREEMPTED], [0], options=SlurmOptions(gpus_per_run=0, time_min=30), overrides=TINY,
+            runs_dir=runs_dir, evaluate=False, cluster="local",
+        )  # fmt: skip
     finally:
         if old is None:
             os.environ.pop("OMP_NUM_THREADS")
         else:
             os.environ["OMP_NUM_THREADS"] = old
+    assert preempted[0]["status"] == "submitted"
     reference, run = (RunPaths.of(runs_dir, preset, 0) for preset in PRESETS)
-    _wait(lambda: run.last.is_file(), "the first epoch's last.ckpt", timeout=600)
-    assert not run.is_done() and torch.load(run.last, weights_only=True)["epoch"] < 3
-    # the lock file names the process training the run: submitit's job process
-    pid = json.loads((run.root / ".pylon.lock").read_text())["pid"]
-    os.kill(pid, signal.SIGUSR2)
-    _wait(lambda: reference.is_done() and run.is_done(), "both runs to finish", timeout=600)
-    return {"rows": rows, "runs_dir": runs_dir, "reference": reference, "run": run}
+    third = RunPaths.of(runs_dir, PREEMPTED, 0)
+    for victim, signals in ((run, [signal.SIGUSR2]), (third, [signal.SIGTERM, signal.SIGUSR2])):
+        _wait(victim.last.is_file, "the first epoch's last.ckpt", timeout=600)
+        assert not victim.is_done() and torch.load(victim.last, weights_only=True)["epoch"] < 3
+        # the lock file names the process training the run: submitit's job process
+        pid = json.loads((victim.root / ".pylon.lock").read_text())["pid"]
+        os.kill(pid, signals[0])
+        if len(signals) == 2:  # USR2 once training has stopped on the SIGTERM
+            log = victim.root / "slurm" / "log.out"
+            _wait(lambda log=log: "preemption signal" in log.read_text(), "SIGTERM", timeout=300)
+            os.kill(pid, signals[1])
+    runs = (reference, run, third)
+    _wait(lambda: all(r.is_done() for r in runs), "the runs to finish", timeout=600)
+    return {"rows": rows, "runs_dir": runs_dir, "reference": reference, "run": run, "third": third}
 
 
 @pytest.mark.slow
@@ -92,15 +105,7 @@ def test_local_executor_runs_a_two_run_sweep_as_subprocesses(local_sweep):
     assert [r["status"] for r in again] == ["skipped (finished)"] * 2
 
 
-@pytest.mark.slow
-def test_sigusr2_requeues_the_run_which_ends_as_an_uninterrupted_one(local_sweep):
-    run, reference = local_sweep["run"], local_sweep["reference"]
-    out = (run.root / "slurm" / "log.out").read_text()
-    err = (run.root / "slurm" / "log.err").read_text()
-    assert "Caught signal SIGUSR2" in out and "Calling checkpoint method" in out, out[-3000:]
-    assert "Requeued job" in out and "Job completed successfully" in out, out[-3000:]
-    assert "Restored all states from the checkpoint" in err, err[-3000:]
-    assert "Requeued job" not in (reference.root / "slurm" / "log.out").read_text()
+def _same_training(reference: RunPaths, run: RunPaths) -> None:
     a, b = load_file(reference.best), load_file(run.best)
     assert a.keys() == b.keys()
     for key in a:
@@ -113,6 +118,30 @@ def test_sigusr2_requeues_the_run_which_ends_as_an_uninterrupted_one(local_sweep
     summary = json.loads((run.root / "train_summary.json").read_text())
     for key in ("best_val_loss", "best_epoch", "epochs", "global_step"):
         assert summary[key] == ref_summary[key], key
+
+
+@pytest.mark.slow
+def test_sigusr2_requeues_the_run_which_ends_as_an_uninterrupted_one(local_sweep):
+    run, reference = local_sweep["run"], local_sweep["reference"]
+    out = (run.root / "slurm" / "log.out").read_text()
+    err = (run.root / "slurm" / "log.err").read_text()
+    assert "Caught signal SIGUSR2" in out and "Calling checkpoint method" in out, out[-3000:]
+    assert "Requeued job" in out and "Job completed successfully" in out, out[-3000:]
+    assert "Restored all states from the checkpoint" in err, err[-3000:]
+    assert "Requeued job" not in (reference.root / "slurm" / "log.out").read_text()
+    _same_training(reference, run)
+
+
+@pytest.mark.slow
+def test_a_preemption_sigterm_then_usr2_is_requeued_by_submitit_alone(local_sweep):
+    # SLURM preempts with SIGTERM, then USR2: Lightning stops training on the SIGTERM, the job
+    # waits for submitit's USR2, which requeues it; it ends as the uninterrupted run
+    third = local_sweep["third"]
+    out = (third.root / "slurm" / "log.out").read_text()
+    assert "terminated (SIGTERM)" in out and "Caught signal SIGUSR2" in out, out[-3000:]
+    assert "Requeued job" in out and "Job completed successfully" in out, out[-3000:]
+    assert "Submitted job triggered an exception" not in out
+    _same_training(local_sweep["reference"], third)
 
 
 FAKE_SBATCH = """#!/bin/sh
@@ -316,3 +345,20 @@ def test_under_slurm_lightnings_auto_requeue_is_off(tmp_path):
     assert process.returncode == -signal.SIGUSR1, output[-3000:]
     assert not (tmp_path / "scontrol_calls").exists()
     assert not list(run.root.rglob("hpc_ckpt_*.ckpt"))
+
+
+def test_a_transfer_run_whose_source_is_neither_finished_nor_queued_is_not_submitted(fake_slurm):
+    args = ["sweep", "vindr-cam-transfer", "--seeds", "0", "--launcher", "slurm"]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    assert "not submitted: needs runs/nih256-cam/0" in result.output
+    assert not (fake_slurm / "count").exists()
+
+
+def test_launcher_slurm_without_srun_says_where_to_submit_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+    args = ["sweep", "synthetic-cam", "--launcher", "slurm", "--runs-dir", str(tmp_path / "r")]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    assert "srun" in result.output and "login node" in result.output
+    assert "Traceback" not in result.output

@@ -298,11 +298,18 @@ def submit_sweep(
         else:
             todo.append(run)
 
-    executor = submitit.AutoExecutor(
-        folder=runs_dir / SUBMITIT_FOLDER,
-        cluster=cluster,
-        slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES,
-    )
+    if not todo:
+        return [run.row for run in runs]
+    try:
+        executor = submitit.AutoExecutor(
+            folder=runs_dir / SUBMITIT_FOLDER,
+            cluster=cluster,
+            slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES,
+        )
+    except RuntimeError as err:  # no srun: not a SLURM machine
+        raise SubmissionError(
+            f"--launcher slurm: {err} (submit from a login node of the cluster)"
+        ) from None
     workdir = str(Path.cwd())
     hardware = options.hardware_overrides()
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import submitit
 
-from pylon.evaluation.evaluate import evaluate_run, summarize_experiment
+from pylon.evaluation.evaluate import evaluate_run
 from pylon.evaluation.sweep import is_evaluated
 from pylon.training.config import TrainConfig
-from pylon.training.fit import TrainingInterrupted, is_rank_zero_process, train
+from pylon.training.fit import TrainingInterrupted, train
 from pylon.training.runs import RunPaths
 
 # How long a job stopped by SIGTERM waits for submitit's preemption signal (see RunJob).
@@ -39,7 +39,8 @@ class RunJob(submitit.helpers.Checkpointable):
         runs_dir: the runs root, absolute.
         workdir: the submission's working folder; relative paths of the config
             (``data.root``, ``model.init_from``) are relative to it.
-        evaluate: evaluate the finished run (``pylon evaluate``) and summarise its experiment.
+        evaluate: evaluate the finished run (``pylon evaluate``, which also summarises the
+            experiment's seeds).
     """
 
     def __init__(self, config: TrainConfig, runs_dir: str, workdir: str, evaluate: bool):
@@ -55,13 +56,15 @@ class RunJob(submitit.helpers.Checkpointable):
             run_dir = train(self.config, runs_dir=self.runs_dir, notify=print)
         except TrainingInterrupted as err:
             if err.exit_code == TrainingInterrupted.exit_code:  # SIGTERM, not Ctrl+C
+                print(
+                    f"{err}; waiting up to {PREEMPTION_SIGNAL_WAIT_S:.0f} s for submitit's "
+                    "preemption signal to requeue the job",
+                    flush=True,
+                )
                 _wait_for_preemption_signal()
             raise
-        paths = RunPaths(Path(run_dir))
-        if self.evaluate and not is_evaluated(paths):
-            evaluate_run(run_dir, progress=False)
-            if is_rank_zero_process():
-                summarize_experiment(paths.experiment_dir)
+        if self.evaluate and not is_evaluated(RunPaths(Path(run_dir))):
+            evaluate_run(run_dir, progress=False)  # also updates the experiment's summaries
         return str(run_dir)
 
 
