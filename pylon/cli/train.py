@@ -99,7 +99,9 @@ def presets_command() -> None:
 @app.command("sweep")
 def sweep_command(
     presets: list[str] = typer.Argument(
-        None, help="Preset names (with --status: experiment names; none = all)."
+        None,
+        metavar="PRESET",
+        help="Preset names (with --status: experiment names; none = all).",
     ),
     seeds: str = typer.Option("0-4", help="Seeds: '0-4' or '0,2,3'."),
     launcher: str = typer.Option(
