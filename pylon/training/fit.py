@@ -152,8 +152,15 @@ def build_model(
     return model
 
 
+def _under_slurm() -> bool:
+    # detect() also warns where srun exists but is not used; the Trainer says that itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SLURMEnvironment.detect()
+
+
 def is_rank_zero_process() -> bool:
-    if SLURMEnvironment.detect():  # srun started every rank: Lightning's SLURM environment
+    if _under_slurm():  # srun started every rank: Lightning's SLURM environment
         return SLURMEnvironment().global_rank() == 0
     # Lightning's DDP launcher re-runs the command in child processes with these set.
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
@@ -162,7 +169,7 @@ def is_rank_zero_process() -> bool:
 def cluster_plugins() -> list[SLURMEnvironment]:
     """Under SLURM, Lightning's SLURM environment (ranks, nodes) with its auto-requeue off: the
     sweep's submitit job owns the preemption signal and requeues (docs/training.md)."""
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    return [SLURMEnvironment(auto_requeue=False)] if _under_slurm() else []
 
 
 def _comparable(config: TrainConfig) -> dict:
