@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -52,7 +54,14 @@ def runs(tmp_path):
     _run(runs, 4, job="500_4", err="Epoch 2: train_loss 0.6\n", checkpoint=True)
     _run(runs, 5, local_log="error: data.root: folder data/nih14 not found\n")
     _run(runs, 6, checkpoint=True)
+    dead = subprocess.Popen(["true"])  # the stale lock of a process that has exited
+    dead.wait()
+    stale = {"command": "pylon train", "pid": dead.pid, "host": socket.gethostname()}
+    (runs / "exp" / "6" / ".pylon.lock").write_text(json.dumps(stale))
     _run(runs, 7)
+    _run(runs, 8, checkpoint=True)  # a local sweep's run in progress: its lock names this process
+    lock = {"command": "pylon train", "pid": os.getpid(), "host": socket.gethostname()}
+    (runs / "exp" / "8" / ".pylon.lock").write_text(json.dumps(lock))
     return runs
 
 
@@ -91,6 +100,7 @@ def test_status_with_squeue(runs, fake_squeue, monkeypatch):
     assert states[5] == ("failed", "", "error: data.root: folder data/nih14 not found")
     assert states[6] == ("interrupted", "", "")
     assert states[7] == ("not started", "", "")
+    assert states[8] == ("running", "", f"pid {os.getpid()} on this host (pylon train)")
     args = (fake_squeue / "args").read_text().split()
     assert "--array" in args and "--noheader" in args  # one line per array task
 
@@ -105,7 +115,7 @@ def test_status_without_squeue_says_so_once_and_reads_the_folders(runs, monkeypa
     assert states[2] == ("running", "500_2", "Epoch 1: train_loss 0.7")
     assert states[3][0] == "failed" and states[3][2].startswith(FAILED_LINE)
     assert states[5][0] == "failed" and states[6][0] == "interrupted"
-    assert states[7][0] == "not started"
+    assert states[7][0] == "not started" and states[8][0] == "running"
 
 
 def test_status_command_prints_the_note_once_and_a_row_per_run(runs, monkeypatch):

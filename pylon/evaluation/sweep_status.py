@@ -4,7 +4,8 @@ States:
 
 - ``done``: the run has ``DONE``.
 - ``queued`` / ``running``: its recorded job (``slurm/job.json``) is pending / running in
-  ``squeue`` (without ``squeue``: the job's log is absent / present, as far as the folder tells).
+  ``squeue`` (without ``squeue``: the job's log is absent / present, as far as the folder tells);
+  ``running`` also when the folder's lock names a live process of this host (a local sweep).
 - ``failed``: its job or local sweep ended with an error; the detail is the log's last line.
 - ``interrupted``: training stopped before the end (SIGTERM, a kill, a time limit without
   requeue) and resumes when the sweep runs again.
@@ -14,11 +15,15 @@ States:
 from __future__ import annotations
 
 import getpass
+import json
+import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 from pylon.evaluation.cluster import read_job_record
+from pylon.locks import LOCK_NAME
 from pylon.training.runs import RunPaths, seed_dirs
 
 # squeue's states of a job that has not started (or waits to start again after a requeue)
@@ -94,6 +99,26 @@ def _ended(paths: RunPaths, log: str | Path | None) -> tuple[str, str]:
     return ("failed", line) if line else ("not started", "")
 
 
+def _live_holder_here(paths: RunPaths) -> str:
+    """``"pid N on this host (COMMAND)"`` when the run folder's lock file names a live process
+    of this host (a local sweep's or ``pylon train``'s), else ``""``. Only reads the file: taking
+    the lock, even briefly, could refuse a run that is starting."""
+    try:
+        holder = json.loads((paths.root / LOCK_NAME).read_text() or "{}")
+        pid = int(holder["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if holder.get("host") != socket.gethostname():
+        return ""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass  # alive, another user's
+    return f"pid {pid} on this host ({holder.get('command', '?')})"
+
+
 def run_state(paths: RunPaths, active: dict[str, str] | None) -> dict:
     """The state of one run.
 
@@ -111,6 +136,9 @@ def run_state(paths: RunPaths, active: dict[str, str] | None) -> dict:
         row["job"] = record["job_id"]
     if paths.is_done():
         return {**row, "state": "done", "detail": f"finished {paths.finished_at()}"}
+    holder = _live_holder_here(paths)
+    if holder:
+        return {**row, "state": "running", "detail": holder}
     if record is None:
         # a local sweep's run (its log is RUNS/<experiment>/<seed>.log) or a `pylon train`
         log = paths.root.parent / f"{paths.root.name}.log"
