@@ -144,7 +144,11 @@ def test_results_arrive_in_the_pacs_and_refusals_are_clear(weights, orthanc, tmp
             (predicted,) = [
                 r for r in listener.records("predicted") if r["sop_instance_uid"] == uid
             ]
-            assert [r["kind"] for r in predicted["results"]] == ["sr", "sc", "sc"]
+            assert [(r["kind"], r["class"]) for r in predicted["results"]] == [
+                ("sr", None),
+                ("sc", "effusion"),
+                ("sc", "nodule"),
+            ]
             sc_uids = [r["sop_instance_uid"] for r in predicted["results"][1:]]
             stored = {t["SOPInstanceUID"] for t in orthanc.instances()}
             assert set(sc_uids) <= stored
@@ -181,6 +185,7 @@ def test_results_arrive_in_the_pacs_and_refusals_are_clear(weights, orthanc, tmp
         assert listener.stop() == 0  # SIGTERM, with the modality's association still open
     assert assoc.is_aborted
     log = listener.log.read_text()
+    assert f"listening as PYLON on 127.0.0.1:{orthanc.pylon_port}" in log  # the default --host
     assert "refused association from INTRUDER" in log
     assert "SOP class CT Image Storage (1.2.840.10008.5.1.4.1.1.2) is not accepted" in log
     for uid in uids:

@@ -8,10 +8,12 @@ outbox and a sender C-STOREs them to the destination (:func:`pylon.clinical.dims
 retrying a destination that is down with exponential backoff until it is back. Every outcome is
 one log line and one record of ``SPOOL/journal.jsonl`` (:mod:`pylon.clinical.journal`).
 
-Threads: pynetdicom's server (one per association) only spools and queues; one worker predicts;
-one sender sends. A bounded queue between the server and the worker slows a sender that is
-faster than the model down (its C-STORE answers wait) instead of growing memory; the spool, not
-the queue, is what survives a crash.
+Threads: pynetdicom's server (one per association) only spools and queues; one worker decodes
+and predicts; one builder writes the results of the batch predicted last (highdicom, while the
+next batch is in the model); one sender sends. A bounded queue between the server and the worker
+slows a sender that is faster than the model down (its C-STORE answers wait) instead of growing
+memory; the spool, not the queues, is what survives a crash: an image stays in ``incoming/``
+until its results are in the outbox.
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ class StorageNode:
         self.journal = Journal(spool.journal_path)
         size = settings.queue_size or 4 * settings.batch_size
         self._queue: queue.Queue[Path] = queue.Queue(maxsize=size)
+        # predicted images whose results the builder writes (while the next batch runs)
+        self._to_build: queue.Queue = queue.Queue(maxsize=2 * settings.batch_size)
+        self._building: set[str] = set()  # their SOP Instance UIDs
         self._stopping = threading.Event()
         self._outbox_ready = threading.Event()
         self._backlog: list[Path] = []
@@ -145,7 +150,11 @@ class StorageNode:
             to_predict=len(self._backlog),
             to_send=len(pending),
         )
-        for target, name in ((self._work, "pylon-predict"), (self._send, "pylon-send")):
+        for target, name in (
+            (self._work, "pylon-predict"),
+            (self._build_loop, "pylon-build"),
+            (self._send, "pylon-send"),
+        ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -176,8 +185,12 @@ class StorageNode:
             self._server = None
         self._stopping.set()
         self._outbox_ready.set()
-        for thread in self._threads:
-            thread.join()
+        if self._threads:
+            worker, builder, sender = self._threads
+            worker.join()  # its last batch goes to the builder
+            self._to_build.put(None)
+            builder.join()
+            sender.join()
         left_images = len(self.spool.pending_images())
         left_results = len(self.spool.pending_results())
         self.journal.record(
@@ -339,14 +352,14 @@ class StorageNode:
                     )
 
     def _predict(self, batch: list[Path]) -> None:
-        import pydicom
-
-        from pylon.clinical.objects import findings_objects, object_file_name
-
+        """Decode and predict a batch; its results are built by the builder thread meanwhile the
+        next batch runs (the forward releases the GIL; building is Python)."""
         start = time.perf_counter()
         inputs = []
         for path in batch:
             uid = path.stem
+            if uid in self._building:  # received again while its results are being written
+                continue  # the builder moves the file that is there now: same SOP instance
             if self.spool.is_pending_results(uid):
                 path.unlink()  # received again while its results wait: they are sent once
                 self.journal.record(
@@ -363,60 +376,95 @@ class StorageNode:
                 self._fail(path, f"cannot read the image: {err}")
         decoded = time.perf_counter()
         predictions = self.predictor.predict_inputs(inputs) if inputs else []
-        model_s = time.perf_counter() - decoded
         self._batches += 1
+        timing = {
+            "batch": self._batches,
+            "batch_images": len(inputs),
+            "batch_decode_s": round(decoded - start, 4),
+            "batch_model_s": round(time.perf_counter() - decoded, 4),
+        }
         for item, prediction in zip(inputs, predictions, strict=True):
-            path, uid = Path(item.path), item.image_id
-            built = time.perf_counter()
+            self._building.add(item.image_id)
+            self._to_build.put((Path(item.path), prediction, timing))
+
+    def _build_loop(self) -> None:
+        while (job := self._to_build.get()) is not None:
             try:
-                source = pydicom.dcmread(path)
-                objects = findings_objects(
-                    source,
-                    prediction,
-                    kinds=tuple(self.settings.kinds),
-                    threshold=self.settings.threshold,
-                )
-                results = [
-                    (f"{k:02d}-{object_file_name(obj)}", _writer(obj.dataset))
-                    for k, obj in enumerate(objects, start=1)
-                ]
-                self.spool.predicted(path, results)
-                built = time.perf_counter() - built
-            except Exception as err:  # noqa: BLE001  one bad image must not stop the node
-                self._fail(path, f"cannot build its results: {type(err).__name__}: {err}")
-                continue
-            found = [c for c in prediction.selected]
+                self._build(*job)
+            finally:
+                self._building.discard(job[0].stem)
+
+    def _build(self, path: Path, prediction, timing: dict) -> None:
+        try:
+            self._build_one(path, prediction, timing)
+        except Exception as err:  # noqa: BLE001  the image stays in the spool
             self.journal.record(
-                "predicted",
-                f"predicted {uid}: "
-                + (", ".join(f"{c} {prediction.probabilities[c]:.2f}" for c in found) or "nothing")
-                + f" at or above {self.settings.threshold:g}; {len(objects)} result(s) to send",
-                sop_instance_uid=uid,
-                study_instance_uid=str(source.get("StudyInstanceUID", "")),
-                probabilities=prediction.probabilities,
-                selected=found,
-                results=[
-                    {
-                        "kind": o.kind,
-                        "sop_class": o.class_name,
-                        "sop_instance_uid": str(o.sop_instance_uid),
-                    }
-                    for o in objects
-                ],
-                objects_s=round(built, 4),
-                batch=self._batches,
-                batch_images=len(inputs),
-                batch_decode_s=round(decoded - start, 4),
-                batch_model_s=round(model_s, 4),
+                "failed",
+                f"{path.stem}: building its results failed; it stays in the spool for the "
+                f"next start: {type(err).__name__}: {err}",
+                level=logging.ERROR,
+                sop_instance_uid=path.stem,
+                reason=f"{type(err).__name__}: {err}",
+                traceback=traceback.format_exc(),
             )
-            self._outbox_ready.set()
+
+    def _build_one(self, path: Path, prediction, timing: dict) -> None:
+        """Write one predicted image's results to the outbox (moving the image with them)."""
+        import pydicom
+
+        from pylon.clinical.objects import findings_objects, object_file_name
+
+        uid = path.stem
+        start = time.perf_counter()
+        try:
+            source = pydicom.dcmread(path)
+            objects = findings_objects(
+                source,
+                prediction,
+                kinds=tuple(self.settings.kinds),
+                threshold=self.settings.threshold,
+            )
+            results = [
+                (f"{k:02d}-{object_file_name(obj)}", _writer(obj.dataset))
+                for k, obj in enumerate(objects, start=1)
+            ]
+            self.spool.predicted(path, results)
+        except Exception as err:  # noqa: BLE001  one bad image must not stop the node
+            self._fail(path, f"cannot build its results: {type(err).__name__}: {err}")
+            return
+        found = list(prediction.selected)
+        self.journal.record(
+            "predicted",
+            f"predicted {uid}: "
+            + (", ".join(f"{c} {prediction.probabilities[c]:.2f}" for c in found) or "nothing")
+            + f" at or above {self.settings.threshold:g}; {len(objects)} result(s) to send",
+            sop_instance_uid=uid,
+            study_instance_uid=str(source.get("StudyInstanceUID", "")),
+            probabilities=prediction.probabilities,
+            selected=found,
+            results=[
+                {
+                    "kind": o.kind,
+                    "class": o.class_name,
+                    "sop_class_uid": o.sop_class_uid,
+                    "sop_instance_uid": o.sop_instance_uid,
+                }
+                for o in objects
+            ],
+            objects_s=round(time.perf_counter() - start, 4),
+            **timing,
+        )
+        self._outbox_ready.set()
 
     def _fail(self, path: Path, reason: str) -> None:
         uid = path.stem
-        kept = self.spool.fail(path)
+        try:
+            kept = self.spool.fail(path)
+        except FileNotFoundError:  # moved meanwhile (received twice): nothing to keep
+            kept = None
         self.journal.record(
             "failed",
-            f"{uid} not predicted: {reason} (kept as {kept})",
+            f"{uid} not predicted: {reason}" + (f" (kept as {kept})" if kept else ""),
             level=logging.WARNING,
             sop_instance_uid=uid,
             reason=reason,
