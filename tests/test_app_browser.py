@@ -19,6 +19,7 @@ import requests
 from browser import browser  # noqa: F401  (the module's Chromium context)
 from viewer_runs import WIDTH, csv_run
 
+pytestmark = pytest.mark.slow  # a server (and a browser) per module
 N_IMAGES = 6
 TIMEOUT_MS = 60_000
 

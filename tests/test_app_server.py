@@ -30,6 +30,7 @@ from pylon.app.security import (
 )
 from pylon.cli.main import app
 
+pytestmark = pytest.mark.slow  # a server (and a browser) per module
 N_IMAGES = 6
 SECRET = "top secret, outside every viewed folder\n"
 

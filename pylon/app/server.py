@@ -430,6 +430,9 @@ class Viewer:
         """Stop the server; remove the cache folder when the viewer made it."""
         if self.blocks is not None:
             self.blocks.close()
+        # a page's background rendering finishes first: no forward pass runs at exit
+        if self._prefetching.acquire(timeout=60):
+            self._prefetching.release()
         restore_environment(self._environment)
         if self._owns_cache:
             shutil.rmtree(self.cache, ignore_errors=True)
