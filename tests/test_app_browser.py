@@ -159,6 +159,11 @@ def test_opening_a_case_shows_its_probability_and_overlay(page, pairs, served):
     src = page.eval_on_selector("#case-overlay img", "img => img.src")
     assert "/gradio_api/file=" in src and urlsplit(src).hostname == "127.0.0.1"
     assert "per image" in page.inner_text("#case-scale")
+    # no button that would post the image to another site
+    labels = page.eval_on_selector_all(
+        "#case-overlay button", "bs => bs.map(b => (b.title + ' ' + b.ariaLabel).toLowerCase())"
+    )
+    assert labels and not [label for label in labels if "share" in label]
     page.screenshot(path=str(root / "case.png"), full_page=True)
 
 

@@ -41,6 +41,8 @@ SORT_CHOICES = [
 ]
 SCALE_CHOICES = [("per image", "image"), ("absolute (probability 0..1)", "absolute")]
 MAX_UPLOAD = "256mb"
+# no "share" button: it posts to Hugging Face Spaces discussions
+BUTTONS = ["download", "fullscreen"]
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -273,7 +275,7 @@ class Viewer:
 
         case = self.case(run, image_id, class_name)
         path = self.overlays.render(case, opacity=float(opacity), scale=scale)
-        return path, case_details(case), f"Colour scale: {SCALE_TITLES[scale]}"
+        return path, case_details(case), SCALE_TITLES[scale].capitalize()
 
     def compare(self, run, image_id, class_name, opacity=0.5, scale="image"):
         """The same case in every run that has it and under each benchmarked method.
@@ -539,6 +541,8 @@ def build_blocks(viewer: Viewer):
                             interactive=False,
                             label="overlay (boxes green, peak white ring)",
                             elem_id="case-overlay",
+                            height=480,
+                            buttons=BUTTONS,
                         )
                         scale_text = gr.Markdown(elem_id="case-scale")
                         details = gr.Markdown("Click a case in the list.", elem_id="case-details")
@@ -561,6 +565,7 @@ def build_blocks(viewer: Viewer):
                     object_fit="contain",
                     label="same case: runs and post-hoc methods",
                     elem_id="side-by-side",
+                    buttons=BUTTONS,
                 )
                 side_table = gr.Dataframe(interactive=False, label="per-panel values")
 
@@ -573,7 +578,9 @@ def build_blocks(viewer: Viewer):
                     )  # fmt: skip
                     metric_title = gr.Dropdown([], label="table")
                 metric_table = gr.Dataframe(interactive=False, elem_id="metric-table")
-                plots = gr.Gallery(format="png", columns=2, label="plots", elem_id="metric-plots")
+                plots = gr.Gallery(
+                    format="png", columns=2, label="plots", elem_id="metric-plots", buttons=BUTTONS
+                )
 
             # ------------------------------------------------------------------ new image
             with gr.Tab("New image", id="new"):
@@ -600,7 +607,11 @@ def build_blocks(viewer: Viewer):
                         )
                         new_note = gr.Markdown(elem_id="new-note")
                         heatmaps = gr.Gallery(
-                            format="png", columns=2, label="heatmaps", elem_id="heatmaps"
+                            format="png",
+                            columns=2,
+                            label="heatmaps",
+                            elem_id="heatmaps",
+                            buttons=BUTTONS,
                         )
                         downloads = gr.File(
                             label="download: overlay PNGs and prediction JSON",
