@@ -168,6 +168,32 @@ def test_a_new_image_gets_what_pylon_predict_gives(viewer, tmp_path):
     assert gallery == [] and "no class" in note
 
 
+def test_dicom_and_16_bit_uploads_are_read_as_pylon_predict_reads_them(viewer, tmp_path):
+    """The New image tab takes files, not decoded images: a DICOM (windowed) and a 16-bit PNG
+    give the probabilities ``pylon predict`` gives for the same files."""
+    import cv2
+    from dicom_files import write_dx
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 4000, (HEIGHT, WIDTH), dtype=np.uint16)
+    pixels[20:50, 30:70] = 3900
+    folder = tmp_path / "in"
+    folder.mkdir()
+    dicom = write_dx(folder / "x.dcm", pixels, WindowCenter=2000, WindowWidth=4000)
+    png16 = folder / "x16.png"
+    cv2.imwrite(str(png16), pixels * 16)
+    weights = viewer.run_dir / "checkpoints" / "best.safetensors"
+    out = tmp_path / "predicted"
+    args = ["predict", str(weights), str(folder), "--out", str(out), "--precision", "fp32"]
+    result = CliRunner().invoke(app, [*args, "--no-progress", "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    by_name = {Path(r["path"]).name: r["probabilities"] for r in records}
+    for path in (dicom, png16):
+        probs, _, _, _ = viewer.predict_file(str(path), viewer.runs[0], threshold=0.5)
+        assert probs == pytest.approx(by_name[path.name], abs=1e-5), path.name
+
+
 # ---------------------------------------------------------------------------- HTTP: what is served
 def test_a_rendered_overlay_is_served(viewer):
     row = viewer.pairs.iloc[0]
