@@ -53,7 +53,8 @@ def listen_command(
         "sr,sc",
         "--dicom-objects",
         help="Results to send, comma-separated: sr (structured report), sc (secondary capture "
-        "overlay per finding), seg (fractional segmentation).",
+        "overlay per finding), seg (fractional segmentation), pmap (parametric map; sources "
+        "with a frame of reference only).",
     ),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     batch_wait: float = typer.Option(
