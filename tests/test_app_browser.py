@@ -167,6 +167,19 @@ def test_opening_a_case_shows_its_probability_and_overlay(page, pairs, served):
     page.screenshot(path=str(root / "case.png"), full_page=True)
 
 
+def test_side_by_side_and_metrics_tabs_show_the_open_case_and_tables(page):
+    page.click("button[role='tab']:has-text('Side by side')")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#side-by-side img'))"
+        ".some(img => img.complete && img.naturalWidth > 0)"
+    )
+    page.click("button[role='tab']:has-text('Metrics')")
+    page.wait_for_function(
+        "() => { const el = document.querySelector('#metric-table');"
+        " return el && el.innerText.includes('auroc_micro'); }"
+    )
+
+
 def test_an_uploaded_image_gets_probabilities(page, served):
     _, paths, root = served
     page.click("button[role='tab']:has-text('New image')")
