@@ -226,7 +226,6 @@ def write_job_record(paths: RunPaths, job, *, cluster: str, after: str | None) -
 
 @dataclass
 class _Run:
-    preset: str
     config: TrainConfig
     paths: RunPaths
     row: dict
@@ -263,8 +262,10 @@ def submit_sweep(
             machine, no dependencies: a transfer run whose source is unfinished is left).
 
     Returns:
-        One row per run: ``experiment``, ``seed``, ``status`` (``submitted``, ``skipped ...``,
-        ``waits ...``), ``job`` (the job id or ``""``), ``after`` (the job it waits for).
+        One row per run: ``experiment``, ``seed``, ``status`` (``submitted``, ``skipped (...)``,
+        ``not submitted: ...`` for a transfer run whose source is neither finished nor queued,
+        ``waits for ...`` on the local executor), ``job`` (the job id or ``""``), ``after``
+        (the job it waits for, or ``""``).
 
     Raises:
         ImportError: submitit is missing (one line naming the extra).
@@ -273,6 +274,8 @@ def submit_sweep(
     from pylon.evaluation.sweep_status import squeue_states
 
     submitit = require_submitit()
+    from pylon.evaluation.cluster_job import RunJob  # imports submitit
+
     runs_dir = Path(runs_dir).resolve()
     parsed = dict(parse_override(o) for o in overrides)
     runs: list[_Run] = []
@@ -281,9 +284,14 @@ def submit_sweep(
         for seed in seeds:
             config = apply_overrides(base, {**parsed, "seed": seed})
             paths = RunPaths.of(runs_dir, config.experiment, seed)
-            row = {"experiment": config.experiment, "seed": seed, "status": "", "job": ""}
-            row["after"] = ""
-            runs.append(_Run(preset, config, paths, row, transfer_source(config)))
+            row = {
+                "experiment": config.experiment,
+                "seed": seed,
+                "status": "",
+                "job": "",
+                "after": "",
+            }
+            runs.append(_Run(config, paths, row, transfer_source(config)))
 
     active = squeue_states()[0] if cluster == "slurm" else None
     jobs_of: dict[Path, str] = {}  # run folder -> its queued, running or new job
@@ -313,10 +321,8 @@ def submit_sweep(
     workdir = str(Path.cwd())
     hardware = options.hardware_overrides()
 
-    def job_of(run: _Run):
+    def job_of(run: _Run) -> RunJob:
         config = apply_overrides(run.config, hardware) if hardware else run.config
-        from pylon.evaluation.cluster_job import RunJob
-
         return RunJob(config, str(runs_dir), workdir, evaluate)
 
     def ready(run: _Run) -> tuple[bool, str | None]:
