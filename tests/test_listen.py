@@ -57,7 +57,7 @@ def uid_of(path: Path) -> str:
 
 def store(port: int, paths, calling: str = "MODALITY") -> list[int]:
     """C-STORE files to the listener as a modality would; the statuses, in order."""
-    datasets = [pydicom.dcmread(p) for p in paths]
+    datasets = [p if isinstance(p, pydicom.Dataset) else pydicom.dcmread(p) for p in paths]
     ae = AE(ae_title=calling)
     for sop_class in {str(ds.SOPClassUID) for ds in datasets}:
         ae.add_requested_context(sop_class)
@@ -135,6 +135,15 @@ def test_results_arrive_in_the_pacs_and_refusals_are_clear(weights, orthanc, tmp
     try:
         assert store(orthanc.pylon_port, images) == [0x0000] * 3
         listener.wait_sent(uids)
+
+        # an image whose SOP Instance UID is not a UID cannot name a spool file: 0xC000
+        odd = pydicom.dcmread(images[0])
+        with pytest.warns(UserWarning, match="Invalid value for VR UI"):
+            odd.SOPInstanceUID = odd.file_meta.MediaStorageSOPInstanceUID = "1.2.x-ray"
+            assert store(orthanc.pylon_port, [odd]) == [0xC000]
+        (refused,) = listener.records("failed")
+        assert refused["sop_instance_uid"] == "1.2.x-ray" and refused["status"] == 0xC000
+        assert "is not a DICOM UID" in refused["reason"]
 
         references = sr_references(orthanc)
         assert all(references[uid] == 1 for uid in uids), references
