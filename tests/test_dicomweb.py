@@ -5,9 +5,9 @@ server is down, clear errors for 401/404/unreachable, and the password never in 
 import json
 import logging
 import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -433,10 +433,21 @@ def test_pylon_predict_with_an_unreachable_server_is_a_clear_error(
 
 # --- TLS: dicomwebs:// through an HTTPS front of the test server ---
 # Debian's Orthanc 1.10 crashes on its own HTTPS ("SslEnabled"); a PACS behind an HTTPS reverse
-# proxy is the common deployment anyway. tests/data/tls/server.pem is a self-signed certificate
-# (and its key) for 127.0.0.1 valid until 2126, made for these tests with openssl; cert.pem is
-# the certificate alone, the CA bundle that trusts it.
-TLS = Path(__file__).parent / "data" / "tls"
+# proxy is the common deployment anyway.
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 made now with openssl (no key is committed):
+    ``key.pem``, ``cert.pem`` (also the CA bundle that trusts it) in the returned folder."""
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return folder
 
 
 class _Forward(BaseHTTPRequestHandler):
@@ -471,23 +482,23 @@ class _Forward(BaseHTTPRequestHandler):
         pass
 
 
-def start_front(orthanc, *, tls=False):  # noqa: F811
-    """A server on 127.0.0.1 forwarding to the test Orthanc (HTTPS with ``tls``); stop it with
-    ``shutdown()`` and ``server_close()``."""
+def start_front(orthanc, *, tls=None):  # noqa: F811
+    """A server on 127.0.0.1 forwarding to the test Orthanc (HTTPS with the certificate folder
+    ``tls``); stop it with ``shutdown()`` and ``server_close()``."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Forward)
     server.target, server.posts_left = orthanc.url, None
     if tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(TLS / "server.pem")
+        context.load_cert_chain(tls / "cert.pem", tls / "key.pem")
         server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
 @pytest.fixture
-def https_front(orthanc):  # noqa: F811
+def https_front(orthanc, tls):  # noqa: F811
     """An HTTPS server in front of the test Orthanc; yields its port."""
-    server = start_front(orthanc, tls=True)
+    server = start_front(orthanc, tls=tls)
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
@@ -531,6 +542,7 @@ def test_a_destination_failing_mid_run_loses_nothing(
 
 def test_dicomwebs_is_https_with_the_certificate_checked(
     https_front,
+    tls,
     orthanc,  # noqa: F811
     study,
     credentials,
@@ -547,7 +559,7 @@ def test_dicomwebs_is_https_with_the_certificate_checked(
         Dicomweb(where, on_retry=lambda *a: retried.append(a)).fetch(tmp_path / "cache")
     assert not retried
     # trusted (a private CA, as hospitals have): the same files as over plain HTTP
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(TLS / "cert.pem"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls / "cert.pem"))
     files = Dicomweb(where).fetch(tmp_path / "cache")
     assert sorted(f.read_bytes() for f in files) == sorted(
         study[name].read_bytes() for name in ("a1", "a2", "b1")
