@@ -45,12 +45,14 @@ lint: install
 test: lint system
 	$(VENV)/bin/pytest -q -n 2 $(PYTEST_ARGS)
 
-bench: install
+bench: install system
 	$(PY) bench/model.py
 	$(PY) bench/data.py
 	$(PY) bench/metrics.py
 	$(PY) bench/predict.py
 	$(PY) bench/benchmark.py
+	$(PY) bench/viewer.py
+	$(PY) bench/pacs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
