@@ -63,6 +63,7 @@ def _fake_trained_run(tmp_path):
         "checkpoints/best.safetensors",
         "logs/csv/version_0/metrics.csv",
         "heatmaps/test/heatmaps_000.png",
+        "slurm/job.json",
         "phase1/config.yaml",
         "phase1/checkpoints/best.safetensors",
         "phase1/DONE",

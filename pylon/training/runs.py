@@ -121,7 +121,7 @@ PYLON_FILES = (
     MARKER_NAME,
     f"{TEMP_PREFIX}*{TEMP_SUFFIX}",
 )
-PYLON_TREES = ("checkpoints", "logs", "heatmaps")
+PYLON_TREES = ("checkpoints", "logs", "heatmaps", "slurm")  # slurm: the sweep's job records
 _PHASE = re.compile(r"phase[1-9][0-9]*")
 
 
