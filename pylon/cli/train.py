@@ -237,7 +237,15 @@ def _sweep_slurm(presets, seeds, overrides, runs_dir, evaluate, given, slurm_opt
         table.add_row(row["experiment"], str(row["seed"]), row["status"], row["job"], row["after"])
     console.print(table)
     console.print(f"`pylon sweep --status --runs-dir {runs_dir}` shows their states")
-    if any(row["status"].startswith("not submitted") for row in rows):
+    refused = [row for row in rows if row["status"].startswith("not submitted")]
+    for row in refused:  # whole lines, whatever the terminal's width did to the table
+        console.print(
+            f"{row['experiment']}/{row['seed']}: {row['status']}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    if refused:
         raise typer.Exit(1)
 
 
