@@ -475,7 +475,7 @@ def _errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ValueError, KeyError, OSError) as err:
-            from pylon.cli.app import message_of
+            from pylon.messages import message_of
 
             raise gr.Error(message_of(err)) from None
 

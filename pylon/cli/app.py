@@ -2,13 +2,14 @@
 commands turn bad input into a message and an exit code."""
 
 import contextlib
-import re
 import sys
 from collections.abc import Iterator
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from pylon.messages import message_of
 
 app = typer.Typer(
     name="pylon",
@@ -27,19 +28,6 @@ LIBRARY_USER_ERRORS = (
     ("lightning_fabric.utilities.exceptions", "MisconfigurationException"),
     ("lightning.fabric.utilities.exceptions", "MisconfigurationException"),
 )
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_NUMPY_SCALAR = re.compile(r"\bnp\.(?:u?int\d*|float\d*|bool_?|str_)\(([^()]*)\)")
-
-
-def message_of(err: Exception | str) -> str:
-    """The one-line text of an error: ANSI escapes removed, ``np.int64(3)`` shown as ``3``,
-    line breaks joined, and what a missing file is called kept (``OSError`` text)."""
-    if isinstance(err, OSError) and err.strerror and err.filename is not None:
-        text = f"{err.filename}: {err.strerror}"
-    else:
-        text = str(err) or type(err).__name__
-    text = _NUMPY_SCALAR.sub(r"\1", _ANSI.sub("", text))
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def fail(console: Console, err: Exception | str, code: int = 1) -> typer.Exit:
