@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from test_clinical_sr import HEIGHT, WIDTH, ct_source, dx_source, known_prediction
+from test_clinical_sr import HEIGHT, WIDTH, bare_dx_source, ct_source, dx_source, known_prediction
 
 from pylon.clinical.objects import DicomObject, findings_objects, new_study_source, write_objects
 
@@ -66,19 +66,7 @@ def test_objects_from_pydicoms_files_validate(tmp_path, name):
 
 
 def test_objects_from_a_source_without_type2_attributes_validate(tmp_path):
-    source = dx_source(tmp_path)
-    for keyword in (
-        "PatientName",
-        "PatientBirthDate",
-        "PatientSex",
-        "AccessionNumber",
-        "StudyID",
-        "StudyDate",
-        "StudyTime",
-        "ReferringPhysicianName",
-        "PatientOrientation",
-    ):
-        delattr(source, keyword)
+    source = bare_dx_source(tmp_path)
     objects = findings_objects(source, known_prediction(), kinds=ALL_KINDS)
     _check_all(write_objects(objects, tmp_path / "out", "bare"))
 

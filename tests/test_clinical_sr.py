@@ -42,6 +42,26 @@ def dx_source(tmp_path, modality="DX", **attributes) -> pydicom.Dataset:
     return ds
 
 
+def bare_dx_source(tmp_path, *also: str) -> pydicom.Dataset:
+    """:func:`dx_source` without the type 2 attributes (and PatientOrientation) an exported or
+    anonymised file often lacks, nor the keywords ``also``."""
+    source = dx_source(tmp_path)
+    for keyword in (
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "PatientOrientation",
+        *also,
+    ):
+        delattr(source, keyword)
+    return source
+
+
 def ct_source() -> pydicom.Dataset:
     return pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
 
@@ -188,20 +208,7 @@ def test_ct_source(tmp_path):
 
 
 def test_missing_type2_attributes_are_filled_on_a_copy(tmp_path):
-    source = dx_source(tmp_path)
-    for keyword in (
-        "PatientName",
-        "PatientBirthDate",
-        "PatientSex",
-        "AccessionNumber",
-        "StudyID",
-        "StudyDate",
-        "StudyTime",
-        "ReferringPhysicianName",
-        "PatientOrientation",
-        "BodyPartExamined",
-    ):
-        delattr(source, keyword)
+    source = bare_dx_source(tmp_path, "BodyPartExamined")
     before = copy.deepcopy(source)
     objects = findings_objects(source, known_prediction(), kinds=("sr", "sc", "seg"))
     assert source == before and "PatientName" not in source
