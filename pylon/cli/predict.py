@@ -87,6 +87,12 @@ def _refuse_without_identity(writer, items) -> None:
         )
 
 
+def _skip(console: Console, failures: list[dict], path: str | None, reason: str) -> None:
+    """Record a file that gets no prediction (for failures.csv) and say so on the terminal."""
+    failures.append({"path": path, "reason": reason})
+    console.print(f"skipped {path}: {reason}", soft_wrap=True, markup=False, highlight=False)
+
+
 @app.command("predict")
 def predict_command(
     weights: Path = typer.Argument(..., help="Trained weights (.safetensors from pylon train)."),
@@ -301,11 +307,9 @@ def predict_command(
                     soft_wrap=True,
                     highlight=False,
                 )
-            failures = [{"path": str(path), "reason": why} for path, why in scanned.skipped]
+            failures: list[dict] = []
             for path, why in scanned.skipped:
-                console.print(
-                    f"skipped {path}: {why}", soft_wrap=True, markup=False, highlight=False
-                )
+                _skip(console, failures, str(path), why)
             stems = overlay_stems([image_id for image_id, _ in items])
             folder.discard_overlays(
                 overlay_relative_path(stems[image_id], name)
@@ -333,14 +337,8 @@ def predict_command(
                         reason = result.reason
                         if result.warnings:
                             reason += f" (decoder warnings: {'; '.join(result.warnings)})"
-                        failures.append({"path": result.path, "reason": reason})
+                        _skip(console, failures, result.path, reason)
                         n_failed += 1
-                        console.print(
-                            f"skipped {result.path}: {reason}",
-                            soft_wrap=True,
-                            markup=False,
-                            highlight=False,
-                        )
                     else:
                         record = result.to_dict()
                         record.update(sources[result.image_id])
@@ -355,14 +353,8 @@ def predict_command(
                             reason = str(err)
                             if said:
                                 reason += f" (warnings: {'; '.join(said)})"
-                            failures.append({"path": result.path, "reason": reason})
+                            _skip(console, failures, result.path, reason)
                             n_dicom_failed += 1
-                            console.print(
-                                f"skipped {result.path}: {reason}",
-                                soft_wrap=True,
-                                markup=False,
-                                highlight=False,
-                            )
                         else:
                             record["warnings"] += [f"DICOM output: {m}" for m in said]
                             n_objects += len(record.get("dicom_objects", []))
