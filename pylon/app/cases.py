@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,10 +152,12 @@ def _synthetic_id(dataset, index: int) -> str:
 
 @dataclass(frozen=True)
 class Case:
-    """One (image, class) pair of a run's evaluation split with ground-truth boxes of that class.
+    """One (image, class) pair of a run's evaluation split with ground-truth boxes of that class,
+    or of a ``pylon predict`` output folder's findings (:mod:`pylon.app.predict_cases`: no
+    ground truth, so ``hit`` ``None``, no boxes, NaN IoBB and box share, size ``n/a``).
 
     Attributes:
-        run: the run's source name (``experiment/seed``).
+        run: the run's source name (``experiment/seed``; a prediction folder's name).
         image_id: the dataset's id of the image.
         class_name: the class.
         probability: the model's probability of the class for the image (from evaluation; NaN
@@ -170,7 +173,8 @@ class Case:
         boxes: the class's ground-truth boxes ``(x, y, w, h)`` in the original image's pixels.
         image_path: the image file (``None`` for generated images).
         weights: the run's weights file, which renders the case (``None``: the run has none).
-        images: the run's :class:`RunImages` (how the renderer reads the original image).
+        images: the run's :class:`RunImages` (how the renderer reads the original image; a
+            prediction folder's :class:`pylon.app.predict_cases.PredictImages`).
     """
 
     run: str
@@ -185,7 +189,7 @@ class Case:
     boxes: tuple[tuple[float, float, float, float], ...]
     image_path: Path | None
     weights: Path | None = None
-    images: RunImages | None = field(default=None, compare=False, repr=False)
+    images: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -298,12 +302,17 @@ class CaseTable:
 
     @classmethod
     def from_source(cls, source) -> CaseTable:
-        """:meth:`from_run` of a run :class:`pylon.app.sources.Source`.
+        """:meth:`from_run` of a run :class:`pylon.app.sources.Source`; the findings of a
+        prediction folder (:func:`pylon.app.predict_cases.prediction_table`).
 
         Raises:
-            ValueError: the source is not a run.
+            ValueError: the source is a benchmark, or unreadable records (naming the file).
             FileNotFoundError: the run was not evaluated.
         """
+        if source.kind == "predict":
+            from pylon.app.predict_cases import prediction_table
+
+            return prediction_table(source)
         if source.kind != "run":
             raise ValueError(f"{source.name}: a {source.kind} has no case list; open a run")
         return cls.from_run(source.path, name=source.name, pairs=source.pairs)
@@ -329,7 +338,7 @@ class CaseTable:
     @property
     def size_buckets(self) -> list[str]:
         """The size buckets that have cases, smallest first."""
-        present = set(self._frame["size_bucket"])
+        present = set(self._frame["size_bucket"].dropna())
         return [b for b in DEFAULT_NAMES if b in present] + sorted(present - set(DEFAULT_NAMES))
 
     def filter(
@@ -345,7 +354,8 @@ class CaseTable:
         Args:
             classes: keep these classes (``None`` or empty: all); each must be a class of the
                 run.
-            hit: ``"hit"`` (the peak lies in a box), ``"miss"``, or ``None`` (both).
+            hit: ``"hit"`` (the peak lies in a box), ``"miss"``, or ``None`` (both); cases
+                without ground truth (a prediction folder's, hit unknown) are neither.
             prob_range: ``(low, high)``, both included, ``0 <= low <= high <= 1``.
             size_buckets: keep these lesion-size buckets (``None`` or empty: all), names of
                 :data:`pylon.metrics.sizes.DEFAULT_NAMES`.
@@ -368,7 +378,8 @@ class CaseTable:
         if hit is not None:
             if hit not in HIT_CHOICES:
                 raise ValueError(f"hit={hit!r}; expected 'hit', 'miss' or None")
-            keep &= frame["point_hit"].to_numpy() == (hit == "hit")
+            known, is_hit = _hits(frame)
+            keep &= known & (is_hit == (hit == "hit"))
         low, high = (float(v) for v in prob_range)
         if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= high <= 1.0):
             raise ValueError(
@@ -394,7 +405,8 @@ class CaseTable:
         Args:
             by: ``"confidence"``: highest probability first; ``"confident_wrong"``: misses
                 first, the most confident miss first, then hits, most confident first (the
-                cases where a sure model points outside the boxes lead); ``"image"``: by image
+                cases where a sure model points outside the boxes lead), cases without ground
+                truth (hit unknown) between them; ``"image"``: by image
                 id, then class in the model's order.
 
         Raises:
@@ -406,8 +418,9 @@ class CaseTable:
         if by == "confidence":
             order = np.lexsort((row, -probability))
         elif by == "confident_wrong":
-            hit = frame["point_hit"].to_numpy(dtype=bool)
-            order = np.lexsort((row, -probability, hit))
+            known, is_hit = _hits(frame)
+            rank = np.where(known, np.where(is_hit, 2, 0), 1)
+            order = np.lexsort((row, -probability, rank))
         elif by == "image":
             rank = {c: k for k, c in enumerate(self.class_order)}
             cls = frame["class"].map(rank).to_numpy()
@@ -478,10 +491,10 @@ class CaseTable:
                     image_id=image_id,
                     class_name=cls,
                     probability=float(columns["probability"][k]),
-                    hit=bool(columns["point_hit"][k]),
+                    hit=_hit(columns["point_hit"][k]),
                     iobb=float(columns["iobb"][k]),
                     box_share=float(columns["box_share"][k]),
-                    size_bucket=str(columns["size_bucket"][k]),
+                    size_bucket=_text(columns["size_bucket"][k]),
                     peak=(
                         int(columns["peak_col_original"][k]),
                         int(columns["peak_row_original"][k]),
@@ -496,14 +509,16 @@ class CaseTable:
 
     def as_dataframe(self) -> pd.DataFrame:
         """The cases in the current order as a display table: ``image_id, class, probability,
-        result`` (``hit``/``miss``), ``iobb, size_bucket, box_share, peak_x, peak_y``."""
+        result`` (``hit``/``miss``; ``n/a`` without ground truth), ``iobb, size_bucket,
+        box_share, peak_x, peak_y``."""
         frame = self._frame
+        known, is_hit = _hits(frame)
         return pd.DataFrame(
             {
                 "image_id": frame["image_id"].to_numpy(),
                 "class": frame["class"].to_numpy(),
                 "probability": frame["probability"].to_numpy(),
-                "result": np.where(frame["point_hit"].to_numpy(dtype=bool), "hit", "miss"),
+                "result": np.where(known, np.where(is_hit, "hit", "miss"), "n/a"),
                 "iobb": frame["iobb"].to_numpy(),
                 "size_bucket": frame["size_bucket"].to_numpy(),
                 "box_share": frame["box_share"].to_numpy(),
@@ -511,6 +526,21 @@ class CaseTable:
                 "peak_y": frame["peak_row_original"].to_numpy(),
             }
         )
+
+
+def _hits(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(known, hit)`` boolean arrays of the frame's ``point_hit`` (``None``/NaN: unknown)."""
+    hits = frame["point_hit"]
+    known = hits.notna().to_numpy(dtype=bool)
+    return known, hits.eq(True).to_numpy(dtype=bool) & known
+
+
+def _hit(value) -> bool | None:
+    return None if value is None or pd.isna(value) else bool(value)
+
+
+def _text(value) -> str:
+    return "n/a" if value is None or pd.isna(value) else str(value)
 
 
 def _check_size(size: int) -> None:

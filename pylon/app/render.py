@@ -163,7 +163,8 @@ class OverlayCache:
     def _case_map(self, case: Case, method: str) -> _Map:
         if case.weights is None:
             raise ValueError(
-                f"{case.run}: no weights file (checkpoints/best.safetensors) to render "
+                f"{case.run}: no weights file (a run's checkpoints/best.safetensors, a prediction "
+                f"folder's predict.json weights) to render "
                 f"{case.image_id} with"
             )
         if case.images is None:
@@ -227,7 +228,8 @@ class OverlayCache:
         _check_method(method)
         if case.weights is None:
             raise ValueError(
-                f"{case.run}: no weights file (checkpoints/best.safetensors) to render "
+                f"{case.run}: no weights file (a run's checkpoints/best.safetensors, a prediction "
+                f"folder's predict.json weights) to render "
                 f"{case.image_id} with"
             )
         key = {

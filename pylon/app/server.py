@@ -96,6 +96,14 @@ class Viewer:
         self.tables: dict[str, CaseTable] = {}
         self.notes: dict[str, str] = {}
         for source in self.sources:
+            if source.kind == "predict":  # its findings are cases too
+                from pylon.app.predict_cases import prediction_note
+
+                table = CaseTable.from_source(source)
+                if len(table):
+                    self.tables[source.name] = table
+                self.notes[source.name] = prediction_note(source, len(table))
+                continue
             if source.kind != "run":
                 continue
             if source.pairs is None:

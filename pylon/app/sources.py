@@ -36,8 +36,8 @@ class Source:
         path: the folder.
         given: the path as given (an experiment folder for each of its seeds).
         weights: a run's ``checkpoints/best.safetensors`` (``None`` when it has none yet); a
-            prediction folder's weights file from its ``predict.json`` when that file still
-            exists; ``None`` for a benchmark.
+            prediction folder's weights file from its ``predict.json`` (a model folder's
+            ``model.safetensors``) when that file still exists; ``None`` for a benchmark.
         pairs: a run's per-pair records, ``eval_pairs.csv`` (else ``unfinished_eval_pairs.csv``,
             written by ``pylon evaluate --allow-unfinished``); ``None`` when the run has not been
             evaluated (``pylon evaluate RUN`` writes it) and for the other kinds.
@@ -70,11 +70,14 @@ def _run_source(path: Path, given: Path, name: str) -> Source:
 
 
 def _predict_weights(path: Path) -> Path | None:
+    """The weights file of a prediction folder's ``predict.json`` (a model folder's
+    ``model.safetensors``); ``None`` when it is gone or unreadable."""
     from pylon.inference.outputs import SETTINGS_JSON
+    from pylon.models.folder import weights_file
 
     try:
         settings = json.loads((path / SETTINGS_JSON).read_text(encoding="utf-8"))
-        weights = Path(settings["weights"])
+        weights = weights_file(Path(settings["weights"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return weights if weights.is_file() else None
