@@ -27,6 +27,20 @@ class FolderLockedError(RuntimeError):
     exit_code = 1
 
 
+def alive_here(host: object, pid: int) -> bool:
+    """Whether ``pid`` recorded with ``host`` (as a lock or a build records its holder) is a live
+    process of this host. Another user's live process counts as alive."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
+
+
 def _holder_text(lock_file: Path) -> str:
     try:
         info = json.loads(lock_file.read_text() or "{}")

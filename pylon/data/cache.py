@@ -42,6 +42,7 @@ import numpy as np
 
 from pylon.data.images import DATASET_PNG16, read_image
 from pylon.io import TEMP_PREFIX, TEMP_SUFFIX, atomic_path, write_text_atomic
+from pylon.locks import alive_here
 from pylon.progress import Progress
 
 CACHE_VERSION = 2
@@ -553,17 +554,11 @@ def _pylon_index(index_path: Path, stem: str) -> dict | None:
 def _live_build(index: dict) -> str:
     """``"pid N"`` when the index's build is still running on this host, else ``""``."""
     building = index.get("building")
-    if not isinstance(building, dict) or building.get("host") != socket.gethostname():
+    if not isinstance(building, dict):
         return ""
     pid = building.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or pid <= 0 or not alive_here(building.get("host"), pid):
         return ""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return ""
-    except PermissionError:
-        pass  # alive, another user's
     return f"pid {pid}"
 
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 from pylon.evaluation.cluster import read_job_record
-from pylon.locks import LOCK_NAME
+from pylon.locks import LOCK_NAME, alive_here
 from pylon.training.runs import RunPaths, seed_dirs
 
 # squeue's states of a job that has not started (or waits to start again after a requeue)
@@ -108,14 +106,8 @@ def _live_holder_here(paths: RunPaths) -> str:
         pid = int(holder["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-    if holder.get("host") != socket.gethostname():
+    if not alive_here(holder.get("host"), pid):
         return ""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return ""
-    except PermissionError:
-        pass  # alive, another user's
     return f"pid {pid} on this host ({holder.get('command', '?')})"
 
 
