@@ -159,7 +159,9 @@ def test_prediction_case_overlay_is_the_image_with_its_recorded_peak(predicted, 
         assert cache.contains(path) and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         assert rgb.shape[:2] == (record["height"], record["width"]) == (HEIGHT, WIDTH)
-        # the map re-rendered now peaks where the record says: ringed at the map's own peak,
+        # the map re-rendered now is the record's: its probability (the CAM's maximum) ...
+        assert float(cache.heatmap(case).max()) == pytest.approx(case.probability, abs=1e-6)
+        # ... and its peak: ringed at the map's own peak,
         # the overlay is the same picture
         own = cache.render(dataclasses.replace(case, peak=None), opacity=1.0, scale="absolute")
         assert own != path
@@ -215,3 +217,58 @@ def test_viewer_lists_prediction_cases_and_says_when_the_weights_are_gone(predic
             viewer.close()
     finally:
         moved.rename(weights)
+
+
+def predict(weights, inputs, out, *options):
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(weights), str(inputs), "--out", str(out), "--no-overlays"]
+        + ["--precision", "fp32", "--no-progress", *options],
+    )
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_a_16_bit_png_is_rendered_as_pylon_predict_read_it(predicted, tmp_path):
+    """--png16 minmax: the viewer must read the image with the folder's setting; read by its
+    bit depth (the default) the grey levels, and so the probability, differ."""
+    weights, _, _ = predicted
+    image = np.full((HEIGHT, WIDTH), 2000, dtype=np.uint16)
+    image[10 : 10 + SIDE, 30 : 30 + SIDE] = 3000
+    image[60 : 60 + SIDE, 90 : 90 + SIDE] = 1000
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "deep.png"), image)
+    out = tmp_path / "out"
+    (record,) = predict(weights, tmp_path / "in", out, "--png16", "minmax", "--threshold", "0")
+    (source,) = open_sources([out])
+    table = CaseTable.from_source(source)
+    assert listed(table) == findings([record]) and len(table) == 2
+    cache = OverlayCache(tmp_path / "cache")
+    for case in table.page(1, size=10):
+        assert float(cache.heatmap(case).max()) == pytest.approx(case.probability, abs=1e-6)
+        path = cache.render(case, opacity=0.0, scale="absolute")
+        grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        # min-max read: the dark square black, the bright one white, the background mid grey
+        assert grey[70, 100] == 0 and grey[20, 40] == 255 and abs(int(grey[5, 5]) - 128) <= 1
+
+
+def test_a_model_folder_prediction_renders_with_its_weights(tmp_path):
+    """predict.json names a model folder (`pylon export-model`): its model.safetensors renders."""
+    from viewer_runs import csv_run
+
+    run = csv_run(tmp_path, evaluate=False)
+    folder = tmp_path / "model"
+    result = CliRunner().invoke(app, ["export-model", str(run.root), str(folder)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    records = predict(folder, tmp_path / "data" / "img", out, "--threshold", "0")
+    (source,) = open_sources([out])
+    assert source.weights == (folder / "model.safetensors").resolve()
+    table = CaseTable.from_source(source)
+    assert listed(table) == findings(records) and len(table) == 2 * len(records)
+    cache = OverlayCache(tmp_path / "cache")
+    case = table.sort("confidence").page(1, size=1)[0]
+    path = cache.render(case, opacity=1.0, scale="absolute")
+    assert cv2.imread(str(path)).shape[:2] == (96, 128)
+    own = cache.render(dataclasses.replace(case, peak=None), opacity=1.0, scale="absolute")
+    np.testing.assert_array_equal(cv2.imread(str(own)), cv2.imread(str(path)))
