@@ -49,9 +49,7 @@ def test_validation_overlays_are_logged_once_per_epoch(tmp_path):
     boxed = [val[i] for i in range(6) if val[i]["boxes"]][:2]
     assert len(boxed) == 2  # the test needs two images with boxes
     names = val.class_names
-    want = [
-        case_tag(k, names[int(s["boxes"][0][4])], s["image_id"]) for k, s in enumerate(boxed)
-    ]
+    want = [case_tag(k, names[int(s["boxes"][0][4])], s["image_id"]) for k, s in enumerate(boxed)]
     assert sorted(accumulator.Tags()["images"]) == sorted(want)
     for tag, sample in zip(want, boxed, strict=True):
         images = accumulator.Images(tag)
