@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pylon.evaluation.sweep import is_evaluated
+from pylon.evaluation.sweep import is_evaluated, planned_runs
 from pylon.io import write_text_atomic
-from pylon.training.config import ConfigError, TrainConfig, apply_overrides, parse_override
-from pylon.training.presets import get_preset
+from pylon.training.config import ConfigError, TrainConfig, apply_overrides
 from pylon.training.runs import RunPaths
 
 EXTRA_HINT = "pip install 'pylon-localization[cluster]'"
@@ -277,21 +276,10 @@ def submit_sweep(
     from pylon.evaluation.cluster_job import RunJob  # imports submitit
 
     runs_dir = Path(runs_dir).resolve()
-    parsed = dict(parse_override(o) for o in overrides)
     runs: list[_Run] = []
-    for preset in presets:
-        base = get_preset(preset)  # fails fast on an unknown preset or bad override
-        for seed in seeds:
-            config = apply_overrides(base, {**parsed, "seed": seed})
-            paths = RunPaths.of(runs_dir, config.experiment, seed)
-            row = {
-                "experiment": config.experiment,
-                "seed": seed,
-                "status": "",
-                "job": "",
-                "after": "",
-            }
-            runs.append(_Run(config, paths, row, transfer_source(config)))
+    for _, seed, config, paths in planned_runs(presets, seeds, overrides, runs_dir):
+        row = {"experiment": config.experiment, "seed": seed, "status": "", "job": "", "after": ""}
+        runs.append(_Run(config, paths, row, transfer_source(config)))
 
     active = squeue_states()[0] if cluster == "slurm" else None
     jobs_of: dict[Path, str] = {}  # run folder -> its queued, running or new job

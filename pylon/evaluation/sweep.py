@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from pylon.evaluation.evaluate import summarize_experiment
-from pylon.training.config import apply_overrides, parse_override
+from pylon.training.config import TrainConfig, apply_overrides, parse_override
 from pylon.training.fit import SIGINT_EXIT_CODE, TrainingInterrupted
 from pylon.training.presets import get_preset
 from pylon.training.runs import RunPaths, evaluation_staleness
@@ -54,6 +54,27 @@ def is_evaluated(paths: RunPaths) -> bool:
     return all(evaluation_staleness(paths.root, p) is None for p in outputs)
 
 
+def planned_runs(
+    presets: list[str], seeds: list[int], overrides: list[str], runs_dir: str | Path
+) -> list[tuple[str, int, TrainConfig, RunPaths]]:
+    """Every preset x seed of a sweep with its config (``overrides``, then the seed) and folder.
+
+    Returns:
+        ``(preset, seed, config, paths)`` per run, preset by preset.
+
+    Raises:
+        ConfigError: an unknown preset or a bad override (before any run is started).
+    """
+    parsed = dict(parse_override(o) for o in overrides)
+    runs = []
+    for preset in presets:
+        base = get_preset(preset)
+        for seed in seeds:
+            config = apply_overrides(base, {**parsed, "seed": seed})
+            runs.append((preset, seed, config, RunPaths.of(runs_dir, config.experiment, seed)))
+    return runs
+
+
 def sweep(
     presets: list[str],
     seeds: list[int],
@@ -81,30 +102,25 @@ def sweep(
     Returns:
         One row per run: ``experiment``, ``seed``, ``status``.
     """
-    parsed = dict(parse_override(o) for o in overrides)
     jobs: queue.Queue = queue.Queue()
     rows: list[dict] = []
-    for preset in presets:
-        base = get_preset(preset)  # fails fast on an unknown preset or bad override
-        for seed in seeds:
-            config = apply_overrides(base, {**parsed, "seed": seed})
-            paths = RunPaths.of(runs_dir, config.experiment, seed)
-            row = {"experiment": config.experiment, "seed": seed, "status": "pending"}
-            rows.append(row)
-            trained = paths.is_done()
-            evaluated = is_evaluated(paths)
-            if trained and (evaluated or not evaluate):
-                row["status"] = "skipped (finished)"
-                continue
-            commands = []
-            if not trained:
-                train_args = ["train", preset, "--seed", str(seed), "--runs-dir", str(runs_dir)]
-                for text in overrides:
-                    train_args += ["--set", text]
-                commands.append(_command(*train_args))
-            if evaluate:
-                commands.append(_command("evaluate", str(paths.root), "--no-progress"))
-            jobs.put((row, commands, paths))
+    for preset, seed, config, paths in planned_runs(presets, seeds, overrides, runs_dir):
+        row = {"experiment": config.experiment, "seed": seed, "status": "pending"}
+        rows.append(row)
+        trained = paths.is_done()
+        evaluated = is_evaluated(paths)
+        if trained and (evaluated or not evaluate):
+            row["status"] = "skipped (finished)"
+            continue
+        commands = []
+        if not trained:
+            train_args = ["train", preset, "--seed", str(seed), "--runs-dir", str(runs_dir)]
+            for text in overrides:
+                train_args += ["--set", text]
+            commands.append(_command(*train_args))
+        if evaluate:
+            commands.append(_command("evaluate", str(paths.root), "--no-progress"))
+        jobs.put((row, commands, paths))
 
     slots = [str(g) for g in gpus] if gpus else [None] * max(1, workers)
 
