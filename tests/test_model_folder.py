@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_models_pylon import released_state_dict
 from typer.testing import CliRunner
 
 import pylon
@@ -31,7 +32,6 @@ from pylon.training.fit import train
 
 pytestmark = pytest.mark.slow  # one tiny real training run shared by the module
 
-TSV = Path(__file__).parent / "data" / "pylon_resnet50_in1_out14_state_dict.tsv"
 TINY = {
     "experiment": "tiny",
     "max_epochs": 1,
@@ -190,21 +190,8 @@ def test_export_refuses_to_replace_another_folder(exported, tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
 
 
-def _reference_listing() -> dict[str, tuple[int, ...]]:
-    listing = {}
-    for line in TSV.read_text().splitlines():
-        name, shape = line.split("\t")
-        dims = shape.strip("()").replace(" ", "")
-        listing[name] = tuple(int(d) for d in dims.split(",") if d)
-    return listing
-
-
 def test_reference_released_pkl_becomes_a_folder(tmp_path):
-    torch.manual_seed(1)
-    released = {
-        k: torch.randint(0, 5, s) if k.endswith("num_batches_tracked") else torch.randn(s)
-        for k, s in _reference_listing().items()
-    }
+    released = released_state_dict()
     pkl = tmp_path / "pylon,nih,256.pkl"
     torch.save(released, pkl)
     out = tmp_path / "nih"

@@ -13,7 +13,8 @@ from pylon.models.weights import load_weights
 TSV = Path(__file__).parent / "data" / "pylon_resnet50_in1_out14_state_dict.tsv"
 
 
-def _reference_listing() -> dict[str, tuple[int, ...]]:
+def reference_listing() -> dict[str, tuple[int, ...]]:
+    """The reference's state dict of PYLON resnet50, 1 channel, 14 classes: name -> shape."""
     listing = {}
     for line in TSV.read_text().splitlines():
         name, shape = line.split("\t")
@@ -22,8 +23,18 @@ def _reference_listing() -> dict[str, tuple[int, ...]]:
     return listing
 
 
+def released_state_dict() -> dict[str, torch.Tensor]:
+    """A released-style checkpoint: the reference's names and shapes with random values (seed 1;
+    small integers for the ``num_batches_tracked`` counters)."""
+    torch.manual_seed(1)
+    return {
+        k: torch.randint(0, 5, s) if k.endswith("num_batches_tracked") else torch.randn(s)
+        for k, s in reference_listing().items()
+    }
+
+
 def test_resnet50_state_dict_matches_released_listing(tmp_path):
-    reference = _reference_listing()
+    reference = reference_listing()
     model = create_model("pylon", encoder="resnet50", in_channels=1, num_classes=14)
     state = model.state_dict()
     assert len(reference) == 411
@@ -31,11 +42,7 @@ def test_resnet50_state_dict_matches_released_listing(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == 25_478_741
 
     # a released-style checkpoint (plain state dict pickle with exactly these names) loads strictly
-    torch.manual_seed(1)
-    released = {
-        k: torch.randint(0, 5, s) if k.endswith("num_batches_tracked") else torch.randn(s)
-        for k, s in reference.items()
-    }
+    released = released_state_dict()
     torch.save(released, tmp_path / "pylon,nih,256.pkl")
     load_weights(model, tmp_path / "pylon,nih,256.pkl")
     for k, v in model.state_dict().items():
