@@ -108,6 +108,23 @@ def build_sc(
     return sc
 
 
+def _maps_instance(model_name: str, series_number: int) -> dict:
+    """What the Segmentation and the Parametric Map of the probability maps share: the keyword
+    arguments of one instance in a new series, with pylon and the model as the equipment."""
+    return {
+        "series_instance_uid": generate_uid(),
+        "series_number": series_number,
+        "sop_instance_uid": generate_uid(),
+        "instance_number": 1,
+        "manufacturer": "pylon",
+        "manufacturer_model_name": model_name[:64],
+        "software_versions": pylon.__version__,
+        "device_serial_number": "0",
+        "content_description": "pylon probability maps",
+        "content_label": "PYLON",
+    }
+
+
 def build_seg(
     source: Dataset,
     maps: dict[str, np.ndarray],
@@ -150,20 +167,11 @@ def build_seg(
         pixel_array=np.clip(stack, 0.0, 1.0)[None],
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="pylon",
-        manufacturer_model_name=model_name[:64],
-        software_versions=pylon.__version__,
-        device_serial_number="0",
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         max_fractional_value=255,
-        content_description="pylon probability maps",
-        content_label="PYLON",
         omit_empty_frames=False,
         coding_schemes=codes.coding_schemes() if private else None,
+        **_maps_instance(model_name, series_number),
     )
     if not has_frame_of_reference(source):
         # a projection radiograph's segmentation: General Image needs Patient Orientation (2C)
@@ -240,19 +248,10 @@ def build_pmap(
     pmap = hd.pm.ParametricMap(
         source_images=[source],
         pixel_array=np.clip(stack, 0.0, 1.0)[None],
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="pylon",
-        manufacturer_model_name=model_name[:64],
-        software_versions=pylon.__version__,
-        device_serial_number="0",
         contains_recognizable_visual_features=False,
         real_world_value_mappings=mappings,
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
-        content_description="pylon probability maps",
-        content_label="PYLON",
+        **_maps_instance(model_name, series_number),
     )
     pmap.BodyPartExamined = source.BodyPartExamined  # else Laterality (type 2C) is wanted
     _set_laterality(pmap, source)
