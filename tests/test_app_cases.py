@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
-from viewer_runs import csv_run, write_csv_data
+from viewer_runs import copied_run, csv_run, write_csv_data
 
 from pylon.app.cases import Case, CaseTable, benchmark_pairs, read_pairs, side_by_side
 from pylon.app.sources import metric_plots, metric_tables, open_sources, pairs_summary
@@ -259,13 +259,9 @@ def test_a_prediction_folder_is_a_source(evaluated, tmp_path):
 
 
 def test_cases_are_listed_when_the_runs_data_moved(evaluated, tmp_path):
-    import shutil
-
     root, alpha, _ = evaluated
+    run = copied_run(tmp_path, alpha, root / "data", "moved")
     data = tmp_path / "data"
-    shutil.copytree(root / "data", data)
-    run = csv_run(tmp_path, "moved", data=data, evaluate=False)
-    shutil.copy(alpha.root / "eval_pairs.csv", run.root / "eval_pairs.csv")
     data.rename(tmp_path / "elsewhere")
     table = CaseTable.from_run(run.root)
     page = table.page(1)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from viewer_runs import HEIGHT, WIDTH, csv_run
+from viewer_runs import HEIGHT, WIDTH, copied_run, csv_run
 
 from pylon.app.cases import CaseTable
 from pylon.app.render import OverlayCache, predict_upload
@@ -85,10 +84,8 @@ def test_a_case_is_the_model_map_over_the_original_with_boxes_and_peak(run, tmp_
 
 def test_the_cache_answers_without_the_model_or_the_image(run, tmp_path):
     root, paths, _ = run
+    copy = copied_run(tmp_path, paths, root / "data", "copy")
     data = tmp_path / "data"
-    shutil.copytree(root / "data", data)
-    copy = csv_run(tmp_path, "copy", data=data, evaluate=False)
-    shutil.copy(paths.root / "eval_pairs.csv", copy.root / "eval_pairs.csv")
     case = CaseTable.from_run(copy.root).page(1)[0]
     cache = OverlayCache(tmp_path / "cache")
     first = cache.render(case, opacity=0.4)

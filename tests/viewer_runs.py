@@ -9,6 +9,7 @@ load them too.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,17 @@ def csv_run(
 
         evaluate_run(paths.root, progress=False)
     return paths
+
+
+def copied_run(root: Path, run: RunPaths, source_data: Path, name: str) -> RunPaths:
+    """A run ``root/name/0`` with weights of its own, on a copy of ``source_data`` (at
+    ``root/data``), whose ``eval_pairs.csv`` is a copy of ``run``'s: the same cases, on data the
+    test may move or delete."""
+    data = root / "data"
+    shutil.copytree(source_data, data)
+    copy = csv_run(root, name, data=data, evaluate=False)
+    shutil.copy(run.root / "eval_pairs.csv", copy.root / "eval_pairs.csv")
+    return copy
 
 
 def many_cases_run(root: Path, n_images: int = 500, *, seed: int = 0) -> RunPaths:
