@@ -9,8 +9,8 @@ import torch
 import typer
 from rich.console import Console
 from typer.testing import CliRunner
+from viewer_runs import write_cam_weights
 
-from pylon import create_model, save_weights
 from pylon.cli.app import exit_on_user_error
 from pylon.cli.main import app
 
@@ -22,13 +22,8 @@ NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine w
 def files(tmp_path_factory):
     """A valid weights file, a .pt and a .ckpt file, a plain file, an image folder, and an
     experiment whose evaluation CSV holds a value that is not a number."""
-    from pylon.data.preprocessing import make_preprocessing
-
     folder = tmp_path_factory.mktemp("cli")
-    weights = folder / "cam.safetensors"
-    record = make_preprocessing("xray", 64, 1, [0.5], [0.25], ["a", "b"])
-    save_weights(create_model("cam", encoder="resnet18", num_classes=2), weights,
-                 metadata=record.to_metadata())  # fmt: skip
+    write_cam_weights(folder / "cam.safetensors")
     (folder / "model.pt").write_bytes(b"not really a pickle")
     (folder / "last.ckpt").write_bytes(b"not really a checkpoint")
     (folder / "notes.txt").write_text("a file, not a folder")

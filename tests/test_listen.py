@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 from dicom_files import write_dx
 from orthanc import orthanc  # noqa: F401
 from pydicom.uid import CTImageStorage
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+from viewer_runs import write_cam_weights
 
-from pylon import create_model, save_weights
 from pylon.clinical.journal import read_journal
 
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
@@ -30,14 +29,8 @@ SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A CAM resnet18 at 64 px with 2 classes, rebuilt from its file by the listener."""
-    from pylon.data.preprocessing import make_preprocessing
-
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "cam.safetensors"
-    model = create_model("cam", encoder="resnet18", num_classes=2)
-    record = make_preprocessing("xray", 64, 1, [0.5], [0.25], ["effusion", "nodule"])
-    save_weights(model, path, metadata=record.to_metadata())
-    return path
+    return write_cam_weights(path, ("effusion", "nodule"))
 
 
 def radiographs(folder: Path, count: int, modality: str = "DX") -> list[Path]:

@@ -14,6 +14,7 @@ from dicom_files import write_dicom
 from safetensors.torch import save_file
 from torch import nn
 from typer.testing import CliRunner
+from viewer_runs import write_cam_weights
 
 from pylon import create_model, save_weights
 from pylon.cli.main import app
@@ -442,13 +443,7 @@ def test_predict_killed_then_rerun_predicts_every_image_once(tmp_path):
     import sys
     import time
 
-    from pylon.data.preprocessing import make_preprocessing
-
-    torch.manual_seed(0)
-    weights = tmp_path / "cam.safetensors"
-    model = create_model("cam", encoder="resnet18", num_classes=2)
-    record = make_preprocessing("xray", 64, 1, [0.5], [0.25], ["a", "b"])
-    save_weights(model, weights, metadata=record.to_metadata())
+    weights = write_cam_weights(tmp_path / "cam.safetensors")
     folder = tmp_path / "in"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -548,14 +543,7 @@ def _predict_peak_rss(args, log):
 def cam_weights(tmp_path_factory):
     """A small registered model (CAM, resnet18, 64 px input, 2 classes) that a subprocess can
     rebuild from its weights file alone."""
-    from pylon.data.preprocessing import make_preprocessing
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("cam") / "cam.safetensors"
-    model = create_model("cam", encoder="resnet18", num_classes=2)
-    record = make_preprocessing("xray", 64, 1, [0.5], [0.25], ["a", "b"])
-    save_weights(model, path, metadata=record.to_metadata())
-    return path
+    return write_cam_weights(tmp_path_factory.mktemp("cam") / "cam.safetensors")
 
 
 @pytest.mark.slow  # ~30 s: two predict subprocesses, a 6000 px and a 20000 px PNG

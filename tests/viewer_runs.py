@@ -4,7 +4,8 @@ records (``eval_pairs.csv``) written either by ``pylon evaluate`` itself or, for
 once, by hand.
 
 Every run uses models registered by pylon itself (``cam``), so a ``pylon view`` subprocess can
-load them too.
+load them too; :func:`write_cam_weights` writes such weights alone, for the tests of other
+commands (``pylon predict``, ``pylon listen``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ from pylon.training.runs import RunPaths
 
 CLASSES = ("Nodule", "Mass")
 HEIGHT, WIDTH = 96, 128  # originals larger than the 64 px network input, not square
+
+
+def write_cam_weights(path: Path, class_names=("a", "b")) -> Path:
+    """An untrained CAM resnet18 (seed 0, 64 px, one channel) with its preprocessing record, saved
+    at ``path``: weights a ``pylon`` subprocess rebuilds from the file alone. Returns ``path``."""
+    from pylon.data.preprocessing import make_preprocessing
+
+    torch.manual_seed(0)
+    model = create_model("cam", encoder="resnet18", num_classes=len(class_names))
+    record = make_preprocessing("xray", 64, 1, [0.5], [0.25], list(class_names))
+    save_weights(model, path, metadata=record.to_metadata())
+    return path
 
 
 def write_csv_data(folder: Path, n_images: int = 4, *, seed: int = 3) -> Path:
