@@ -72,7 +72,8 @@ class Orthanc:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> Orthanc:
-        """Start the server and wait until ``GET /system`` answers."""
+        """Start the server and wait until ``GET /system`` answers and its DICOM port accepts
+        connections (both of the ports it was given are its own, not another process's)."""
         log = open(self.folder / "orthanc.log", "ab")  # noqa: SIM115  (the child keeps it)
         self.process = subprocess.Popen([ORTHANC, str(self.config)], stdout=log, stderr=log)
         log.close()
@@ -81,12 +82,19 @@ class Orthanc:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Orthanc exited: {(self.folder / 'orthanc.log').read_text()}")
             try:
-                if self.get("/system").ok:
+                if self.get("/system").ok and self._dicom_listening():
                     return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"Orthanc not ready after {timeout} s")
+
+    def _dicom_listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Stop the server (SIGTERM) and wait for it: the ports are free afterwards."""
