@@ -73,7 +73,7 @@ class Orthanc:
 
     def start(self, timeout: float = 20.0) -> Orthanc:
         """Start the server and wait until ``GET /system`` answers and its DICOM port accepts
-        connections (both of the ports it was given are its own, not another process's)."""
+        connections."""
         log = open(self.folder / "orthanc.log", "ab")  # noqa: SIM115  (the child keeps it)
         self.process = subprocess.Popen([ORTHANC, str(self.config)], stdout=log, stderr=log)
         log.close()
