@@ -14,15 +14,12 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-import torch
-import torch.nn.functional as F
+from brightness_model import brightness_weights
 from dicom_files import write_dx
 from orthanc import free_port, orthanc  # noqa: F401
 from pydicom.uid import generate_uid
-from torch import nn
 from typer.testing import CliRunner
 
-from pylon import create_model, save_weights
 from pylon.cli.main import app
 from pylon.clinical.codes import finding_code
 from pylon.clinical.dicomweb import (
@@ -33,7 +30,6 @@ from pylon.clinical.dicomweb import (
     parse_dicomweb_url,
 )
 from pylon.inference import Predictor
-from pylon.models import ModelOutput, register_model
 
 
 def location(server, **query):
@@ -231,32 +227,12 @@ SIZE = 64
 FINDING, ABSENT = "Nodule", "Hernia"  # a SNOMED-coded class and one the model never finds
 
 
-@register_model("_test_brightness_cam_dicomweb")
-class BrightnessCam(nn.Module):
-    """Class 0's CAM is the 4x4 average-pooled input (it peaks on the brightest square); class 1's
-    is a constant -4 (probability sigmoid(-4), never reported at 0.5)."""
-
-    def __init__(self, encoder="none", in_channels=1, num_classes=2, encoder_weights=None):
-        super().__init__()
-        self.head = nn.Conv2d(in_channels, num_classes, 1)
-        with torch.no_grad():
-            self.head.weight.zero_()
-            self.head.weight[0] = 1.0
-            self.head.bias.copy_(torch.tensor([0.0, -4.0]))
-
-    def forward(self, x):
-        cam = self.head(F.avg_pool2d(x, 4))
-        return ModelOutput(cam.amax(dim=(2, 3)), cam)
-
-
 @pytest.fixture
 def weights(tmp_path):
+    """Class FINDING's map is the 4x4 average-pooled input (it peaks on the brightest square);
+    ABSENT's is a constant -4 (probability sigmoid(-4), never reported at 0.5)."""
     path = tmp_path / "brightness.safetensors"
-    model = create_model("_test_brightness_cam_dicomweb", num_classes=2)
-    data = {"class_names": [FINDING, ABSENT], "size": SIZE, "in_channels": 1,
-            "mean": [0.5], "std": [0.25]}  # fmt: skip
-    save_weights(model, path, metadata={"pylon_data": data})
-    return path
+    return brightness_weights(path, [FINDING, ABSENT], SIZE, weight=[1.0, 0.0], bias=[0.0, -4.0])
 
 
 # (x0, y0) of each image's bright 24-pixel square in a 128 x 96 (rows x columns) DX

@@ -4,43 +4,25 @@ import json
 import os
 import re
 
+import brightness_model  # noqa: F401  (registers _test_brightness_cam)
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from dicom_files import write_dicom
 from safetensors.torch import save_file
-from torch import nn
 from typer.testing import CliRunner
 from viewer_runs import write_cam_weights
 
 from pylon import create_model, save_weights
 from pylon.cli.main import app
 from pylon.inference import Failure, Predictor
-from pylon.models import ModelOutput, register_model
 from pylon.models.precision import BF16_PROB_TOLERANCE
 
 SIZE = 256
 MEAN, STD = 0.5, 0.25
 CLASSES = ["bright", "also_bright"]
-
-
-@register_model("_test_brightness_cam")
-class BrightnessCam(nn.Module):
-    """CAM = 1x1 conv (weight 1, bias 0) of the 4x4 average-pooled input: it peaks where the
-    image is brightest, so the right answer for a bright square is known by construction."""
-
-    def __init__(self, encoder="none", in_channels=1, num_classes=2, encoder_weights=None):
-        super().__init__()
-        self.head = nn.Conv2d(in_channels, num_classes, 1)
-        nn.init.constant_(self.head.weight, 1.0 / in_channels)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, x):
-        cam = self.head(F.avg_pool2d(x, 4))
-        return ModelOutput(cam.amax(dim=(2, 3)), cam)
 
 
 def data_metadata(class_names=CLASSES, in_channels=1):

@@ -7,42 +7,20 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch.nn.functional as F
+from brightness_model import brightness_weights
 from dicom_files import write_dicom
-from torch import nn
 from typer.testing import CliRunner
 
-from pylon import create_model, save_weights
 from pylon.cli.main import app
 from pylon.inference import Predictor
-from pylon.models import ModelOutput, register_model
 
 SIZE = 128
 CLASSES = ["bright", "also_bright"]
 
 
-@register_model("_test_brightness_cam_dicom")
-class BrightnessCam(nn.Module):
-    """CAM = the 4x4 average-pooled input: it peaks where the image is brightest."""
-
-    def __init__(self, encoder="none", in_channels=1, num_classes=2, encoder_weights=None):
-        super().__init__()
-        self.head = nn.Conv2d(in_channels, num_classes, 1)
-        nn.init.constant_(self.head.weight, 1.0 / in_channels)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, x):
-        cam = self.head(F.avg_pool2d(x, 4))
-        return ModelOutput(cam.amax(dim=(2, 3)), cam)
-
-
 @pytest.fixture
 def weights(tmp_path):
-    path = tmp_path / "brightness.safetensors"
-    model = create_model("_test_brightness_cam_dicom", num_classes=len(CLASSES))
-    data = {"class_names": CLASSES, "size": SIZE, "in_channels": 1, "mean": [0.5], "std": [0.25]}
-    save_weights(model, path, metadata={"pylon_data": data})
-    return path
+    return brightness_weights(tmp_path / "brightness.safetensors", CLASSES, SIZE)
 
 
 def square(height, width, x0, y0, side, inside, outside):

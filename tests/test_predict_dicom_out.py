@@ -2,11 +2,11 @@
 next to its record, read back with highdicom and checked with dciodvfy; resumable; PNG inputs
 need --new-study; option errors and a missing [clinical] extra."""
 
-import inspect
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import highdicom as hd
@@ -14,16 +14,12 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import torch
-import torch.nn.functional as F
+from brightness_model import brightness_weights
 from dicom_files import write_dx
-from torch import nn
 from typer.testing import CliRunner
 
-from pylon import create_model, save_weights
 from pylon.cli.main import app
 from pylon.inference import Predictor
-from pylon.models import ModelOutput, register_model
 
 SIZE = 128
 # Nodule: the brightness model (its probability is high on a bright square); Mass: the same map
@@ -31,32 +27,13 @@ SIZE = 128
 CLASSES = ["Nodule", "Mass"]
 NODULE = ("27925004", "SCT")  # SNOMED CT Nodule, as pydicom's code dictionary has it
 SQUARE = (250, 40, 40)  # x0, y0, side in the 300 x 400 radiograph
-
-
-@register_model("_test_brightness_cam_dicom_out")
-class BrightnessCam(nn.Module):
-    """CAM = the 4x4 average-pooled input (class 2 minus 10): it peaks where the image is
-    brightest."""
-
-    def __init__(self, encoder="none", in_channels=1, num_classes=2, encoder_weights=None):
-        super().__init__()
-        self.head = nn.Conv2d(in_channels, num_classes, 1)
-        nn.init.constant_(self.head.weight, 1.0)
-        with torch.no_grad():
-            self.head.bias.copy_(torch.tensor([0.0, -10.0]))
-
-    def forward(self, x):
-        cam = self.head(F.avg_pool2d(x, 4))
-        return ModelOutput(cam.amax(dim=(2, 3)), cam)
+TESTS = Path(__file__).parent  # brightness_model.py, for a fresh interpreter
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "brightness.safetensors"
-    model = create_model("_test_brightness_cam_dicom_out", num_classes=len(CLASSES))
-    data = {"class_names": CLASSES, "size": SIZE, "in_channels": 1, "mean": [0.5], "std": [0.25]}
-    save_weights(model, path, metadata={"pylon_data": data})
-    return path
+    return brightness_weights(path, CLASSES, SIZE, bias=[0.0, -10.0])
 
 
 def radiograph(bright=True):
@@ -326,19 +303,11 @@ def test_wrong_dicom_options_exit_2(weights, sources, tmp_path, options, message
 def test_without_the_clinical_extra_dicom_out_is_one_line(weights, sources, tmp_path):
     # a fresh interpreter where the [clinical] extra's packages cannot be imported, with the
     # test model registered
-    model = tmp_path / "brightness_model.py"
-    imports = [
-        "import torch",
-        "import torch.nn.functional as F",
-        "from torch import nn",
-        "from pylon.models import ModelOutput, register_model",
-    ]
-    model.write_text("\n".join(imports) + "\n\n" + inspect.getsource(BrightnessCam))
     missing = "; ".join(
         f"sys.modules[{name!r}] = None" for name in ("highdicom", "pynetdicom", "dicomweb_client")
     )
     code = (
-        f"import sys; {missing}; sys.path.insert(0, {str(tmp_path)!r}); import brightness_model; "
+        f"import sys; {missing}; sys.path.insert(0, {str(TESTS)!r}); import brightness_model; "
         "from pylon.cli.main import app; app(prog_name='pylon')"
     )
     args = [sys.executable, "-c", code, "predict", str(weights), str(sources), "--no-progress"]

@@ -19,15 +19,12 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import torch.nn.functional as F
+from brightness_model import brightness_weights
 from pydicom.data import get_testdata_files
 from pydicom.uid import UID
-from torch import nn
 from typer.testing import CliRunner
 
-from pylon import create_model, save_weights
 from pylon.cli.main import app
-from pylon.models import ModelOutput, register_model
 
 UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 # objects with pixels that are not images to report findings on (doses, segmentations)
@@ -76,27 +73,12 @@ def expected_failure(path: Path) -> str | None:
     return None
 
 
-@register_model("_test_brightness_cam_syntaxes")
-class BrightnessCam(nn.Module):
-    def __init__(self, encoder="none", in_channels=1, num_classes=1, encoder_weights=None):
-        super().__init__()
-        self.head = nn.Conv2d(in_channels, num_classes, 1)
-        nn.init.constant_(self.head.weight, 1.0)
-        nn.init.constant_(self.head.bias, 4.0)  # every image has a finding: SR groups and SCs
-
-    def forward(self, x):
-        cam = self.head(F.avg_pool2d(x, 4))
-        return ModelOutput(cam.amax(dim=(2, 3)), cam)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One ``pylon predict --dicom-out`` over a copy of each chosen file, named by its syntax."""
     tmp = tmp_path_factory.mktemp("syntaxes")
     weights = tmp / "w.safetensors"
-    data = {"class_names": ["Nodule"], "size": 64, "in_channels": 1, "mean": [0.5], "std": [0.25]}
-    model = create_model("_test_brightness_cam_syntaxes", num_classes=1)
-    save_weights(model, weights, metadata={"pylon_data": data})
+    brightness_weights(weights, ["Nodule"], 64, bias=[4.0])  # every image has a finding
     inputs = tmp / "in"
     inputs.mkdir()
     for syntax, path in FILES.items():
