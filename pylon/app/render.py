@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from pylon.app.cases import Case
+from pylon.app.security import inside
 from pylon.overlay_draw import DISPLAY_MAX_SIDE
 
 # images per forward pass when a page's overlays are rendered together (render_many)
@@ -70,7 +71,10 @@ class _Map:
     peak: tuple[int, int]
 
 
-class _LRU:
+class LRU:
+    """A mapping that keeps the ``size`` most recently used entries (``get`` returns ``None`` for
+    a missing key); not thread-safe: callers hold their own lock."""
+
     def __init__(self, size: int):
         self.size = size
         self.items: OrderedDict[Hashable, Any] = OrderedDict()
@@ -127,18 +131,14 @@ class OverlayCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
         self.device, self.precision, self.max_side = device, precision, max_side
-        self._predictors = _LRU(models)
-        self._maps = _LRU(maps)
-        self._uploads = _LRU(16)
+        self._predictors = LRU(models)
+        self._maps = LRU(maps)
+        self._uploads = LRU(16)
         self._lock = threading.RLock()
 
     def contains(self, path: str | os.PathLike) -> bool:
         """True only for an existing file inside the cache folder (symlinks resolved)."""
-        try:
-            resolved = Path(path).resolve(strict=True)
-        except (OSError, RuntimeError):
-            return False
-        return resolved.is_file() and self.folder in resolved.parents
+        return Path(path).is_file() and inside(path, [self.folder])
 
     def predictor(self, weights: str | os.PathLike, **options):
         """The :class:`pylon.inference.Predictor` of a weights file (kept loaded; reloaded when

@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,7 +78,7 @@ class Viewer:
         prefetch: bool = True,
     ):
         from pylon.app.cases import CaseTable
-        from pylon.app.render import OverlayCache
+        from pylon.app.render import LRU, OverlayCache
         from pylon.app.sources import open_sources
 
         self.sources = open_sources(paths)
@@ -115,7 +114,7 @@ class Viewer:
         self.benchmarks = [s for s in self.sources if s.kind == "benchmark"]
         self.models = {s.name: s.weights for s in self.sources if s.weights is not None}
         self.prefetch = prefetch
-        self._views: OrderedDict[tuple, object] = OrderedDict()
+        self._views = LRU(64)  # filtered and sorted tables by their query
         self._views_lock = threading.Lock()
         self._prefetching = threading.Lock()
         self.blocks = None
@@ -198,9 +197,9 @@ class Viewer:
             sort,
         )
         with self._views_lock:
-            if key in self._views:
-                self._views.move_to_end(key)
-                return self._views[key]
+            cached = self._views.get(key)
+        if cached is not None:
+            return cached
         table = self._table(run).filter(
             classes=classes or None,
             hit=None if result == "all" else result,
@@ -209,9 +208,7 @@ class Viewer:
         )
         table = table.sort(sort)
         with self._views_lock:
-            self._views[key] = table
-            while len(self._views) > 64:
-                self._views.popitem(last=False)
+            self._views.put(key, table)
         return table
 
     def list_cases(self, run, classes, result, low, high, buckets, sort, page=1):
