@@ -42,8 +42,10 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# --dist loadfile: a test file runs on one worker, so its module fixtures (a trained run, a PACS,
+# a browser page) are built once and its tests run in order
 test: lint system
-	$(VENV)/bin/pytest -q -n 2 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: install system
 	$(PY) bench/model.py

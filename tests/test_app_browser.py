@@ -19,7 +19,9 @@ import requests
 from browser import browser  # noqa: F401  (the module's Chromium context)
 from viewer_runs import WIDTH, csv_run
 
-pytestmark = pytest.mark.slow  # a server (and a browser) per module
+# a server (and a browser) per module; the tests follow one another on one page (the case the
+# third opens is the one the fourth compares): `make test` keeps a file on one worker, in order
+pytestmark = pytest.mark.slow
 N_IMAGES = 6
 TIMEOUT_MS = 60_000
 
